@@ -1,0 +1,157 @@
+"""Shims that nerfstudio 1.1.5 needs on today's stack. Installed whenever nerfstudio
+discovers the plugin (``nerfstudio.configs.method_configs`` loads our entry points, and
+``ns-train``, ``ns-viewer``, ``ns-export`` and ``ns-eval`` all import it).
+
+1. Safe checkpoint loading. Since torch 2.6, ``torch.load`` defaults to
+   ``weights_only=True``; nerfstudio 1.1.5 calls it without arguments, and its checkpoints
+   hold a few numpy objects (scheduler and grad-scaler state), so loading fails with an
+   UnpicklingError. We allow-list exactly those numpy globals. Safe loading stays on.
+2. Offline LPIPS. nerfstudio models build torchmetrics' LPIPS at construction, which
+   downloads AlexNet weights. Offline this raised and killed ``ns-train``. Now LPIPS
+   degrades to "unavailable": one warning, and the metric is left out of the results.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from typing import Any, List
+
+import torch
+from torch import nn
+
+_installed = False
+
+
+# ---------------------------------------------------------------------------------------
+# 1. torch.load allow-list
+# ---------------------------------------------------------------------------------------
+def checkpoint_numpy_globals() -> List[Any]:
+    """The numpy globals found in nerfstudio 1.1.5 checkpoints, and nothing else.
+
+    nerfstudio's exponential-decay scheduler computes learning rates with numpy, so the
+    optimizers' and schedulers' saved state holds ``numpy.float64`` scalars. One pickles as
+    ``numpy.core.multiarray.scalar(dtype, bytes)`` (``numpy._core`` in numpy 2) with its
+    ``numpy.dtype``, whose rebuilt object is a ``numpy.dtypes.Float64DType`` (numpy >= 1.25).
+    """
+    import numpy as np
+
+    try:
+        from numpy._core.multiarray import scalar  # numpy >= 2
+    except ImportError:
+        from numpy.core.multiarray import scalar
+
+    found: List[Any] = [scalar, np.dtype]
+    if hasattr(np, "dtypes"):
+        found.append(np.dtypes.Float64DType)
+    return found
+
+
+def install_safe_globals() -> None:
+    add = getattr(torch.serialization, "add_safe_globals", None)
+    if add is None:  # torch < 2.4 has no weights_only default to work around
+        return
+    add(checkpoint_numpy_globals())
+
+
+# ---------------------------------------------------------------------------------------
+# 2. LPIPS that degrades offline
+# ---------------------------------------------------------------------------------------
+class UnavailableLPIPS(nn.Module):
+    """Stands in for torchmetrics' LPIPS when its weights cannot be loaded.
+
+    It returns NaN, and the models' metric dictionaries drop the key (see
+    ``_drop_unavailable_lpips``), so ``ns-eval`` reports LPIPS as missing, not as a number.
+    """
+
+    def __init__(self, reason: str = "") -> None:
+        super().__init__()
+        self.reason = reason
+
+    def forward(self, img1: torch.Tensor, img2: torch.Tensor) -> torch.Tensor:
+        return torch.tensor(float("nan"), device=img1.device)
+
+
+_lpips_warned = False
+_RealLPIPS = None
+
+
+def offline_safe_lpips(*args: Any, **kwargs: Any) -> nn.Module:
+    """Build torchmetrics' LPIPS, or an ``UnavailableLPIPS`` if its weights can't be had."""
+    global _lpips_warned
+    try:
+        return _RealLPIPS(*args, **kwargs)
+    except (OSError, RuntimeError, ValueError) as err:  # URLError is an OSError
+        if not _lpips_warned:
+            _lpips_warned = True
+            warnings.warn(
+                "LPIPS is unavailable: its AlexNet weights could not be loaded "
+                f"({type(err).__name__}: {err}). LPIPS will be reported as missing. To enable it, "
+                "put alexnet-owt-7be5be79.pth in $TORCH_HOME/hub/checkpoints (default ~/.cache/torch).",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        return UnavailableLPIPS(reason=str(err))
+
+
+def _drop_unavailable_lpips(method):
+    if getattr(method, "_nerfconvert_wrapped", False):
+        return method
+
+    @functools.wraps(method)
+    def wrapped(self, *args, **kwargs):
+        metrics, images = method(self, *args, **kwargs)
+        if isinstance(getattr(self, "lpips", None), UnavailableLPIPS):
+            metrics = {k: v for k, v in metrics.items() if "lpips" not in k}
+        return metrics, images
+
+    wrapped._nerfconvert_wrapped = True  # type: ignore[attr-defined]
+    return wrapped
+
+
+def _wrap_metrics(cls: type) -> None:
+    if "get_image_metrics_and_images" in cls.__dict__:
+        cls.get_image_metrics_and_images = _drop_unavailable_lpips(cls.__dict__["get_image_metrics_and_images"])
+
+
+def install_offline_lpips() -> None:
+    global _RealLPIPS
+    import torchmetrics.image
+    import torchmetrics.image.lpip as lpip_module
+    from nerfstudio.models.base_model import Model
+
+    if _RealLPIPS is None:
+        _RealLPIPS = lpip_module.LearnedPerceptualImagePatchSimilarity
+    # nerfstudio imports the class inside populate_modules, so patching the module attribute
+    # reaches every stock model (nerfacto, tensorf, vanilla-nerf, mipnerf, splatfacto, ...).
+    lpip_module.LearnedPerceptualImagePatchSimilarity = offline_safe_lpips
+    torchmetrics.image.LearnedPerceptualImagePatchSimilarity = offline_safe_lpips
+
+    # Drop the metric from every model class, present and future.
+    pending = [Model]
+    while pending:
+        cls = pending.pop()
+        _wrap_metrics(cls)
+        pending.extend(cls.__subclasses__())
+    if not getattr(Model, "_nerfconvert_subclass_hook", False):
+        original_hook = Model.__dict__.get("__init_subclass__")
+
+        def __init_subclass__(cls, **kwargs):
+            if original_hook is not None:
+                original_hook.__func__(cls, **kwargs)
+            else:
+                super(Model, cls).__init_subclass__(**kwargs)
+            _wrap_metrics(cls)
+
+        Model.__init_subclass__ = classmethod(__init_subclass__)
+        Model._nerfconvert_subclass_hook = True
+
+
+def install() -> None:
+    """Install both shims (idempotent)."""
+    global _installed
+    if _installed:
+        return
+    install_safe_globals()
+    install_offline_lpips()
+    _installed = True

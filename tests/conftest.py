@@ -1,0 +1,73 @@
+"""Session fixtures: one tiny procedural scene, and tiny runs of each family trained
+through nerfstudio's real ``ns-train`` code path (``nerfstudio.scripts.train.main``)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, Dict
+
+import pytest
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+# Tiny-run settings per method: a few steps, small batches, CPU-friendly encodings.
+TINY_STEPS = 6
+
+
+@pytest.fixture(scope="session")
+def object_scene(tmp_path_factory) -> Path:
+    """A 32x32 procedural object scene in blender format (8 train, 2 val, 2 test views)."""
+    from nerfconvert.scenes import generate_object_scene
+
+    out = tmp_path_factory.mktemp("object_scene")
+    return generate_object_scene(out, seed=0, resolution=32, num_train=8, num_val=2, num_test=2)
+
+
+def tiny_config(method: str, data: Path, output_dir: Path, steps: int = TINY_STEPS):
+    """The stock config of ``method``, shrunk so that it trains in seconds on a CPU."""
+    from nerfstudio.configs.method_configs import all_methods
+    from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig
+
+    config = all_methods[method]
+    config = type(config)(**{f: getattr(config, f) for f in config.__dataclass_fields__})  # shallow copy
+    import copy
+
+    config = copy.deepcopy(all_methods[method])
+    config.output_dir = output_dir
+    config.timestamp = "run"
+    config.vis = "tensorboard"
+    config.max_num_iterations = steps
+    config.steps_per_save = steps
+    config.steps_per_eval_batch = 10**6
+    config.steps_per_eval_image = 10**6
+    config.steps_per_eval_all_images = 10**6
+    config.mixed_precision = False
+    config.pipeline.datamanager.dataparser = BlenderDataParserConfig(data=data)
+    dm = config.pipeline.datamanager
+    if hasattr(dm, "train_num_rays_per_batch"):
+        dm.train_num_rays_per_batch = 256
+        dm.eval_num_rays_per_batch = 256
+    config.pipeline.model.eval_num_rays_per_chunk = 1024
+    if hasattr(config.pipeline.model, "implementation"):
+        config.pipeline.model.implementation = "torch"
+    return config
+
+
+@pytest.fixture(scope="session")
+def trained_run(object_scene, tmp_path_factory) -> Callable[[str], Path]:
+    """``trained_run(method)`` -> config.yml of a tiny run of ``method``, trained once per session."""
+    from nerfstudio.scripts import train
+
+    cache: Dict[str, Path] = {}
+
+    def _get(method: str) -> Path:
+        if method not in cache:
+            out = tmp_path_factory.mktemp(f"run_{method}")
+            config = tiny_config(method, object_scene, out)
+            train.main(config)
+            cache[method] = config.get_base_dir() / "config.yml"
+            assert cache[method].exists()
+        return cache[method]
+
+    return _get
