@@ -3,11 +3,13 @@ through nerfstudio's real ``ns-train`` code path (``nerfstudio.scripts.train.mai
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 from typing import Callable, Dict
 
 import pytest
+import torch
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
@@ -29,10 +31,6 @@ def tiny_config(method: str, data: Path, output_dir: Path, steps: int = TINY_STE
     from nerfstudio.configs.method_configs import all_methods
     from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig
 
-    config = all_methods[method]
-    config = type(config)(**{f: getattr(config, f) for f in config.__dataclass_fields__})  # shallow copy
-    import copy
-
     config = copy.deepcopy(all_methods[method])
     config.output_dir = output_dir
     config.timestamp = "run"
@@ -43,6 +41,7 @@ def tiny_config(method: str, data: Path, output_dir: Path, steps: int = TINY_STE
     config.steps_per_eval_image = 10**6
     config.steps_per_eval_all_images = 10**6
     config.mixed_precision = False
+    config.machine.device_type = "cuda" if torch.cuda.is_available() else "cpu"
     config.pipeline.datamanager.dataparser = BlenderDataParserConfig(data=data)
     dm = config.pipeline.datamanager
     if hasattr(dm, "train_num_rays_per_batch"):
