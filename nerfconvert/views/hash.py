@@ -1,0 +1,193 @@
+"""Two-level view of the hash-grid family: nerfacto and instant-ngp, which share ``NerfactoField``.
+
+phi1 (PVD Table 1, "hash tables"): hash encoding + base MLP, i.e. everything ``get_density``
+computes. phi2: the density activation and the colour head.
+
+Feature layout (``feature_dim = geo_feat_dim + 2``)::
+
+    [0]                       raw density (the value nerfacto feeds to trunc_exp)
+    [1 : 1 + geo_feat_dim]    geometry features (input of the colour head)
+    [-1]                      1.0 inside the field's unit cube, 0.0 where the field masks density
+
+``volume_feature_slice`` selects the first two blocks: what the hash tables and base MLP
+produce, the quantity compared by L_v (Eq. 6). The in-box flag is bookkeeping for phi2.
+
+Density is ``average_init_density * exp(raw)`` (nerfstudio 1.1.5 has no shift inside
+trunc_exp; its initial-density factor multiplies afterwards). phi2 always reproduces the
+field's eval-mode colour: mean appearance code or zeros, as configured, never per camera.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+
+from nerfstudio.cameras.rays import RayBundle, RaySamples
+from nerfstudio.data.scene_box import SceneBox
+from nerfstudio.field_components.activations import trunc_exp
+from nerfstudio.fields.base_field import get_normalized_directions
+from nerfstudio.fields.nerfacto_field import NerfactoField
+from nerfstudio.models.base_model import Model
+
+from nerfconvert.views.base import Decoded, FieldView
+
+EMPTY_RAW_DENSITY = -100.0
+"""Raw density reported where the field masks density to zero (trunc_exp(-100) ~ 4e-44).
+
+Finite, so that clamped (Eq. 8) and unclamped losses stay finite; any clamp range [a, b]
+with a > -100 sees these points as empty.
+"""
+
+
+class HashGridView(FieldView):
+    """phi2(phi1(x, d)) == ``NerfactoField`` in eval mode, for nerfacto and instant-ngp."""
+
+    family = "hash"
+    model_names = ("NerfactoModel", "NGPModel")
+
+    def __init__(self, model: Model) -> None:
+        super().__init__(model)
+        field = getattr(model, "field", None)
+        if not isinstance(field, NerfactoField):
+            raise TypeError(
+                f"HashGridView needs a model whose .field is a NerfactoField, got {type(model).__name__} "
+                f"with field {type(field).__name__}"
+            )
+        self.field: NerfactoField = field
+        geo = field.geo_feat_dim
+        self.volume_feature_slice = slice(0, 1 + geo)
+        self.geometry_feature_slice = slice(1, 1 + geo)
+
+    @property
+    def feature_dim(self) -> int:
+        return self.field.geo_feat_dim + 2
+
+    # ---- phi1 ---------------------------------------------------------------------------
+    def _unit_cube(self, positions: Tensor) -> Tensor:
+        """World positions -> the [0, 1]^3 coordinates the hash grid is indexed with."""
+        if self.field.spatial_distortion is not None:
+            # contraction maps R^3 into the L_inf ball of radius 2
+            return (self.field.spatial_distortion(positions) + 2.0) / 4.0
+        return SceneBox.get_normalized_positions(positions, self.field.aabb)
+
+    def phi1(self, positions: Tensor, directions: Optional[Tensor] = None) -> Tensor:
+        # phi1, PVD Table 1: hash tables (+ base MLP); view-independent
+        del directions
+        x = self._unit_cube(positions)
+        inside = ((x > 0.0) & (x < 1.0)).all(dim=-1, keepdim=True)
+        # same masking as the field: points outside query the grid at the origin corner
+        x = x * inside
+        h = self.field.mlp_base(x.reshape(-1, 3)).view(*positions.shape[:-1], -1)
+        # tcnn returns half precision; the field casts the raw density the same way
+        return torch.cat([h.to(positions.dtype), inside.to(positions.dtype)], dim=-1)
+
+    # ---- phi2 ---------------------------------------------------------------------------
+    def _appearance(self, num: int, like: Tensor) -> Optional[Tensor]:
+        """The eval-mode appearance code: the mean embedding, or zeros, as the field does."""
+        field = self.field
+        if field.embedding_appearance is None:
+            return None
+        if field.use_average_appearance_embedding:
+            return field.embedding_appearance.mean(dim=0).expand(num, -1)
+        return torch.zeros((num, field.appearance_embedding_dim), device=like.device, dtype=like.dtype)
+
+    def phi2(self, features: Tensor, directions: Tensor) -> Decoded:
+        # phi2, PVD Table 1: MLP decoder (density activation + colour head)
+        field = self.field
+        geo_dim = field.geo_feat_dim
+        raw, geo, inside = torch.split(features, [1, geo_dim, 1], dim=-1)
+        inside_mask = inside > 0.5
+        density = field.average_init_density * trunc_exp(raw) * inside_mask
+
+        shape = directions.shape[:-1]
+        d = field.direction_encoding(get_normalized_directions(directions).reshape(-1, 3))
+        parts = [d, geo.reshape(-1, geo_dim)]
+        appearance = self._appearance(d.shape[0], directions)
+        if appearance is not None:
+            parts.append(appearance)
+        rgb = field.mlp_head(torch.cat(parts, dim=-1)).view(*shape, -1).to(directions)
+
+        raw_density = torch.where(inside_mask, raw, torch.full_like(raw, EMPTY_RAW_DENSITY))
+        return Decoded(density=density, raw_density=raw_density, rgb=rgb)
+
+    # ---- sampling -----------------------------------------------------------------------
+    def sample(self, ray_bundle: RayBundle) -> RaySamples:
+        model = self.model
+        if getattr(model, "collider", None) is not None:
+            ray_bundle = model.collider(ray_bundle)
+        with torch.no_grad():
+            if hasattr(model, "proposal_sampler"):
+                return self._sample_proposal(ray_bundle)
+            if hasattr(model, "occupancy_grid"):
+                return self._sample_occupancy(ray_bundle)
+        raise TypeError(f"{type(model).__name__} has neither a proposal sampler nor an occupancy grid")
+
+    def _sample_proposal(self, ray_bundle: RayBundle) -> RaySamples:
+        """nerfacto: proposal networks, then the final PDF pass (as in NerfactoModel.get_outputs)."""
+        sampler = self.model.proposal_sampler
+        # the sampler counts calls to schedule proposal updates; sampling from a view must not
+        # change the model's training schedule
+        steps_since_update = sampler._steps_since_update
+        try:
+            ray_samples, _, _ = sampler(ray_bundle, density_fns=self.model.density_fns)
+        finally:
+            sampler._steps_since_update = steps_since_update
+        return ray_samples
+
+    def _sample_occupancy(self, ray_bundle: RayBundle) -> RaySamples:
+        """instant-ngp: nerfacc occupancy-grid marching, padded to [num_rays, max_samples]."""
+        config = self.model.config
+        packed, ray_indices = self.model.sampler(
+            ray_bundle=ray_bundle,
+            near_plane=config.near_plane,
+            far_plane=config.far_plane,
+            render_step_size=config.render_step_size,
+            alpha_thre=config.alpha_thre,
+            cone_angle=config.cone_angle,
+        )
+        return pad_packed_samples(
+            ray_bundle,
+            packed.frustums.starts[..., 0],
+            packed.frustums.ends[..., 0],
+            ray_indices,
+            fill=config.near_plane,
+        )
+
+    # ---- parameters ---------------------------------------------------------------------
+    def phi1_parameters(self) -> list[nn.Parameter]:
+        return list(self.field.mlp_base.parameters())
+
+    def phi2_parameters(self) -> list[nn.Parameter]:
+        params = list(self.field.mlp_head.parameters())
+        # the mean appearance code is an input of the colour head in eval mode
+        if self.field.embedding_appearance is not None and self.field.use_average_appearance_embedding:
+            params += list(self.field.embedding_appearance.parameters())
+        return params
+
+
+def pad_packed_samples(
+    ray_bundle: RayBundle, starts: Tensor, ends: Tensor, ray_indices: Tensor, fill: float = 0.0
+) -> RaySamples:
+    """Packed samples (nerfacc) -> dense [num_rays, max_samples] RaySamples.
+
+    Padding intervals have zero length (start == end == the ray's last end, or ``fill`` for a
+    ray without samples), so they get zero weight and leave rendering unchanged.
+    """
+    num_rays = len(ray_bundle)
+    device = starts.device
+    ray_indices = ray_indices.long()
+    counts = torch.bincount(ray_indices, minlength=num_rays)
+    width = max(int(counts.max().item()) if counts.numel() else 0, 1)
+    offsets = torch.cumsum(counts, 0) - counts
+    slot = torch.arange(starts.shape[0], device=device) - offsets[ray_indices]
+
+    last_end = torch.full((num_rays,), float(fill), device=device, dtype=ends.dtype)
+    has_samples = counts > 0
+    last_end[has_samples] = ends[(offsets + counts - 1)[has_samples]]
+    dense_starts = last_end[:, None].repeat(1, width)
+    dense_ends = dense_starts.clone()
+    dense_starts[ray_indices, slot] = starts
+    dense_ends[ray_indices, slot] = ends
+    return ray_bundle.get_ray_samples(bin_starts=dense_starts[..., None], bin_ends=dense_ends[..., None])

@@ -1,0 +1,160 @@
+"""Two-level view of the VM-decomposition family: nerfstudio's TensoRF.
+
+phi1 (PVD Table 1, "decomposed tensors"): density planes x lines, and appearance planes x
+lines projected by the appearance basis B. phi2: sum + ReLU for density, and the colour
+decoder (MLP on features, direction and their frequency encodings, or SH if ``use_sh``).
+
+Feature layout (``feature_dim = D + A``)::
+
+    [0 : D]        density components, D = density_encoding.get_out_dim() (3 x R_sigma for VM)
+    [D : D + A]    appearance features after the basis B, A = B.out_features (27 by default)
+
+The whole vector is the volume feature (L_v, Eq. 6); ``density_feature_slice`` and
+``appearance_feature_slice`` name the two blocks. The same code serves the "cp" and
+"triplane" encodings of TensoRFModel, since the field treats them alike.
+"""
+
+from __future__ import annotations
+
+from typing import Dict
+
+import torch
+from torch import Tensor, nn
+
+from nerfstudio.cameras.rays import RayBundle, RaySamples
+from nerfstudio.data.scene_box import SceneBox
+from nerfstudio.fields.tensorf_field import TensoRFField
+from nerfstudio.models.base_model import Model
+from nerfstudio.utils import colors
+
+from nerfconvert.views.base import Decoded, FieldView
+
+RAY_MASK_KEY = "nerfconvert_vm_ray_mask"
+"""``RaySamples.metadata`` key under which :meth:`VMView.sample` stores TensoRF's coarse-pass ray mask."""
+
+_COARSE_ACCUMULATION_THRESHOLD = 1e-4  # as in TensoRFModel.get_outputs
+
+
+class VMView(FieldView):
+    """phi2(phi1(x, d)) == ``TensoRFField``."""
+
+    family = "vm"
+    model_names = ("TensoRFModel",)
+
+    def __init__(self, model: Model) -> None:
+        super().__init__(model)
+        field = getattr(model, "field", None)
+        if not isinstance(field, TensoRFField):
+            raise TypeError(
+                f"VMView needs a model whose .field is a TensoRFField, got {type(model).__name__} "
+                f"with field {type(field).__name__}"
+            )
+        self.field: TensoRFField = field
+        self.volume_feature_slice = slice(0, self.feature_dim)
+
+    @property
+    def _density_dim(self) -> int:
+        return self.field.density_encoding.get_out_dim()
+
+    @property
+    def feature_dim(self) -> int:
+        return self._density_dim + self.field.B.out_features
+
+    @property
+    def density_feature_slice(self) -> slice:
+        return slice(0, self._density_dim)
+
+    @property
+    def appearance_feature_slice(self) -> slice:
+        return slice(self._density_dim, self.feature_dim)
+
+    # ---- the two levels -----------------------------------------------------------------
+    def phi1(self, positions: Tensor, directions: Tensor = None) -> Tensor:
+        # phi1, PVD Table 1: decomposed tensors (planes x lines, then the basis B)
+        del directions
+        x = SceneBox.get_normalized_positions(positions, self.field.aabb) * 2 - 1
+        density_components = self.field.density_encoding(x)
+        appearance = self.field.B(self.field.color_encoding(x))
+        return torch.cat([density_components, appearance], dim=-1)
+
+    def phi2(self, features: Tensor, directions: Tensor) -> Decoded:
+        # phi2, PVD Table 1: MLP decoder
+        field = self.field
+        density_components, appearance = torch.split(
+            features, [self._density_dim, field.B.out_features], dim=-1
+        )
+        raw_density = density_components.sum(dim=-1, keepdim=True)
+        density = torch.relu(raw_density)
+
+        if field.use_sh:
+            sh = field.sh(directions)[..., None, :]  # [..., 1, n_sh]
+            coefficients = appearance.view(*appearance.shape[:-1], 3, sh.shape[-1])
+            rgb = torch.relu(torch.sum(sh * coefficients, dim=-1) + 0.5)
+        else:
+            decoder_in = torch.cat(
+                [
+                    appearance,
+                    directions,
+                    field.feature_encoding(appearance),
+                    field.direction_encoding(directions),
+                ],
+                dim=-1,
+            )
+            rgb = field.field_output_rgb(field.mlp_head(decoder_in))
+        return Decoded(density=density, raw_density=raw_density, rgb=rgb)
+
+    # ---- sampling and rendering -----------------------------------------------------------
+    def sample(self, ray_bundle: RayBundle) -> RaySamples:
+        """Uniform samples, then PDF samples from the field's density (TensoRFModel.get_outputs).
+
+        TensoRF skips the fine pass on rays whose coarse accumulation is below 1e-4 (density 0,
+        white colour). That mask is stored in ``metadata[RAY_MASK_KEY]`` so that
+        :meth:`render_samples` renders these samples exactly as the model does.
+        """
+        model = self.model
+        if getattr(model, "collider", None) is not None:
+            ray_bundle = model.collider(ray_bundle)
+        with torch.no_grad():
+            uniform = model.sampler_uniform(ray_bundle)
+            weights = uniform.get_weights(self.field.get_density(uniform))
+            accumulation = model.renderer_accumulation(weights)
+            ray_mask = accumulation >= _COARSE_ACCUMULATION_THRESHOLD  # [num_rays, 1]
+            ray_samples = model.sampler_pdf(ray_bundle, uniform, weights)
+        metadata = dict(ray_samples.metadata or {})
+        metadata[RAY_MASK_KEY] = ray_mask[..., None, :].expand(*ray_samples.shape, 1)
+        ray_samples.metadata = metadata
+        return ray_samples
+
+    def render_samples(self, ray_samples: RaySamples) -> Dict[str, Tensor]:
+        outputs_mask = (ray_samples.metadata or {}).get(RAY_MASK_KEY)
+        if outputs_mask is None:
+            return super().render_samples(ray_samples)
+        decoded = self.query(ray_samples.frustums.get_positions(), ray_samples.frustums.directions)
+        # TensoRFField.forward with a mask: skipped rays get zero density and white colour
+        white = colors.WHITE.to(decoded.rgb)
+        decoded = Decoded(
+            density=torch.where(outputs_mask, decoded.density, torch.zeros_like(decoded.density)),
+            raw_density=decoded.raw_density,
+            rgb=torch.where(outputs_mask, decoded.rgb, white.expand_as(decoded.rgb)),
+        )
+        return self.render_decoded(ray_samples, decoded)
+
+    # ---- parameters -----------------------------------------------------------------------
+    def phi1_parameters(self) -> list[nn.Parameter]:
+        field = self.field
+        return (
+            list(field.density_encoding.parameters())
+            + list(field.color_encoding.parameters())
+            + list(field.B.parameters())
+        )
+
+    def phi2_parameters(self) -> list[nn.Parameter]:
+        field = self.field
+        if field.use_sh:
+            return []
+        return (
+            list(field.mlp_head.parameters())
+            + list(field.field_output_rgb.parameters())
+            + list(field.feature_encoding.parameters())
+            + list(field.direction_encoding.parameters())
+        )
