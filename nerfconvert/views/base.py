@@ -42,6 +42,9 @@ class FieldView(ABC):
     """One of "hash", "vm", "mlp", "voxel"."""
     model_names: ClassVar[tuple]
     """Model class names this view supports (used in error messages)."""
+    volume_feature_slice: ClassVar[slice] = slice(None)
+    """The part of phi1's output that is the scene's volume feature (compared by L_v, PVD Eq. 6);
+    views that carry helper values in their features (e.g. an in-box flag) narrow it."""
 
     def __init__(self, model: Model) -> None:
         self.model = model
