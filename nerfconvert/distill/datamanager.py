@@ -1,0 +1,190 @@
+"""The pseudo-camera data manager: rays from fresh random cameras every epoch, and the pool of
+hard poses (PVD-AL, "important camera poses"). Targets come from the teacher, in the pipeline;
+this data manager never touches an image."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Dict, Literal, Optional, Tuple, Type, Union
+
+import torch
+from torch import Tensor
+
+from nerfstudio.cameras.cameras import Cameras
+from nerfstudio.cameras.rays import RayBundle
+from nerfstudio.data.datamanagers.base_datamanager import DataManager, DataManagerConfig
+from nerfstudio.data.scene_box import SceneBox
+
+from nerfconvert.distill.active import HardPosePool, PoseErrorTracker
+from nerfconvert.distill.cameras import PseudoCameraDistribution
+
+
+@dataclass
+class PseudoCameraDataManagerConfig(DataManagerConfig):
+    """Random cameras drawn from the teacher's training-camera distribution."""
+
+    _target: Type = field(default_factory=lambda: PseudoCameraDataManager)
+    train_num_rays_per_batch: int = 4096
+    """Rays per distillation step (PVD: 4096)."""
+    eval_num_rays_per_batch: int = 4096
+    poses_per_epoch: int = 100
+    """Fresh pseudo cameras drawn per epoch."""
+    steps_per_epoch: int = 100
+    """Steps per epoch: pose errors are ranked and the poses redrawn at each epoch's end."""
+    num_eval_poses: int = 4
+    """Fixed pseudo cameras for eval metrics (student vs teacher), drawn with eval_seed."""
+    eval_seed: int = 1234
+    seed: int = 0
+    camera_kind: Literal["auto", "orbit", "forward"] = "auto"
+    """auto: orbit when the training cameras' optical axes converge, forward-facing otherwise."""
+    forward_threshold: float = 0.9
+    """auto: forward-facing when the mean viewing direction is longer than this."""
+    box_margin: float = 0.1
+    """Forward-facing: the box of camera centres grows by this fraction of its size."""
+    rotation_jitter_deg: float = 5.0
+    """Orientation jitter of forward-facing pseudo cameras and of re-drawn hard poses."""
+    hard_pose_fraction: float = 0.1
+    """PVD-AL: the fraction of an epoch's poses kept as hard poses, and of the next epoch's
+    poses re-drawn (jittered) from the pool. 0 switches hard poses off."""
+    hard_pose_pool_size: int = 30
+    """Capacity of the hard-pose pool (first in, first out)."""
+
+
+class PseudoViewDataset:
+    """Camera-only stand-in for a dataset (what the trainer and viewer look at).
+
+    The viewer draws training cameras with thumbnails; distillation has no images, so the
+    thumbnail is flat grey."""
+
+    def __init__(self, cameras: Cameras, scene_box: SceneBox, metadata: Optional[Dict] = None) -> None:
+        self.cameras = cameras
+        self.scene_box = scene_box
+        self.metadata = metadata or {}
+
+    def __len__(self) -> int:
+        return self.cameras.shape[0]
+
+    def __getitem__(self, idx: int) -> Dict:
+        h, w = int(self.cameras.height[idx]), int(self.cameras.width[idx])
+        return {"image_idx": idx, "image": torch.full((h, w, 3), 0.5)}
+
+
+class PseudoCameraDataManager(DataManager):
+    config: PseudoCameraDataManagerConfig
+
+    def __init__(
+        self,
+        config: PseudoCameraDataManagerConfig,
+        device: Union[torch.device, str] = "cpu",
+        test_mode: Literal["test", "val", "inference"] = "val",
+        world_size: int = 1,
+        local_rank: int = 0,
+        teacher_cameras: Optional[Cameras] = None,
+        scene_box: Optional[SceneBox] = None,
+        **kwargs,
+    ) -> None:
+        self.config = config
+        self.device = device
+        self.test_mode = test_mode
+        if teacher_cameras is None or scene_box is None:
+            raise ValueError("PseudoCameraDataManager needs the teacher's training cameras and scene box")
+        kind = None if config.camera_kind == "auto" else config.camera_kind
+        self.distribution = PseudoCameraDistribution.fit(
+            teacher_cameras,
+            forward_threshold=config.forward_threshold,
+            box_margin=config.box_margin,
+            rotation_jitter_deg=config.rotation_jitter_deg,
+            kind=kind,
+        )
+        self.generator = torch.Generator().manual_seed(config.seed + local_rank)
+        num_hard = max(1, int(round(config.hard_pose_fraction * config.poses_per_epoch))) if config.hard_pose_fraction > 0 else 0
+        self.num_hard_per_epoch = num_hard
+        self.pose_pool = HardPosePool(config.hard_pose_pool_size if num_hard else 0)
+        self.epoch = -1
+        self.epoch_c2w = torch.zeros(0, 3, 4)
+        self.epoch_cameras: Optional[Cameras] = None
+        self.tracker = PoseErrorTracker(config.poses_per_epoch)
+
+        # The trainer and viewer expect datasets: the teacher's training cameras (no images) and
+        # fixed eval pseudo cameras.
+        self.train_dataset = PseudoViewDataset(teacher_cameras.to("cpu"), scene_box)
+        eval_gen = torch.Generator().manual_seed(config.eval_seed)
+        self.eval_cameras = self.distribution.sample_cameras(config.num_eval_poses, eval_gen)
+        self.eval_dataset = PseudoViewDataset(self.eval_cameras, scene_box)
+        super().__init__()
+
+    # ---- epochs and hard poses ------------------------------------------------------------
+    def _start_epoch(self, epoch: int) -> None:
+        """Rank the finished epoch's poses, pool the hardest, draw the next epoch's cameras."""
+        if self.epoch >= 0 and self.num_hard_per_epoch:
+            hard = self.tracker.hardest(self.config.hard_pose_fraction)
+            if hard.numel():
+                self.pose_pool.add(self.epoch_c2w[hard], self.tracker.mean_errors()[hard])
+        n = self.config.poses_per_epoch
+        n_hard = min(self.num_hard_per_epoch, n) if len(self.pose_pool) else 0
+        fresh = self.distribution.sample_poses(n - n_hard, self.generator)
+        if n_hard:
+            redrawn = self.distribution.jitter_poses(self.pose_pool.draw(n_hard, self.generator), generator=self.generator)
+            fresh = torch.cat([fresh, redrawn])
+        self.epoch_c2w = fresh
+        self.epoch_cameras = self.distribution.make_cameras(fresh, self.generator).to(self.device)
+        self.tracker = PoseErrorTracker(n)
+        self.epoch = epoch
+
+    def record_pose_errors(self, pose_indices: Tensor, errors: Tensor) -> None:
+        """Per-ray teacher/student RGB gaps, each with the index of the pose it came from."""
+        self.tracker.add(pose_indices, errors)
+
+    def hard_poses(self) -> Tensor:
+        """[K, 3, 4] the current pool of hard poses."""
+        return self.pose_pool.c2w
+
+    # ---- rays ---------------------------------------------------------------------------------
+    def rays_from(self, cameras: Cameras, num_rays: int, generator: torch.Generator) -> Tuple[RayBundle, Tensor]:
+        """``num_rays`` random pixels of random cameras -> (rays, pose index of each ray)."""
+        pose = torch.randint(0, cameras.shape[0], (num_rays,), generator=generator)
+        h = cameras.height[pose.to(cameras.device), 0].cpu().float()
+        w = cameras.width[pose.to(cameras.device), 0].cpu().float()
+        u = torch.rand(num_rays, 2, generator=generator)
+        coords = torch.stack([torch.floor(u[:, 0] * h), torch.floor(u[:, 1] * w)], dim=-1) + 0.5
+        bundle = cameras.generate_rays(
+            camera_indices=pose[:, None].to(cameras.device), coords=coords.to(cameras.device)
+        )
+        return bundle, pose
+
+    def next_train(self, step: int) -> Tuple[RayBundle, Dict]:
+        self.train_count += 1
+        epoch = step // max(1, self.config.steps_per_epoch)
+        if epoch != self.epoch or self.epoch_cameras is None:
+            self._start_epoch(epoch)
+        bundle, pose = self.rays_from(self.epoch_cameras, self.config.train_num_rays_per_batch, self.generator)
+        return bundle, {"pose_index": pose.to(self.device)}
+
+    def next_eval(self, step: int) -> Tuple[RayBundle, Dict]:
+        self.eval_count += 1
+        gen = torch.Generator().manual_seed(self.config.eval_seed + step)
+        bundle, pose = self.rays_from(self.eval_cameras.to(self.device), self.config.eval_num_rays_per_batch, gen)
+        return bundle, {"pose_index": torch.full_like(pose, -1).to(self.device)}
+
+    def next_eval_image(self, step: int) -> Tuple[Cameras, Dict]:
+        idx = step % self.eval_cameras.shape[0]
+        return self.eval_cameras[idx : idx + 1].to(self.device), {"image_idx": idx}
+
+    def get_train_rays_per_batch(self) -> int:
+        return self.config.train_num_rays_per_batch
+
+    def get_eval_rays_per_batch(self) -> int:
+        return self.config.eval_num_rays_per_batch
+
+    def get_datapath(self):
+        return None
+
+    def get_param_groups(self) -> Dict:
+        return {}
+
+    def setup_train(self) -> None:  # no loaders: rays are generated on the fly
+        pass
+
+    def setup_eval(self) -> None:
+        pass

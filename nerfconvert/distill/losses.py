@@ -1,0 +1,187 @@
+"""PVD's losses (Eq. 6-8) and the grid regulariser, written against two-level views."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from nerfstudio.model_components.losses import tv_loss
+
+from nerfconvert.views.base import FieldView
+
+
+@dataclass
+class PVDLossConfig:
+    """Weights of Eq. 7 and the density range of Eq. 8. A weight of 0 switches a term off
+    (and skips its computation), which is how the ablations of PVD-AL Table 6 are run."""
+
+    volume_weight: float = 2e-3
+    """omega_1, L_v (Eq. 6): phi1 features."""
+    density_weight: float = 2e-3
+    """omega_2, L_sigma (Eq. 8): clamped raw density."""
+    colour_weight: float = 2e-3
+    """omega_3, L_c: colour at the sample points."""
+    rgb_weight: float = 1.0
+    """omega_4, L_rgb: rendered pixel colour."""
+    reg_weight: float = 1.0
+    """omega_5, L_reg: TV + L1 of grid students (VM, voxel)."""
+    density_clamp: Optional[Tuple[float, float]] = (-2.0, 7.0)
+    """[a, b] of Eq. 8 on the student's raw (pre-activation) density; None: no clamp (ablation)."""
+    tv_weight: float = 1e-5
+    """TV inside L_reg (PVD supplement: 1e-5)."""
+    l1_weight: float = 1e-4
+    """L1 sparsity inside L_reg (PVD supplement: 1e-4)."""
+    sampler_weight: float = 1.0
+    """Proposal-network loss of a nerfacto student against the teacher's weights (its own sampler)."""
+
+
+# ---- density in the student's raw space -------------------------------------------------------
+
+
+def density_activation(view: FieldView) -> Tuple[str, float]:
+    """(name, scale) of the view's density activation: density = scale * act(raw)."""
+    family = view.family
+    if family == "hash":
+        return "exp", float(view.field.average_init_density)
+    if family == "vm":
+        return "relu", 1.0
+    if family == "mlp":
+        act = view.field.field_output_density.activation
+        if act is None:
+            return "identity", 1.0
+        if isinstance(act, nn.Softplus):
+            return "softplus", 1.0
+        if isinstance(act, nn.ReLU):
+            return "relu", 1.0
+        return type(act).__name__.lower(), 1.0
+    if family == "voxel":
+        field = getattr(view, "field", None) or view.model.field
+        return str(field.density_activation), 1.0
+    raise ValueError(f"unknown family {family!r}")
+
+
+def inverse_activation(name: str, scale: float) -> Callable[[Tensor], Tensor]:
+    """density -> a raw value that the activation maps to it (the smallest, for relu)."""
+    tiny = 1e-30
+    if name == "exp":
+        return lambda d: torch.log((d / scale).clamp_min(tiny))
+    if name == "softplus":
+        # log(exp(d) - 1), stable for small and large d
+        return lambda d: d + torch.log(-torch.expm1(-d.clamp_min(1e-12)))
+    if name in ("relu", "identity"):
+        return lambda d: d / scale
+    raise ValueError(f"no inverse for density activation {name!r}")
+
+
+def teacher_raw_in_student_space(teacher: FieldView, student: FieldView) -> Optional[Callable[[Tensor, Tensor], Tensor]]:
+    """How to express the teacher's density as the student's raw density, for Eq. 8.
+
+    PVD clamps raw densities of both models to [a, b]. When the two use different activations
+    (exp for hash grids, relu for TensoRF, softplus for NeRF) the raw values live on different
+    scales, so the teacher's *activated* density is mapped through the student's inverse
+    activation first (a deviation needed for cross-family pairs; same-activation pairs compare
+    raw values directly, as in the paper). Returns f(raw_t, density_t) -> target raw.
+    """
+    t_act, s_act = density_activation(teacher), density_activation(student)
+    if t_act == s_act:
+        return lambda raw, density: raw
+    inverse = inverse_activation(*s_act)
+    return lambda raw, density: inverse(density)
+
+
+def clamp_density(raw: Tensor, clamp: Optional[Tuple[float, float]]) -> Tensor:
+    """min(max(sigma, a), b) of Eq. 8; identity when ``clamp`` is None."""
+    if clamp is None:
+        return raw
+    return raw.clamp(min=clamp[0], max=clamp[1])
+
+
+def density_loss(student_raw: Tensor, target_raw: Tensor, clamp: Optional[Tuple[float, float]], mask: Optional[Tensor] = None) -> Tensor:
+    # L_sigma, Eq. 8: MSE between clamped raw densities (no gradient where the student is out of range)
+    return masked_mse(clamp_density(student_raw, clamp), clamp_density(target_raw, clamp), mask)
+
+
+def masked_mse(a: Tensor, b: Tensor, mask: Optional[Tensor] = None) -> Tensor:
+    """MSE over the sample points selected by ``mask`` ([...] bool, broadcast over channels)."""
+    if mask is None:
+        return F.mse_loss(a, b)
+    sel = mask.reshape(-1)
+    a, b = a.reshape(sel.shape[0], -1)[sel], b.reshape(sel.shape[0], -1)[sel]
+    if a.numel() == 0:
+        return (a.sum() + b.sum()) * 0.0
+    return F.mse_loss(a, b)
+
+
+# ---- L_v --------------------------------------------------------------------------------------
+
+
+class FeatureProjection(nn.Module):
+    """Student phi1 features -> the teacher's feature size, for L_v (Eq. 6).
+
+    PVD compares phi1 outputs directly. Heterogeneous pairs rarely share a feature size (a
+    hash grid gives 16 features, TensoRF 75, NeRF's 4th layer 256), so when sizes differ a
+    learned linear map is trained alongside the student (a deviation from the paper). Equal
+    sizes compare directly.
+    """
+
+    def __init__(self, student_dim: int, teacher_dim: int) -> None:
+        super().__init__()
+        self.student_dim, self.teacher_dim = student_dim, teacher_dim
+        self.linear = nn.Linear(student_dim, teacher_dim) if student_dim != teacher_dim else None
+
+    def forward(self, features: Tensor) -> Tensor:
+        return features if self.linear is None else self.linear(features)
+
+
+def volume_loss(student_features: Tensor, teacher_features: Tensor, projection: FeatureProjection) -> Tensor:
+    # L_v, Eq. 6: ||phi1_t(x, d) - P phi1_s(x, d)||^2
+    return F.mse_loss(projection(student_features), teacher_features)
+
+
+# ---- active learning: hard points ----------------------------------------------------------------
+
+
+def select_hard_points(teacher_weights: Tensor, student_weights: Tensor, fraction: float) -> Tensor:
+    """PVD-AL Eq. 11: the ``fraction`` of sample points with the largest teacher weights, united
+    with those with the largest student weights. Weights [R, S(, 1)] -> bool mask [R, S]."""
+    w_t = teacher_weights.reshape(teacher_weights.shape[0], -1).detach()
+    w_s = student_weights.reshape(student_weights.shape[0], -1).detach()
+    n = w_t.numel()
+    k = max(1, min(n, int(round(fraction * n))))
+    mask = torch.zeros(n, dtype=torch.bool, device=w_t.device)
+    mask[torch.topk(w_t.reshape(-1), k).indices] = True
+    mask[torch.topk(w_s.reshape(-1), k).indices] = True
+    return mask.view_as(w_t)
+
+
+# ---- L_reg ------------------------------------------------------------------------------------
+
+
+def grid_regularizer(view: FieldView, student_density: Optional[Tensor], tv_weight: float, l1_weight: float) -> Optional[Tensor]:
+    """L_reg of Eq. 7 for grid students: TV + L1. None for families without a grid (hash, MLP)."""
+    if view.family == "vm":
+        field = view.field
+        planes = [getattr(enc, "plane_coef", None) for enc in (field.density_encoding, field.color_encoding)]
+        lines = [getattr(enc, "line_coef", None) for enc in (field.density_encoding, field.color_encoding)]
+        loss = 0.0
+        if planes[0] is not None and tv_weight > 0:
+            loss = loss + tv_weight * (tv_loss(planes[0]) + tv_loss(planes[1]))
+        if l1_weight > 0:
+            # TensoRF's L1 on the density factors
+            dens = [t for t in (planes[0], lines[0]) if t is not None]
+            loss = loss + l1_weight * sum(t.abs().mean() for t in dens)
+        return loss if torch.is_tensor(loss) else None
+    if view.family == "voxel":
+        field = getattr(view, "field", None) or view.model.field
+        loss = 0.0
+        if tv_weight > 0:
+            tv_density, tv_sh = field.tv_losses(getattr(view.model.config, "tv_num_voxels", 2**16))
+            loss = loss + tv_weight * (tv_density + tv_sh)
+        if l1_weight > 0 and student_density is not None and student_density.numel():
+            loss = loss + l1_weight * student_density.abs().mean()
+        return loss if torch.is_tensor(loss) else None
+    return None

@@ -1,0 +1,436 @@
+"""The PVD-AL pipeline: a frozen teacher, a stock student model, and the staged losses.
+
+Each step (PVD Sec. "Block-wise Distillation", PVD-AL Algorithm 1):
+
+1. rays from pseudo cameras (plus pooled hard rays, in the active-learning phase);
+2. the teacher's own sampler places the samples, shared by both models;
+3. the teacher is queried at them without gradients, in chunks;
+4. the student is evaluated at the same samples, only as deep as the current stage needs:
+   stage 1 phi1 only (L_v), stage 2 + phi2 (L_sigma, L_c), stage 3 + rendering (L_rgb);
+5. errors feed the hard-pose, hard-ray and hard-point selection.
+
+The student keeps its own sampler for standalone rendering: a nerfacto student trains its
+proposal networks against the teacher's weights, a vanilla-nerf student's coarse field is
+kept equal to its fine field, TensoRF and voxel grids sample from their own density.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Literal, Mapping, Optional, Tuple, Type
+
+import torch
+import torch.nn.functional as F
+import tyro
+from torch import Tensor, nn
+
+from nerfstudio.cameras.rays import RayBundle, RaySamples
+from nerfstudio.data.datamanagers.base_datamanager import DataManagerConfig
+from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
+from nerfstudio.model_components.losses import lossfun_outer
+from nerfstudio.models.base_model import ModelConfig
+from nerfstudio.pipelines.base_pipeline import Pipeline, VanillaPipelineConfig
+from nerfstudio.utils import profiler
+
+from nerfconvert.distill.active import HardRayPool
+from nerfconvert.distill.datamanager import PseudoCameraDataManager, PseudoCameraDataManagerConfig
+from nerfconvert.distill.losses import (
+    FeatureProjection,
+    PVDLossConfig,
+    density_loss,
+    grid_regularizer,
+    masked_mse,
+    select_hard_points,
+    teacher_raw_in_student_space,
+    volume_loss,
+)
+from nerfconvert.distill.students import DEFAULT_STUDENT, PROJECTION_GROUP, student_model_config
+from nerfconvert.views.base import Decoded, FieldView
+from nerfconvert.views.registry import load_run, view_class_for
+
+
+@dataclass
+class ActiveLearningConfig:
+    """PVD-AL's three levels (Sec. 3.2.4), each switchable for the ablation of Table 6."""
+
+    hard_poses: bool = True
+    """Pool the poses with the largest image gap each epoch; re-draw them jittered (Eq. 9)."""
+    hard_rays: bool = True
+    """Pool the rays with the largest RGB gap each step; mix them into later batches (Eq. 10)."""
+    hard_points: bool = True
+    """Restrict L_sigma and L_c to the points with the largest weights (Eq. 11)."""
+    ray_fraction: float = 0.1
+    """Fraction of each batch pooled as hard rays, and of the next batch drawn from the pool."""
+    ray_pool_size: int = 16384
+    point_fraction: float = 0.3
+    """Fraction of points kept by teacher weight, and by student weight (the union is used)."""
+    start_step: Optional[int] = None
+    """First step with active learning; None: the start of stage 3 (as in PVD-AL)."""
+
+
+@dataclass
+class PVDPipelineConfig(VanillaPipelineConfig):
+    """Distil a trained run (the teacher) into a stock model (``model``, the student)."""
+
+    _target: Type = field(default_factory=lambda: PVDPipeline)
+    datamanager: DataManagerConfig = field(default_factory=PseudoCameraDataManagerConfig)
+    model: ModelConfig = field(default_factory=lambda: student_model_config(DEFAULT_STUDENT))
+    """The student's model config (set by --student; its options stay reachable here)."""
+    teacher_ckpt: tyro.conf.Suppress[Optional[Path]] = None
+    """Set from the trainer's --teacher-ckpt."""
+    loss: PVDLossConfig = field(default_factory=PVDLossConfig)
+    stage_steps: Tuple[int, int] = (3000, 8000)
+    """Steps at which stage 2 (sigma, colour) and stage 3 (rendered RGB) begin (PVD: 3k, 8k)."""
+    block_wise: bool = True
+    """False: all losses from the first step (the "w/o block-wise" ablation)."""
+    active_learning: ActiveLearningConfig = field(default_factory=ActiveLearningConfig)
+    teacher_chunk: int = 1 << 16
+    """Sample points per teacher query (bounds the teacher's memory)."""
+    mlp_split_layer: int = 4
+    """K of PVD Table 1 for MLP teachers and students: phi1 = the first K layers."""
+    coarse_sync_every: int = 100
+    """vanilla-nerf students: copy the fine field into the coarse one every this many steps."""
+
+
+def _slice_len(s: slice, n: int) -> int:
+    return len(range(n)[s])
+
+
+def _tdist(samples: RaySamples) -> Tensor:
+    return torch.cat([samples.frustums.starts[..., 0], samples.frustums.ends[..., -1:, 0]], dim=-1)
+
+
+def interlevel_loss_metric(weights_list: List[Tensor], samples_list: List[RaySamples]) -> Tensor:
+    """mip-NeRF 360's proposal loss, on metric ray distances: the teacher's samples and the
+    student's proposal samples come from different spacing functions, so their normalised
+    spacings are not comparable, their distances along the ray are."""
+    c = _tdist(samples_list[-1]).detach()
+    w = weights_list[-1][..., 0].detach()
+    loss = 0.0
+    for samples, wp in zip(samples_list[:-1], weights_list[:-1]):
+        loss = loss + torch.mean(lossfun_outer(c, w, _tdist(samples), wp[..., 0]))
+    return loss
+
+
+class PVDPipeline(Pipeline):
+    config: PVDPipelineConfig
+    datamanager: PseudoCameraDataManager
+
+    def __init__(
+        self,
+        config: PVDPipelineConfig,
+        device: str,
+        test_mode: Literal["test", "val", "inference"] = "val",
+        world_size: int = 1,
+        local_rank: int = 0,
+        grad_scaler: Optional[Any] = None,
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.test_mode = test_mode
+        self.world_size = world_size
+        if config.teacher_ckpt is None:
+            raise ValueError("PVDPipelineConfig.teacher_ckpt is not set (pass --teacher-ckpt)")
+
+        teacher_pipeline, teacher_view = load_run(config.teacher_ckpt, device=device, test_mode="inference")
+        if teacher_view.family == "mlp" and config.mlp_split_layer != teacher_view.split_layer:
+            teacher_view = type(teacher_view)(teacher_pipeline.model, split_layer=config.mlp_split_layer)
+        for p in teacher_pipeline.parameters():
+            p.requires_grad_(False)
+        teacher_pipeline.eval()
+        # kept out of the module tree: the teacher is not saved in distillation checkpoints
+        object.__setattr__(self, "teacher_pipeline", teacher_pipeline)
+        object.__setattr__(self, "teacher_view", teacher_view)
+
+        teacher_train = teacher_pipeline.datamanager.train_dataset
+        scene_box = teacher_train.scene_box
+        self.datamanager: PseudoCameraDataManager = config.datamanager.setup(
+            device=device,
+            test_mode=test_mode,
+            world_size=world_size,
+            local_rank=local_rank,
+            teacher_cameras=teacher_train.cameras,
+            scene_box=scene_box,
+        )
+        self.datamanager.to(device)
+        # the student is the stock model of its method, set up for the teacher's scene
+        self._model = config.model.setup(
+            scene_box=scene_box,
+            num_train_data=len(teacher_train),
+            metadata=teacher_train.metadata,
+            device=device,
+            grad_scaler=grad_scaler,
+        )
+        self._model.to(device)
+        view_cls = view_class_for(type(self._model))
+        kwargs = {"split_layer": config.mlp_split_layer} if view_cls.family == "mlp" else {}
+        self.student_view: FieldView = view_cls(self._model, **kwargs)
+
+        t, s = self.teacher_view, self.student_view
+        self.teacher_slice = t.volume_feature_slice
+        self.student_slice = s.volume_feature_slice
+        # PVD applies only sigma, colour, RGB and regularisation losses to the voxel grid
+        self.use_volume_loss = config.loss.volume_weight > 0 and "voxel" not in (t.family, s.family)
+        self.projection: Optional[FeatureProjection] = None
+        if self.use_volume_loss:
+            self.projection = FeatureProjection(
+                _slice_len(self.student_slice, s.feature_dim), _slice_len(self.teacher_slice, t.feature_dim)
+            ).to(device)
+        self.raw_target = teacher_raw_in_student_space(t, s)
+        self.student_has_proposals = hasattr(self._model, "proposal_sampler")
+        al = config.active_learning
+        self.ray_pool = HardRayPool(al.ray_pool_size if al.hard_rays else 0)
+        self.al_start = al.start_step if al.start_step is not None else config.stage_steps[1]
+
+        from nerfstudio.viewer.viewer_elements import ViewerDropdown
+
+        # the viewer renders pipeline.model: this switches it between student and teacher
+        self.viewer_render = ViewerDropdown(
+            name="PVD: render", default_value="student", options=["student", "teacher"],
+            hint="Show the student being distilled, or its teacher",
+        )
+
+    # ---- what the trainer and viewer see --------------------------------------------------
+    @property
+    def model(self):
+        if getattr(self, "viewer_render", None) is not None and self.viewer_render.value == "teacher":
+            return self.teacher_pipeline.model
+        return self._model
+
+    @property
+    def student(self):
+        return self._model
+
+    def stage(self, step: int) -> int:
+        """Block-wise stage of a step (1: phi1, 2: + sigma and colour, 3: + rendered RGB)."""
+        if not self.config.block_wise:
+            return 3
+        s1, s2 = self.config.stage_steps
+        stage = 1 if step < s1 else (2 if step < s2 else 3)
+        if stage == 1 and not self.use_volume_loss:
+            return 2  # nothing to learn from phi1 alone
+        return stage
+
+    def active_learning_on(self, step: int) -> bool:
+        return self.stage(step) == 3 and step >= self.al_start
+
+    # ---- teacher ----------------------------------------------------------------------------
+    @torch.no_grad()
+    def teacher_query(self, positions: Tensor, directions: Tensor, decode: bool) -> Tuple[Optional[Tensor], Optional[Decoded]]:
+        """Teacher phi1 volume features and (if ``decode``) phi2 outputs, in chunks, no grad."""
+        shape = positions.shape[:-1]
+        p, d = positions.reshape(-1, 3), directions.reshape(-1, 3)
+        feats, dens, raws, rgbs = [], [], [], []
+        for i in range(0, p.shape[0], self.config.teacher_chunk):
+            f = self.teacher_view.phi1(p[i : i + self.config.teacher_chunk], d[i : i + self.config.teacher_chunk])
+            if self.use_volume_loss:
+                feats.append(f[..., self.teacher_slice].float())
+            if decode:
+                out = self.teacher_view.phi2(f, d[i : i + self.config.teacher_chunk])
+                dens.append(out.density.float())
+                raws.append(out.raw_density.float())
+                rgbs.append(out.rgb.float())
+        features = torch.cat(feats).view(*shape, -1) if feats else None
+        decoded = None
+        if decode:
+            decoded = Decoded(
+                density=torch.cat(dens).view(*shape, 1),
+                raw_density=torch.cat(raws).view(*shape, 1),
+                rgb=torch.cat(rgbs).view(*shape, 3),
+            )
+        return features, decoded
+
+    @torch.no_grad()
+    def teacher_render(self, samples: RaySamples, decoded: Decoded) -> Dict[str, Tensor]:
+        from nerfconvert.views.vm import RAY_MASK_KEY
+
+        mask = (samples.metadata or {}).get(RAY_MASK_KEY)
+        if mask is not None:  # TensoRF teacher: rays it skips render empty and white
+            decoded = Decoded(
+                density=torch.where(mask, decoded.density, torch.zeros_like(decoded.density)),
+                raw_density=decoded.raw_density,
+                rgb=torch.where(mask, decoded.rgb, torch.ones_like(decoded.rgb)),
+            )
+        return self.teacher_view.render_decoded(samples, decoded)
+
+    # ---- a distillation step ------------------------------------------------------------------
+    def _mix_hard_rays(self, bundle: RayBundle, pose_index: Tensor) -> Tuple[RayBundle, Tensor]:
+        al = self.config.active_learning
+        n = int(round(al.ray_fraction * len(bundle)))
+        pooled = self.ray_pool.draw(n)
+        if pooled is None:
+            return bundle, pose_index
+        n = pooled["origins"].shape[0]
+        keep = len(bundle) - n
+        mixed = RayBundle(
+            origins=torch.cat([bundle.origins[:keep], pooled["origins"]]),
+            directions=torch.cat([bundle.directions[:keep], pooled["directions"]]),
+            pixel_area=torch.cat([bundle.pixel_area[:keep], pooled["pixel_area"]]),
+            camera_indices=torch.cat([bundle.camera_indices[:keep], pooled["camera_indices"]]),
+        )
+        # pooled rays belong to no pose of this epoch: they do not count towards pose errors
+        pose_index = torch.cat([pose_index[:keep], torch.full((n,), -1, dtype=pose_index.dtype, device=pose_index.device)])
+        return mixed, pose_index
+
+    def distill_losses(self, bundle: RayBundle, step: int, stage: int, active: bool) -> Tuple[Dict[str, Tensor], Dict[str, Tensor], Dict[str, Tensor]]:
+        """Losses of Eq. 7 for one batch of rays -> (losses, metrics, per-ray outputs)."""
+        cfg, w = self.config, self.config.loss
+        al = cfg.active_learning
+        rays = {
+            "origins": bundle.origins,
+            "directions": bundle.directions,
+            "pixel_area": bundle.pixel_area,
+            "camera_indices": bundle.camera_indices,
+        }
+        with torch.no_grad():
+            samples = self.teacher_view.sample(bundle)  # shared samples: the teacher's sampler
+        positions = samples.frustums.get_positions().detach()
+        directions = samples.frustums.directions.detach()
+        t_features, t_decoded = self.teacher_query(positions, directions, decode=stage >= 2)
+
+        losses: Dict[str, Tensor] = {}
+        metrics: Dict[str, Tensor] = {"stage": torch.tensor(float(stage))}
+        extras: Dict[str, Tensor] = {}
+        s_features = self.student_view.phi1(positions, directions)
+        if self.use_volume_loss:
+            # L_v, Eq. 6 (through the learned projection when sizes differ)
+            losses["volume_loss"] = w.volume_weight * volume_loss(s_features[..., self.student_slice], t_features, self.projection)
+        if stage < 2:
+            return losses, metrics, extras
+
+        s_decoded = self.student_view.phi2(s_features, directions)
+        mask = None
+        t_weights = samples.get_weights(t_decoded.density).detach()
+        if stage >= 3:
+            t_out = self.teacher_render(samples, t_decoded)
+            s_out = self.student_view.render_decoded(samples, s_decoded)
+            t_rgb, s_rgb = t_out["rgb"].detach(), s_out["rgb"]
+            if w.rgb_weight > 0:
+                losses["rgb_loss"] = w.rgb_weight * F.mse_loss(s_rgb, t_rgb)  # L_rgb
+            ray_error = ((s_rgb.detach() - t_rgb) ** 2).mean(dim=-1)
+            extras["ray_error"] = ray_error
+            extras["rays"] = rays
+            mse = ray_error.mean()
+            metrics["psnr_vs_teacher"] = -10.0 * torch.log10(mse.clamp_min(1e-10))
+            if active and al.hard_points:
+                mask = select_hard_points(t_weights, s_out["weights"], al.point_fraction)
+                metrics["hard_points_fraction"] = mask.float().mean()
+        if w.density_weight > 0:
+            target = self.raw_target(t_decoded.raw_density, t_decoded.density)
+            losses["density_loss"] = w.density_weight * density_loss(s_decoded.raw_density, target, w.density_clamp, mask)
+        if w.colour_weight > 0:
+            losses["colour_loss"] = w.colour_weight * masked_mse(s_decoded.rgb, t_decoded.rgb, mask)  # L_c
+        if w.reg_weight > 0:
+            reg = grid_regularizer(self.student_view, s_decoded.density, w.tv_weight, w.l1_weight)
+            if reg is not None:
+                losses["reg_loss"] = w.reg_weight * reg  # L_reg
+        if self.student_has_proposals and w.sampler_weight > 0:
+            losses["sampler_loss"] = w.sampler_weight * self._proposal_loss(rays, samples, t_weights)
+        return losses, metrics, extras
+
+    def _proposal_loss(self, rays: Dict[str, Tensor], samples: RaySamples, teacher_weights: Tensor) -> Tensor:
+        """A nerfacto student's proposal networks learn to envelope the teacher's weights."""
+        model = self._model
+        bundle = RayBundle(**rays)
+        if getattr(model, "collider", None) is not None:
+            bundle = model.collider(bundle)
+        _, weights_list, samples_list = model.proposal_sampler(bundle, density_fns=model.density_fns)
+        return interlevel_loss_metric(list(weights_list) + [teacher_weights], list(samples_list) + [samples])
+
+    @profiler.time_function
+    def get_train_loss_dict(self, step: int):
+        stage = self.stage(step)
+        active = self.active_learning_on(step)
+        al = self.config.active_learning
+        bundle, batch = self.datamanager.next_train(step)
+        pose_index = batch["pose_index"]
+        if active and al.hard_rays:
+            bundle, pose_index = self._mix_hard_rays(bundle, pose_index)
+        losses, metrics, extras = self.distill_losses(bundle, step, stage, active)
+        if active and "ray_error" in extras:
+            if al.hard_rays:
+                self.ray_pool.add(extras["rays"], extras["ray_error"], al.ray_fraction)
+            if al.hard_poses:
+                self.datamanager.record_pose_errors(pose_index, extras["ray_error"])
+            metrics["hard_pose_pool"] = torch.tensor(float(len(self.datamanager.pose_pool)))
+        return {}, losses, metrics
+
+    # ---- eval: the student against its teacher on fixed pseudo cameras ---------------------------
+    @profiler.time_function
+    def get_eval_loss_dict(self, step: int):
+        self.eval()
+        bundle, _ = self.datamanager.next_eval(step)
+        with torch.no_grad():
+            losses, metrics, _ = self.distill_losses(bundle, step, 3, active=False)
+        self.train()
+        return {}, {k: v.detach() for k, v in losses.items()}, metrics
+
+    @torch.no_grad()
+    def _render_pair(self, camera) -> Tuple[Tensor, Tensor]:
+        student = self._model.get_outputs_for_camera(camera)["rgb"]
+        teacher = self.teacher_pipeline.model.get_outputs_for_camera(camera)["rgb"]
+        return student, teacher
+
+    @profiler.time_function
+    def get_eval_image_metrics_and_images(self, step: int):
+        self.eval()
+        camera, batch = self.datamanager.next_eval_image(step)
+        student, teacher = self._render_pair(camera)
+        mse = F.mse_loss(student, teacher)
+        metrics = {"psnr_vs_teacher": float(-10 * torch.log10(mse.clamp_min(1e-10))), "image_idx": batch["image_idx"]}
+        self.train()
+        return metrics, {"teacher_student": torch.cat([teacher, student], dim=1)}
+
+    @profiler.time_function
+    def get_average_eval_image_metrics(self, step: Optional[int] = None, output_path: Optional[Path] = None, get_std: bool = False):
+        self.eval()
+        values = []
+        for i in range(self.datamanager.eval_cameras.shape[0]):
+            student, teacher = self._render_pair(self.datamanager.eval_cameras[i : i + 1].to(self.device))
+            values.append(float(-10 * torch.log10(F.mse_loss(student, teacher).clamp_min(1e-10))))
+        self.train()
+        t = torch.tensor(values)
+        out = {"psnr_vs_teacher": float(t.mean())}
+        if get_std:
+            out["psnr_vs_teacher_std"] = float(t.std()) if len(values) > 1 else 0.0
+        return out
+
+    # ---- parameters, callbacks, checkpoints ---------------------------------------------------------
+    def get_param_groups(self) -> Dict[str, List[nn.Parameter]]:
+        groups = dict(self._model.get_param_groups())
+        if self.projection is not None and self.projection.linear is not None:
+            groups[PROJECTION_GROUP] = list(self.projection.parameters())
+        return groups
+
+    def get_training_callbacks(self, training_callback_attributes: TrainingCallbackAttributes) -> List[TrainingCallback]:
+        callbacks = list(self._model.get_training_callbacks(training_callback_attributes))
+        if hasattr(self._model, "field_coarse") and hasattr(self._model, "field_fine"):
+            callbacks.append(
+                TrainingCallback(
+                    [TrainingCallbackLocation.AFTER_TRAIN_ITERATION],
+                    lambda step: self.sync_coarse_field(),
+                    update_every_num_iters=max(1, self.config.coarse_sync_every),
+                )
+            )
+        return callbacks
+
+    @torch.no_grad()
+    def sync_coarse_field(self) -> None:
+        """vanilla-nerf student: its coarse field (its own sampler) becomes a copy of the fine
+        field, which distillation trains; evaluated at uniform samples it gives the PDF."""
+        model = self._model
+        if hasattr(model, "field_coarse") and hasattr(model, "field_fine"):
+            model.field_coarse.load_state_dict(model.field_fine.state_dict())
+
+    def load_pipeline(self, loaded_state: Dict[str, Any], step: int) -> None:
+        state = {(k[len("module.") :] if k.startswith("module.") else k): v for k, v in loaded_state.items()}
+        self._model.update_to_step(step)
+        self.load_state_dict(state)
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: Optional[bool] = None):
+        return nn.Module.load_state_dict(self, state_dict, strict=True if strict is None else strict)
+
+    def forward(self):
+        raise NotImplementedError

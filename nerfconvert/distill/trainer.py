@@ -1,0 +1,185 @@
+"""``ns-train pvd-al``: the trainer config with the top-level ``--teacher-ckpt`` and
+``--student`` flags, and the trainer that writes the student as its own run at the end."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Optional, Type
+
+import numpy as np
+import torch
+
+from nerfstudio.engine.trainer import Trainer, TrainerConfig
+from nerfstudio.utils.rich_utils import CONSOLE
+
+from nerfconvert import NerfconvertError
+from nerfconvert.distill.students import (
+    FAMILY_OF_STUDENT,
+    STUDENTS,
+    StudentName,
+    student_model_config,
+    student_optimizers,
+)
+
+
+@dataclass
+class PVDTrainerConfig(TrainerConfig):
+    """Distil a trained run into another architecture (PVD-AL), data-free."""
+
+    _target: Type = field(default_factory=lambda: PVDTrainer)
+    teacher_ckpt: Optional[Path] = None
+    """config.yml of the trained run to distil (the teacher): nerfacto, tensorf, vanilla-nerf or plenoxels."""
+    student: StudentName = "tensorf"
+    """Architecture of the student: nerfacto (hash), tensorf (VM), vanilla-nerf (MLP), plenoxels (voxel)."""
+    finetune_data: Optional[Path] = None
+    """Optional: after distillation, fine-tune the student on the real images of this scene (PVD-AL Table 5)."""
+    finetune_steps: int = 2000
+    """Fine-tuning steps on --finetune-data."""
+    hard_pose_frustum_scale: float = 0.08
+    """Size of the hard-pose frustums drawn in the viewer."""
+
+    def check_inputs(self) -> None:
+        """Validate --teacher-ckpt and --student (one-line errors) and fill in what follows."""
+        from nerfconvert.views.registry import _latest_checkpoint, _read_run_config, view_class_for
+
+        if self.student not in STUDENTS:
+            raise NerfconvertError(
+                f"--student {self.student!r} is not an architecture family. Pick one of: {', '.join(STUDENTS)}."
+            )
+        if self.teacher_ckpt is None:
+            raise NerfconvertError(
+                "--teacher-ckpt is required: pass the config.yml of a trained run, "
+                "e.g. outputs/<scene>/nerfacto/<timestamp>/config.yml."
+            )
+        path, teacher = _read_run_config(Path(self.teacher_ckpt))
+        view_class_for(teacher.pipeline.model._target)  # unsupported architecture
+        _latest_checkpoint(teacher)  # no checkpoint in the run directory
+        self.pipeline.teacher_ckpt = path
+        if self.experiment_name is None:
+            self.experiment_name = teacher.experiment_name
+        # the student's model config and optimizers follow --student unless already its own
+        expected = student_model_config(self.student)
+        if getattr(self.pipeline.model, "_target", None) is not expected._target:
+            self.pipeline.model = expected
+            self.optimizers = student_optimizers(self.student, self.max_num_iterations)
+
+    def set_timestamp(self) -> None:
+        # ns-train's main() calls this first: fail here with one line, before any directory is made
+        try:
+            self.check_inputs()
+        except NerfconvertError as err:
+            raise SystemExit(f"error: {err}") from None
+        super().set_timestamp()
+
+    def teacher_config(self) -> TrainerConfig:
+        from nerfconvert.views.registry import _read_run_config
+
+        return _read_run_config(Path(self.pipeline.teacher_ckpt or self.teacher_ckpt))[1]
+
+
+class PVDTrainer(Trainer):
+    config: PVDTrainerConfig
+
+    def __init__(self, config: PVDTrainerConfig, local_rank: int = 0, world_size: int = 1) -> None:
+        config.check_inputs()
+        super().__init__(config, local_rank, world_size)
+        self.student_config_path: Optional[Path] = None
+        self._drawn_pose_version = -1
+        self._frustum_handles = []
+
+    # ---- viewer: hard poses as frustums (PVD-AL Fig. 7a) ------------------------------------
+    def _update_viewer_state(self, step: int) -> None:
+        super()._update_viewer_state(step)
+        self.draw_hard_poses()
+
+    def draw_hard_poses(self, server=None) -> int:
+        """Draw the current hard-pose pool as red frustums in the viewer. Returns how many."""
+        if server is None:
+            viewer = getattr(self, "viewer_state", None)
+            server = getattr(viewer, "viser_server", None)
+        if server is None:
+            return 0
+        pool = self.pipeline.datamanager.pose_pool
+        if pool.version == self._drawn_pose_version:
+            return len(self._frustum_handles)
+        import viser.transforms as vtf
+
+        from nerfstudio.viewer.viewer import VISER_NERFSTUDIO_SCALE_RATIO
+
+        for handle in self._frustum_handles:
+            handle.remove()
+        self._frustum_handles = []
+        cams = self.pipeline.datamanager.distribution.templates
+        fov = float(2 * np.arctan(float(cams.cy[0]) / float(cams.fy[0])))
+        aspect = float(cams.width[0]) / float(cams.height[0])
+        for i, c2w in enumerate(pool.c2w.numpy()):
+            rot = vtf.SO3.from_matrix(c2w[:3, :3]) @ vtf.SO3.from_x_radians(np.pi)
+            self._frustum_handles.append(
+                server.scene.add_camera_frustum(
+                    name=f"/pvd_hard_poses/pose_{i:03d}",
+                    fov=fov,
+                    aspect=aspect,
+                    scale=self.config.hard_pose_frustum_scale,
+                    color=(230, 40, 40),
+                    wxyz=rot.wxyz,
+                    position=c2w[:3, 3] * VISER_NERFSTUDIO_SCALE_RATIO,
+                )
+            )
+        self._drawn_pose_version = pool.version
+        return len(self._frustum_handles)
+
+    # ---- the student as a run of its own -------------------------------------------------
+    def _after_train(self) -> None:
+        self.write_student()
+        if self.config.finetune_data is not None:
+            self.finetune_student()
+        super()._after_train()
+
+    def write_student(self) -> Path:
+        from nerfconvert.distill.export import student_run_config, write_student_run
+
+        pipeline = self.pipeline
+        pipeline.sync_coarse_field()
+        run = student_run_config(self.config, self.config.teacher_config(), self.config.student)
+        teacher_dir = Path(pipeline.config.teacher_ckpt).parent
+        self.student_config_path = write_student_run(
+            run,
+            pipeline.student.state_dict(),
+            self.step,
+            teacher_dir=teacher_dir,
+            extra_files={"dataparser_transforms.json": teacher_dir / "dataparser_transforms.json"},
+        )
+        CONSOLE.print(
+            f"[bold green]Student ({self.config.student}) written as a run of its own: {self.student_config_path}"
+        )
+        return self.student_config_path
+
+    def finetune_student(self) -> Path:
+        """Fine-tune the written student on real images (PVD-AL Sec. 4.7), as a new run."""
+        from nerfconvert.data import check_data_dir
+        from nerfconvert.distill.export import write_student_run
+
+        assert self.student_config_path is not None
+        import yaml
+
+        run: TrainerConfig = yaml.load(self.student_config_path.read_text(), Loader=yaml.Loader)
+        run.pipeline.datamanager.dataparser.data = Path(self.config.finetune_data).resolve()
+        try:
+            check_data_dir(run.pipeline.datamanager.dataparser)
+        except NerfconvertError as err:
+            raise SystemExit(f"error: --finetune-data: {err}") from None
+        run.timestamp = f"{run.timestamp}-finetuned"
+        run.max_num_iterations = self.config.finetune_steps
+        run.steps_per_save = max(1, self.config.finetune_steps)
+        run.vis = "tensorboard"
+        run.viewer.quit_on_train_completion = True
+        run.save_config()
+        trainer = run.setup(local_rank=0, world_size=1)
+        trainer.setup()
+        state = torch.load(next((self.student_config_path.parent / run.relative_model_dir).glob("step-*.ckpt")), map_location="cpu")
+        trainer.pipeline.load_pipeline(state["pipeline"], state["step"])
+        trainer.train()
+        CONSOLE.print(f"[bold green]Fine-tuned student: {run.get_base_dir() / 'config.yml'}")
+        return run.get_base_dir() / "config.yml"

@@ -1,0 +1,295 @@
+"""pvd-al through nerfstudio's real ``ns-train`` path: every teacher/student pair of the four
+families, the student written as a standalone run, staged work, resume, and bad input."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from nerfconvert import NerfconvertError
+from nerfconvert.distill.students import FAMILY_OF_STUDENT, make_pvd_config
+
+FAMILIES = ["nerfacto", "tensorf", "vanilla-nerf", "plenoxels"]
+PAIRS = [(t, s) for t in FAMILIES for s in FAMILIES]
+
+
+def bin_(name: str) -> str:
+    return str(Path(sys.executable).parent / name)
+
+
+def tiny_pvd(teacher: Path, student: str, out: Path, steps: int = 3, stage_steps=(1, 2)):
+    """A pvd-al config that passes all three stages in ``steps`` CPU steps."""
+    config = make_pvd_config(teacher, student, out, max_num_iterations=steps, stage_steps=stage_steps, num_rays=48)
+    config.timestamp = "pvd"
+    config.pipeline.datamanager.steps_per_epoch = 1
+    config.pipeline.datamanager.poses_per_epoch = 10
+    config.pipeline.active_learning.ray_pool_size = 64
+    config.pipeline.model.eval_num_rays_per_chunk = 256
+    return config
+
+
+def tree(path: Path):
+    # nerfstudio's event writers are process-global: in one pytest process, earlier runs' tensorboard
+    # files keep receiving scalars, which ns-train (one run per process) never does
+    return sorted(
+        (str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns)
+        for p in path.rglob("*")
+        if not p.name.startswith("events.out.tfevents")
+    )
+
+
+def student_runs(out: Path, student: str):
+    return sorted(out.glob(f"*/{student}/*/config.yml"))
+
+
+@pytest.mark.parametrize("teacher,student", PAIRS, ids=[f"{t}->{s}" for t, s in PAIRS])
+def test_pair_distils_through_ns_train(trained_run, tmp_path, teacher, student):
+    from nerfstudio.scripts import train
+
+    from nerfconvert.views import load_run
+
+    teacher_cfg = trained_run(teacher)
+    before = tree(teacher_cfg.parent)
+    config = tiny_pvd(teacher_cfg, student, tmp_path / "out")
+    train.main(config)
+
+    assert tree(teacher_cfg.parent) == before, "the teacher's run directory was modified"
+    runs = student_runs(tmp_path / "out", student)
+    assert len(runs) == 1, list((tmp_path / "out").rglob("config.yml"))
+    run = yaml.load(runs[0].read_text(), Loader=yaml.Loader)
+    assert run.method_name == student
+    teacher_run = yaml.load(teacher_cfg.read_text(), Loader=yaml.Loader)
+    assert Path(run.pipeline.datamanager.dataparser.data).resolve() == Path(teacher_run.pipeline.datamanager.dataparser.data).resolve()
+    # the student is a run of its own: it loads, and could be a teacher in turn
+    pipeline, view = load_run(runs[0], device="cpu")
+    assert view.family == FAMILY_OF_STUDENT[student]
+    params = [p for p in pipeline.model.parameters()]
+    assert all(torch.isfinite(p).all() for p in params)
+    ckpt = torch.load(next((runs[0].parent / "nerfstudio_models").glob("*.ckpt")), map_location="cpu")
+    assert ckpt["step"] == 2
+
+
+def test_student_can_be_a_teacher_again(trained_run, tmp_path):
+    """hash -> MLP -> voxel grid."""
+    from nerfstudio.scripts import train
+
+    train.main(tiny_pvd(trained_run("nerfacto"), "vanilla-nerf", tmp_path / "a", steps=2))
+    mlp = student_runs(tmp_path / "a", "vanilla-nerf")[0]
+    train.main(tiny_pvd(mlp, "plenoxels", tmp_path / "b", steps=2))
+    assert len(student_runs(tmp_path / "b", "plenoxels")) == 1
+
+
+def _pipeline(trained_run, teacher, student, tmp_path, **changes):
+    config = tiny_pvd(trained_run(teacher), student, tmp_path / "out")
+    for key, value in changes.items():
+        target = config.pipeline
+        *path, last = key.split(".")
+        for p in path:
+            target = getattr(target, p)
+        setattr(target, last, value)
+    config.check_inputs()
+    return config.pipeline.setup(device="cpu", test_mode="val")
+
+
+class _Counter:
+    def __init__(self, obj, name):
+        self.calls = 0
+        original = getattr(obj, name)
+
+        def wrapped(*args, **kwargs):
+            self.calls += 1
+            return original(*args, **kwargs)
+
+        setattr(obj, name, wrapped)
+
+
+def test_stages_skip_the_work_they_do_not_need(trained_run, tmp_path):
+    pipeline = _pipeline(trained_run, "nerfacto", "tensorf", tmp_path, stage_steps=(3, 6))
+    counters = {
+        "student_phi2": _Counter(pipeline.student_view, "phi2"),
+        "teacher_phi2": _Counter(pipeline.teacher_view, "phi2"),
+        "student_render": _Counter(pipeline.student_view, "render_decoded"),
+        "teacher_render": _Counter(pipeline.teacher_view, "render_decoded"),
+    }
+    seen = {}
+    for step, stage in [(0, 1), (3, 2), (6, 3)]:
+        for c in counters.values():
+            c.calls = 0
+        assert pipeline.stage(step) == stage
+        _, losses, metrics = pipeline.get_train_loss_dict(step)
+        seen[stage] = (set(losses), {k: c.calls for k, c in counters.items()})
+    assert seen[1][0] == {"volume_loss"}
+    assert all(v == 0 for v in seen[1][1].values())  # stage 1: phi1 only, nothing rendered
+    assert seen[2][0] == {"volume_loss", "density_loss", "colour_loss", "reg_loss"}
+    assert seen[2][1]["student_phi2"] > 0 and seen[2][1]["student_render"] == 0 and seen[2][1]["teacher_render"] == 0
+    assert seen[3][0] == {"volume_loss", "density_loss", "colour_loss", "reg_loss", "rgb_loss"}
+    assert seen[3][1]["student_render"] == 1 and seen[3][1]["teacher_render"] == 1
+
+
+def test_student_samples_at_the_teachers_points_and_gradients_reach_only_phi1_in_stage_1(trained_run, tmp_path):
+    pipeline = _pipeline(trained_run, "tensorf", "nerfacto", tmp_path, stage_steps=(3, 6))
+    seen = {}
+    teacher_sample = pipeline.teacher_view.sample
+
+    def spy_sample(bundle):
+        samples = teacher_sample(bundle)
+        seen["teacher"] = samples.frustums.get_positions().detach().clone()
+        return samples
+
+    pipeline.teacher_view.sample = spy_sample
+    student_phi1 = pipeline.student_view.phi1
+
+    def spy_phi1(positions, directions):
+        seen["student"] = positions.detach().clone()
+        return student_phi1(positions, directions)
+
+    pipeline.student_view.phi1 = spy_phi1
+    _, losses, _ = pipeline.get_train_loss_dict(0)
+    assert torch.equal(seen["teacher"], seen["student"])
+    sum(losses.values()).backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in pipeline.student_view.phi1_parameters())
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in pipeline.student_view.phi2_parameters())
+    assert pipeline.projection is not None and pipeline.projection.linear is not None  # 16 + 1 vs 75 features
+
+
+def test_active_learning_feeds_the_pools(trained_run, tmp_path):
+    pipeline = _pipeline(trained_run, "nerfacto", "tensorf", tmp_path, stage_steps=(0, 0))
+    dm = pipeline.datamanager
+    for step in range(3):  # one step per epoch (tiny_pvd): poses are ranked at every step
+        _, _, metrics = pipeline.get_train_loss_dict(step)
+    assert len(pipeline.ray_pool) > 0
+    assert len(dm.pose_pool) > 0
+    assert 0.3 <= float(metrics["hard_points_fraction"]) <= 0.6 + 1e-6
+
+
+def test_active_learning_levels_switch_off(trained_run, tmp_path):
+    pipeline = _pipeline(
+        trained_run, "nerfacto", "tensorf", tmp_path, stage_steps=(0, 0),
+        **{"active_learning.hard_rays": False, "active_learning.hard_poses": False, "active_learning.hard_points": False},
+    )
+    for step in range(3):
+        _, _, metrics = pipeline.get_train_loss_dict(step)
+    assert len(pipeline.ray_pool) == 0 and len(pipeline.datamanager.pose_pool) == 0
+    assert "hard_points_fraction" not in metrics
+
+
+def test_viewer_switches_to_teacher_and_draws_hard_poses(trained_run, tmp_path):
+    from nerfconvert.distill.trainer import PVDTrainer
+
+    pipeline = _pipeline(trained_run, "nerfacto", "tensorf", tmp_path, stage_steps=(0, 0))
+    assert pipeline.model is pipeline.student
+    pipeline.viewer_render.value = "teacher"
+    assert pipeline.model is pipeline.teacher_pipeline.model
+    pipeline.viewer_render.value = "student"
+
+    class FakeScene:
+        def __init__(self):
+            self.frustums = []
+
+        def add_camera_frustum(self, **kwargs):
+            self.frustums.append(kwargs)
+
+            class Handle:
+                def remove(self_inner):
+                    self.frustums.remove(kwargs)
+
+            return Handle()
+
+    class FakeServer:
+        scene = FakeScene()
+
+    trainer = PVDTrainer.__new__(PVDTrainer)
+    trainer.pipeline, trainer._frustum_handles, trainer._drawn_pose_version = pipeline, [], -1
+    trainer.config = type("C", (), {"hard_pose_frustum_scale": 0.1})()
+    pipeline.datamanager.pose_pool.add(torch.eye(4)[:3][None].repeat(3, 1, 1), torch.ones(3))
+    server = FakeServer()
+    assert trainer.draw_hard_poses(server) == 3
+    assert len(server.scene.frustums) == 3 and server.scene.frustums[0]["color"] == (230, 40, 40)
+
+
+def test_resume_from_last_checkpoint(trained_run, tmp_path):
+    from nerfstudio.scripts import train
+
+    first = tiny_pvd(trained_run("nerfacto"), "tensorf", tmp_path / "out", steps=2)
+    train.main(first)
+    ckpt_dir = first.get_checkpoint_dir()
+    state = torch.load(next(ckpt_dir.glob("*.ckpt")), map_location="cpu")
+    assert state["step"] == 1
+    assert any(k.startswith("projection.") for k in state["pipeline"])
+    assert not any("teacher" in k for k in state["pipeline"])  # the teacher is not copied
+
+    second = tiny_pvd(trained_run("nerfacto"), "tensorf", tmp_path / "out", steps=2)
+    second.timestamp = "resumed"
+    second.load_dir = ckpt_dir
+    train.main(second)
+    resumed = torch.load(next(second.get_checkpoint_dir().glob("*.ckpt")), map_location="cpu")
+    assert resumed["step"] == 3  # continued at step 2, not from scratch
+    assert len(student_runs(tmp_path / "out", "tensorf")) == 2
+
+
+# ---- bad input ---------------------------------------------------------------------------------
+
+
+def _expect_error(config, *needles):
+    from nerfstudio.scripts import train
+
+    with pytest.raises(SystemExit) as info:
+        train.main(config)
+    message = str(info.value)
+    assert message.startswith("error: ") and "\n" not in message
+    for needle in needles:
+        assert needle in message, message
+
+
+def test_missing_teacher_run(tmp_path):
+    _expect_error(tiny_pvd(tmp_path / "nope" / "config.yml", "tensorf", tmp_path / "out"), "does not exist", "config.yml")
+    assert not (tmp_path / "out").exists()
+
+
+def test_teacher_of_an_unsupported_method(trained_run, tmp_path):
+    from nerfstudio.models.mipnerf import MipNerfModel
+    from nerfstudio.models.vanilla_nerf import VanillaModelConfig
+
+    run = yaml.load(trained_run("vanilla-nerf").read_text(), Loader=yaml.Loader)
+    run.pipeline.model = VanillaModelConfig(_target=MipNerfModel)
+    run.method_name = "mipnerf"
+    path = tmp_path / "mip" / "config.yml"
+    path.parent.mkdir()
+    path.write_text(yaml.dump(run))
+    _expect_error(tiny_pvd(path, "tensorf", tmp_path / "out"), "MipNerfModel", "Supported")
+
+
+def test_teacher_without_checkpoint(trained_run, tmp_path):
+    run = yaml.load(trained_run("nerfacto").read_text(), Loader=yaml.Loader)
+    run.output_dir = tmp_path / "elsewhere"  # a run directory without nerfstudio_models
+    path = tmp_path / "run" / "config.yml"
+    path.parent.mkdir()
+    path.write_text(yaml.dump(run))
+    _expect_error(tiny_pvd(path, "tensorf", tmp_path / "out"), "No checkpoint")
+
+
+def test_student_that_is_not_a_family(trained_run, tmp_path):
+    config = tiny_pvd(trained_run("nerfacto"), "tensorf", tmp_path / "out")
+    config.student = "mipnerf"
+    _expect_error(config, "'mipnerf' is not an architecture family", "nerfacto, tensorf, vanilla-nerf, plenoxels")
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    result = subprocess.run(
+        [bin_("ns-train"), "pvd-al", "--teacher-ckpt", str(tmp_path / "missing.yml"), "--student", "tensorf",
+         "--output-dir", str(tmp_path / "out"), "--vis", "tensorboard"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )
+    assert result.returncode != 0
+    assert "missing.yml does not exist" in result.stderr and "Traceback" not in result.stderr
+    result = subprocess.run(
+        [bin_("ns-train"), "pvd-al", "--teacher-ckpt", str(tmp_path / "missing.yml"), "--student", "mipnerf"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )
+    assert result.returncode != 0 and "mipnerf" in result.stderr and "Traceback" not in result.stderr
