@@ -293,3 +293,71 @@ def test_cli_errors_are_one_line(tmp_path):
         capture_output=True, text=True, timeout=300, cwd=tmp_path,
     )
     assert result.returncode != 0 and "mipnerf" in result.stderr and "Traceback" not in result.stderr
+
+
+# ---- the written student opens with stock tools ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def distilled_student(trained_run, tmp_path_factory) -> Path:
+    from nerfstudio.scripts import train
+
+    out = tmp_path_factory.mktemp("pvd_student")
+    train.main(tiny_pvd(trained_run("nerfacto"), "tensorf", out))
+    return student_runs(out, "tensorf")[0]
+
+
+def test_student_opens_with_ns_export_pointcloud(distilled_student, tmp_path):
+    result = subprocess.run(
+        [bin_("ns-export"), "pointcloud", "--load-config", str(distilled_student), "--output-dir", str(tmp_path),
+         "--normal-method", "open3d", "--num-points", "500", "--remove-outliers", "False"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert (tmp_path / "point_cloud.ply").exists() and (tmp_path / "point_cloud.ply").stat().st_size > 0
+
+
+def test_student_opens_with_ns_viewer(distilled_student, tmp_path):
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = open(tmp_path / "viewer.log", "w")
+    proc = subprocess.Popen(
+        [bin_("ns-viewer"), "--load-config", str(distilled_student), "--viewer.websocket-port", str(port),
+         "--viewer.websocket-host", "127.0.0.1"],
+        stdout=log, stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline, page = time.time() + 180, None
+        while time.time() < deadline and proc.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
+                    page = response.read().decode("utf-8", "replace")
+                    break
+            except OSError:
+                time.sleep(1.0)
+        assert proc.poll() is None, (tmp_path / "viewer.log").read_text()[-3000:]
+        assert page is not None and "<html" in page.lower()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def test_student_scores_with_ns_eval_on_the_teachers_test_views(distilled_student, tmp_path):
+    import json
+
+    out = tmp_path / "eval.json"
+    result = subprocess.run(
+        [bin_("ns-eval"), "--load-config", str(distilled_student), "--output-path", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    results = json.loads(out.read_text())
+    assert results["method_name"] == "tensorf" and torch.isfinite(torch.tensor(results["results"]["psnr"]))
