@@ -16,6 +16,7 @@ import tyro
 from typing_extensions import Annotated
 
 from nerfconvert import NerfconvertError
+from nerfconvert.compress.cli import Decompress, Inspect
 
 
 @dataclass
@@ -100,6 +101,8 @@ Commands = Union[
     Annotated[Scene, tyro.conf.subcommand("scene")],
     Annotated[Demo, tyro.conf.subcommand("demo")],
     Annotated[Describe, tyro.conf.subcommand("describe")],
+    Annotated[Inspect, tyro.conf.subcommand("inspect")],
+    Annotated[Decompress, tyro.conf.subcommand("decompress")],
 ]
 
 

@@ -323,11 +323,11 @@ def describe(ncz: NczFile, file_bytes: Optional[int] = None) -> str:
     out.write(f"architecture    {json.dumps(ncz.architecture, sort_keys=True)[:400]}\n")
     if file_bytes is not None:
         out.write(f"file size       {file_bytes:,} bytes ({file_bytes / 1e6:.3f} MB)\n")
-    out.write(f"{'section':<32}{'codec':>6}{'raw bytes':>14}{'stored bytes':>14}  dtype/shape\n")
+    out.write(f"{'section':<40}{'codec':>6}{'raw bytes':>14}{'stored bytes':>14}  dtype/shape\n")
     for name, s in ncz.sections.items():
         shape = "x".join(map(str, s.shape)) if s.shape is not None else "-"
-        out.write(f"{name:<32}{s.codec:>6}{len(s.data):>14,}{s.stored_bytes:>14,}  {s.dtype} {shape}\n")
-    out.write(f"{'total':<32}{'':>6}{sum(len(s.data) for s in ncz.sections.values()):>14,}{ncz.stored_bytes:>14,}\n")
+        out.write(f"{name:<40}{s.codec:>6}{len(s.data):>14,}{s.stored_bytes:>14,}  {s.dtype} {shape}\n")
+    out.write(f"{'total':<40}{'':>6}{sum(len(s.data) for s in ncz.sections.values()):>14,}{ncz.stored_bytes:>14,}\n")
     for key, value in ncz.metadata.items():
         out.write(f"meta {key:<11}{json.dumps(value)[:200]}\n")
     return out.getvalue()

@@ -1,0 +1,270 @@
+"""A compressed model <-> ``.ncz`` bytes (VQRF post-processing, Sec. 6).
+
+Per table (see ``families``): two bit-packed masks (live voxels; kept = not vector-quantised),
+the fp16 codebook, code indices at ceil(log2 K) bits, and 8-bit kept voxels (per-channel
+offset and step). The rest of the model's state: fp16 for large float tensors (MLPs, lines,
+bases), 8-bit for the family's large side tables, fp32 for small ones, bit-packed booleans.
+Every section is entropy coded by the container (best of zlib / lzma / zstd).
+
+Decoding rebuilds the model from a stock method config plus the JSON-only architecture (no
+pickle), so a file from a stranger cannot run code.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from nerfconvert import NerfconvertError
+from nerfconvert.compress import container
+from nerfconvert.compress.quant import (
+    dequantize_uint8,
+    index_bits,
+    pack_indices,
+    pack_mask,
+    quantize_uint8,
+    unpack_indices,
+    unpack_mask,
+)
+from nerfconvert.compress.vq.families import FAMILIES, Family, Table
+
+METHOD = "vq-compression"
+SMALL_TENSOR = 256
+"""Float tensors with fewer entries are stored at fp32 (boxes, scalars): they cost nothing."""
+
+
+@dataclass
+class TableState:
+    """The compressed state of one table."""
+
+    alive: Tensor
+    """[N] bool: not pruned."""
+    kept: Tensor
+    """[N] bool: stored directly (8-bit), not through the codebook; subset of alive."""
+    assignment: Tensor
+    """[N] long: code of each vector-quantised voxel (-1 elsewhere); fixed while fine-tuning."""
+    codebook: Optional[Tensor]
+    """[K, C] (None for scalar tables)."""
+    importance: Tensor
+    """[N] Eq. 4 scores (weights of the code synchronisation)."""
+
+    @property
+    def vq(self) -> Tensor:
+        return self.alive & ~self.kept & (self.assignment >= 0)
+
+
+# ---- model configs as JSON ------------------------------------------------------------------------------------------
+def _jsonable(value: Any) -> Tuple[bool, Any]:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return True, value
+    if isinstance(value, Path):
+        return True, str(value)
+    if isinstance(value, (list, tuple)):
+        items = [_jsonable(v) for v in value]
+        return all(ok for ok, _ in items), [v for _, v in items]
+    if isinstance(value, dict):
+        items = {str(k): _jsonable(v) for k, v in value.items()}
+        return all(ok for ok, _ in items.values()), {k: v for k, (_, v) in items.items()}
+    return False, None
+
+
+def model_config_to_json(config) -> Dict[str, Any]:
+    """The plain-valued fields of a model config (nested configs keep the stock defaults)."""
+    out = {}
+    for f in dataclasses.fields(config):
+        if f.name.startswith("_"):
+            continue
+        ok, value = _jsonable(getattr(config, f.name))
+        if ok:
+            out[f.name] = value
+    return out
+
+
+def model_config_from_json(family_cls, fields: Dict[str, Any]):
+    from nerfstudio.configs.method_configs import all_methods
+
+    if family_cls.teacher_method not in all_methods:
+        raise NerfconvertError(
+            f"Decoding needs the {family_cls.teacher_method!r} method, which is not installed; install its plugin."
+        )
+    config = copy.deepcopy(all_methods[family_cls.teacher_method].pipeline.model)
+    for name, value in fields.items():
+        if not hasattr(config, name):
+            continue  # a field this nerfstudio does not know: keep the default
+        default = getattr(config, name)
+        if isinstance(default, tuple) and isinstance(value, list):
+            value = tuple(tuple(v) if isinstance(v, list) else v for v in value)
+        setattr(config, name, value)
+    return config
+
+
+# ---- packing ------------------------------------------------------------------------------------------------------------
+def _table_sections(table: Table, rows: Tensor, state: TableState) -> Dict[str, Any]:
+    n, c = rows.shape
+    p = f"t/{table.name}/"
+    sections: Dict[str, Any] = {p + "alive": pack_mask(state.alive)}
+    if table.kind == "scalar":
+        codes, rng = quantize_uint8(rows[state.alive], table.low_quantile)
+        sections[p + "values"] = codes
+        sections[p + "range"] = rng
+        return sections
+    kept_in_alive = state.kept[state.alive]
+    sections[p + "kept"] = pack_mask(kept_in_alive)
+    codebook = state.codebook.detach().cpu().half()
+    sections[p + "codebook"] = codebook.numpy()
+    idx = state.assignment[state.alive & ~state.kept].cpu().numpy()
+    bits = index_bits(codebook.shape[0])
+    sections[p + "indices"] = container.Section(pack_indices(idx, bits), dtype="uint8")
+    codes, rng = quantize_uint8(rows[state.kept], table.low_quantile)
+    sections[p + "kept_values"] = codes
+    sections[p + "kept_range"] = rng
+    return sections
+
+
+def _decode_table(ncz: container.NczFile, table: Table, spec: Dict[str, Any]) -> Tensor:
+    n, c = spec["rows"], spec["channels"]
+    p = f"t/{table.name}/"
+    alive = unpack_mask(ncz.array(p + "alive"), n)
+    rows = torch.full((n, c), float(table.empty_value))
+    if table.kind == "scalar":
+        rows[alive] = dequantize_uint8(ncz.array(p + "values").reshape(-1, c), ncz.array(p + "range"))
+        return rows
+    kept_in_alive = unpack_mask(ncz.array(p + "kept"), int(alive.sum()))
+    kept = torch.zeros(n, dtype=torch.bool)
+    kept[alive] = kept_in_alive
+    vq = alive & ~kept
+    codebook = torch.from_numpy(ncz.array(p + "codebook").astype(np.float32))
+    bits = index_bits(codebook.shape[0])
+    idx = torch.from_numpy(unpack_indices(ncz.section(p + "indices").data, bits, int(vq.sum())))
+    if idx.numel() and int(idx.max()) >= codebook.shape[0]:
+        raise NerfconvertError(f"Table {table.name} has a code index beyond its codebook: the file is corrupted.")
+    rows[vq] = codebook[idx]
+    rows[kept] = dequantize_uint8(ncz.array(p + "kept_values").reshape(-1, c), ncz.array(p + "kept_range"))
+    return rows
+
+
+def pack(family: Family, states: Dict[str, TableState], extra: Dict[str, Any]) -> bytes:
+    """The current model + compressed state -> .ncz bytes. Does not modify the model."""
+    model = family.model
+    tables = family.tables()
+    state_dict = model.state_dict()
+    covered = {t.param_name for t in tables}
+    eight_bit = set(family.eight_bit_state_keys())
+    sections: Dict[str, Any] = {}
+    table_specs = {}
+    for table in tables:
+        rows = table.rows(state_dict[table.param_name].detach()).cpu()
+        sections.update(_table_sections(table, rows, states[table.name]))
+        table_specs[table.name] = {"rows": rows.shape[0], "channels": rows.shape[1], "kind": table.kind,
+                                   "codes": None if states[table.name].codebook is None else int(states[table.name].codebook.shape[0])}
+    state_spec = {}
+    for key, value in state_dict.items():
+        value = value.detach().cpu()
+        entry = {"shape": list(value.shape), "dtype": str(value.dtype).replace("torch.", "")}
+        if key in covered:
+            entry["storage"] = "table"
+        elif value.dtype == torch.bool:
+            entry["storage"] = "bits"
+            sections["s/" + key] = pack_mask(value)
+        elif not value.is_floating_point():
+            entry["storage"] = "raw"
+            sections["s/" + key] = value.numpy()
+        elif key in eight_bit:
+            entry["storage"] = "uint8"
+            codes, rng = quantize_uint8(value.reshape(value.shape[0], -1) if value.ndim > 1 else value.reshape(-1, 1))
+            sections["s/" + key] = codes
+            sections["s/" + key + "#range"] = rng
+        elif value.numel() >= SMALL_TENSOR:
+            entry["storage"] = "fp16"
+            sections["s/" + key] = value.half().numpy()
+        else:
+            entry["storage"] = "fp32"
+            sections["s/" + key] = value.float().numpy()
+        state_spec[key] = entry
+    architecture = {
+        "family": family.name,
+        "model_class": type(model).__name__,
+        "teacher_method": family.teacher_method,
+        "model_config": model_config_to_json(model.config),
+        "scene_box": model.scene_box.aabb.detach().cpu().tolist(),
+        "num_train_data": int(model.num_train_data),
+        "tables": table_specs,
+        "state": state_spec,
+    }
+    return container.to_bytes(METHOD, architecture, sections, metadata=extra)
+
+
+def decode(ncz: container.NczFile, device: Optional[torch.device] = None, num_train_data: Optional[int] = None):
+    """.ncz -> a stock model of the compressed architecture, with the decoded tensors loaded."""
+    from nerfstudio.data.scene_box import SceneBox
+
+    if ncz.method != METHOD:
+        raise NerfconvertError(
+            f"The file was written by {ncz.method!r}, not {METHOD}; decode it with that method's tools."
+        )
+    arch = ncz.architecture
+    family_cls = next((c for c in FAMILIES.values() if c.name == arch.get("family")), None)
+    if family_cls is None:
+        raise NerfconvertError(f"Unknown architecture family {arch.get('family')!r}: upgrade nerfconvert.")
+    config = model_config_from_json(family_cls, arch.get("model_config", {}))
+    scene_box = SceneBox(aabb=torch.tensor(arch["scene_box"], dtype=torch.float32))
+    model = config.setup(scene_box=scene_box, num_train_data=num_train_data or arch["num_train_data"], metadata={},
+                         device=device or torch.device("cpu"))
+    family = family_cls(model)
+    tables = {t.param_name: t for t in family.tables()}
+    state: Dict[str, Tensor] = {}
+    covered_rows: Dict[str, List[Table]] = {}
+    for key, spec in arch["state"].items():
+        shape = tuple(spec["shape"])
+        dtype = getattr(torch, spec["dtype"])
+        storage = spec["storage"]
+        if storage == "table":
+            state[key] = torch.zeros(shape, dtype=dtype)
+            continue
+        if storage == "bits":
+            value = unpack_mask(ncz.array("s/" + key), int(np.prod(shape))).view(shape)
+        elif storage == "uint8":
+            value = dequantize_uint8(ncz.array("s/" + key), ncz.array("s/" + key + "#range")).view(shape)
+        else:
+            value = torch.from_numpy(np.array(ncz.array("s/" + key)))
+        state[key] = value.to(dtype).view(shape)
+    for table in family.tables():
+        spec = arch["tables"][table.name]
+        table.rows(state[table.param_name])[:] = _decode_table(ncz, table, spec).to(state[table.param_name].dtype)
+    load_state_into(model, state)
+    model.to(device or torch.device("cpu"))
+    model.eval()
+    return model, family
+
+
+def load_state_into(model: torch.nn.Module, state: Dict[str, Tensor]) -> None:
+    """``load_state_dict`` after adopting the stored shapes (upsampled grids, other scene sizes)."""
+    params = dict(model.named_parameters())
+    buffers = dict(model.named_buffers())
+    for key, value in state.items():
+        target = params.get(key, buffers.get(key))
+        if target is not None and target.shape != value.shape:
+            if key in params:
+                target.data = torch.empty(value.shape, dtype=target.dtype, device=target.device)
+            else:
+                module_name, _, attr = key.rpartition(".")
+                module = model.get_submodule(module_name) if module_name else model
+                setattr(module, attr, torch.empty(value.shape, dtype=target.dtype, device=target.device))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise NerfconvertError(
+            f"The decoded state does not fit this nerfstudio's model (missing {list(missing)[:3]}, unexpected "
+            f"{list(unexpected)[:3]}): the file was written for another version of the architecture."
+        )
+    for module in model.modules():  # refresh derived caches (voxel grid occupancy)
+        refresh = getattr(module, "_refresh_occupancy_cache", None)
+        if callable(refresh):
+            refresh()

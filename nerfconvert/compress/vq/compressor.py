@@ -1,0 +1,108 @@
+"""The VQRF steps on one model: importance over the training rays (Eq. 3-4), pruning and keeping
+by cumulative-mass quantiles (Eq. 5-6, 10), importance-weighted codebooks (Eq. 8-9), and the
+constraints of the joint fine-tuning (fixed assignment, code synchronisation)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, Iterable, Optional
+
+import torch
+from torch import Tensor
+
+from nerfstudio.cameras.rays import RayBundle
+from nerfstudio.utils.rich_utils import CONSOLE
+
+from nerfconvert.compress.vq.codebook import cumulative_mass_masks, fit_codebook, weighted_code_means
+from nerfconvert.compress.vq.codec import TableState
+from nerfconvert.compress.vq.families import Family
+
+
+@dataclass
+class VQSettings:
+    prune_quantile: float = 0.001
+    keep_quantile: Optional[float] = None
+    codebook_size: int = 4096
+    kmeans_iterations: int = 100
+    kmeans_batch_size: int = 10000
+    ema_decay: float = 0.8
+    num_expire: int = 10
+    seed: int = 0
+
+
+@torch.no_grad()
+def accumulate_importance(family: Family, ray_bundles: Iterable[RayBundle]) -> Dict[str, Tensor]:
+    """Eq. 4 summed over all given rays (one backward pass of the probe per batch)."""
+    was_training = family.model.training
+    family.model.eval()
+    importance: Dict[str, Tensor] = {}
+    try:
+        for bundle in ray_bundles:
+            family.accumulate_importance(bundle, importance)
+    finally:
+        family.model.train(was_training)
+    return importance
+
+
+@torch.no_grad()
+def build_states(family: Family, importance: Dict[str, Tensor], settings: VQSettings) -> Dict[str, TableState]:
+    """Prune, choose the kept voxels, fit the codebooks, and write the quantised values into the
+    model (so fine-tuning starts from the vector-quantised model)."""
+    keep_q = settings.keep_quantile if settings.keep_quantile is not None else family.default_keep_quantile
+    params = dict(family.model.named_parameters())
+    live = family.live_mask() if hasattr(family, "live_mask") else None
+    states: Dict[str, TableState] = {}
+    generator = torch.Generator().manual_seed(settings.seed)
+    for table in family.tables():
+        rows = table.rows(params[table.param_name].data)
+        n = rows.shape[0]
+        imp = importance.get(table.importance_key)
+        imp = torch.zeros(n) if imp is None else imp.detach().float().cpu()
+        if live is not None:
+            imp = imp * live.cpu().float()
+        alive, kept = cumulative_mass_masks(imp, settings.prune_quantile, keep_q)
+        assignment = torch.full((n,), -1, dtype=torch.long)
+        codebook = None
+        if table.kind == "vq":
+            vq = alive & ~kept
+            features = rows.detach().cpu().float()[vq]
+            fit = fit_codebook(features, imp[vq], settings.codebook_size, settings.kmeans_iterations,
+                               settings.kmeans_batch_size, settings.ema_decay, settings.num_expire, generator)
+            codebook = fit.codebook
+            assignment[vq] = fit.assignment
+        states[table.name] = TableState(alive=alive, kept=kept, assignment=assignment, codebook=codebook, importance=imp)
+        CONSOLE.print(
+            f"[bold]vq[/bold] {table.name}: {n:,} voxels, pruned {int((~alive).sum()):,}, kept {int(kept.sum()):,}, "
+            f"vector-quantised {int((alive & ~kept).sum()) if table.kind == 'vq' else 0:,}"
+            + (f" with {codebook.shape[0]} codes" if codebook is not None else "")
+        )
+    move_states(states, rows.device)
+    apply_states(family, states)
+    family.apply_alive({name: s.alive for name, s in states.items()})
+    return states
+
+
+def move_states(states: Dict[str, TableState], device) -> None:
+    for s in states.values():
+        s.alive, s.kept, s.assignment, s.importance = (t.to(device) for t in (s.alive, s.kept, s.assignment, s.importance))
+        if s.codebook is not None:
+            s.codebook = s.codebook.to(device)
+
+
+@torch.no_grad()
+def apply_states(family: Family, states: Dict[str, TableState], sync_codes: bool = False) -> None:
+    """Enforce the compressed structure on the model: pruned voxels empty, and every
+    vector-quantised voxel equal to its code. With ``sync_codes`` each code first becomes the
+    importance-weighted mean of its voxels (the code update of the joint fine-tuning)."""
+    params = dict(family.model.named_parameters())
+    for table in family.tables():
+        state = states[table.name]
+        rows = table.rows(params[table.param_name].data)
+        rows[~state.alive] = table.empty_value
+        if state.codebook is None:
+            continue
+        vq = state.vq
+        assignment = state.assignment[vq]
+        if sync_codes and assignment.numel():
+            state.codebook = weighted_code_means(rows[vq], state.importance[vq], assignment, state.codebook)
+        rows[vq] = state.codebook[assignment].to(rows.dtype)

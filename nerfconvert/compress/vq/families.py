@@ -1,0 +1,287 @@
+"""What VQRF quantises in each architecture family, and how importance reaches it.
+
+A family names the *tables* of a model: parameters seen as N "voxels" x C channels that share
+one codebook (or, for the voxel grid's density, one 8-bit scale). Importance (Eq. 3-4) is
+accumulated per table with the rendering-weight backward trick: every lookup in these models is
+linear in the table, so the gradient of sum_i w_i * lookup(x_i) with respect to a table of ones
+is sum_i (1 - |v_l - x_i|) w_i, exactly Eq. 4 with w_i = T_i alpha_i (Eq. 3).
+
+  voxel (plenoxels)  one table of SH coefficients (VQ) and one of raw density (8-bit), over vertices
+  vm (tensorf)       one table per density plane and per appearance plane (VQ-TensoRF: six codebooks);
+                     plane entries get the importance of the virtual grid summed along the plane's axis
+  hash (nerfacto)    the hash table's entries are the voxels (no public implementation does this)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, ClassVar, Dict, List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from nerfstudio.cameras.rays import RayBundle
+from nerfstudio.models.base_model import Model
+
+from nerfconvert import NerfconvertError
+
+
+@dataclass
+class Table:
+    """N voxels x C channels inside one parameter."""
+
+    name: str
+    param_name: str
+    """Key of the parameter in the model's state dict."""
+    rows: Callable[[Tensor], Tensor]
+    """Parameter data -> [N, C] view (writes through)."""
+    kind: str
+    """"vq": codebook + kept voxels; "scalar": 8-bit for every live voxel (voxel-grid density)."""
+    importance_key: str
+    empty_value: float = 0.0
+    """Value of a pruned voxel (what the architecture treats as empty)."""
+    low_quantile: float = 0.0
+    """Passed to the 8-bit quantiser (clip the far low tail of log-densities)."""
+
+
+class Family:
+    """One architecture family: its tables, importance and pruning."""
+
+    name: ClassVar[str]
+    model_class: ClassVar[str]
+    teacher_method: ClassVar[str]
+    """The stock method whose config rebuilds this model class when decoding."""
+    default_keep_quantile: ClassVar[float]
+
+    def __init__(self, model: Model) -> None:
+        self.model = model
+
+    def tables(self) -> List[Table]:
+        raise NotImplementedError
+
+    def accumulate_importance(self, ray_bundle: RayBundle, into: Dict[str, Tensor]) -> None:
+        """Add Eq. 4 for one batch of training rays to ``into[importance_key]`` ([N] each)."""
+        raise NotImplementedError
+
+    def apply_alive(self, alive: Dict[str, Tensor]) -> None:
+        """Family bookkeeping after pruning (e.g. the voxel grid's occupancy)."""
+
+    def eight_bit_state_keys(self) -> Tuple[str, ...]:
+        """Large state entries outside the tables that are stored at 8 bits (not fp16)."""
+        return ()
+
+    def state_param(self, name: str) -> Tensor:
+        return dict(self.model.named_parameters())[name]
+
+    # helpers
+    def _collide(self, ray_bundle: RayBundle) -> RayBundle:
+        collider = getattr(self.model, "collider", None)
+        return collider(ray_bundle) if collider is not None else ray_bundle
+
+
+def _param_name(model: nn.Module, param: Tensor) -> str:
+    for name, p in model.named_parameters():
+        if p is param:
+            return name
+    raise KeyError("parameter not found in model")
+
+
+def _probe_grad(lookup: Callable[[Tensor], Tensor], shape: Tuple[int, ...], device) -> Tensor:
+    """Gradient of sum(lookup(ones)) w.r.t. a table of ones of ``shape`` (the backward trick)."""
+    probe = torch.ones(shape, device=device, requires_grad=True)
+    with torch.enable_grad():
+        total = lookup(probe)
+        (grad,) = torch.autograd.grad(total, probe)
+    return grad
+
+
+# ---- voxel grid ---------------------------------------------------------------------------------
+class VoxelFamily(Family):
+    name = "voxel"
+    model_class = "PlenoxelsModel"
+    teacher_method = "plenoxels"
+    default_keep_quantile = 0.6
+
+    def __init__(self, model: Model) -> None:
+        super().__init__(model)
+        self.field = model.field
+
+    def tables(self) -> List[Table]:
+        field = self.field
+        return [
+            Table("density", "field.density_grid", lambda d: d.view(1, -1).t(), "scalar", "grid",
+                  empty_value=field.empty_raw_density, low_quantile=1e-3),
+            Table("sh", "field.sh_grid", lambda d: d.view(d.shape[1], -1).t(), "vq", "grid"),
+        ]
+
+    def accumulate_importance(self, ray_bundle: RayBundle, into: Dict[str, Tensor]) -> None:
+        from nerfconvert.views.voxel import VoxelGridView
+
+        field = self.field
+        view = VoxelGridView(self.model)
+        samples = view.sample(self._collide(ray_bundle))
+        weights = view.render_samples(samples)["weights"][..., 0]  # T_i alpha_i, Eq. 3
+        sel = weights > 0
+        if not bool(sel.any()):
+            return
+        aabb = field.aabb
+        # vertices sit at the box corners (grid_sample, align_corners=True), as in the field
+        c = (samples.frustums.get_positions()[sel] - aabb[0]) / (aabb[1] - aabb[0]) * 2.0 - 1.0
+        w = weights[sel]
+        r = field.resolution
+
+        def lookup(g):
+            out = F.grid_sample(g, c.view(1, -1, 1, 1, 3), mode="bilinear", padding_mode="border", align_corners=True)
+            return (out.view(-1) * w).sum()
+
+        grad = _probe_grad(lookup, (1, 1, r, r, r), c.device)
+        key = "grid"
+        into[key] = into.get(key, torch.zeros(r**3, device=c.device)) + grad.view(-1)
+
+    def apply_alive(self, alive: Dict[str, Tensor]) -> None:
+        # a pruned vertex is the grid's empty vertex: the field then skips its cells
+        self.field.occupancy = self.field.occupancy & alive["density"].view(self.field.occupancy.shape)
+        self.field.enforce_occupancy_()
+        self.field._refresh_occupancy_cache()
+
+    def live_mask(self) -> Tensor:
+        """Vertices the teacher itself kept (its pruned ones hold constants, not content)."""
+        return self.field.occupancy.reshape(-1)
+
+
+# ---- VM (TensoRF) -----------------------------------------------------------------------------------
+_PLANE_AXES = ((0, 1), (0, 2), (1, 2))  # as TensorVMEncoding.forward
+
+
+class VMFamily(Family):
+    name = "vm"
+    model_class = "TensoRFModel"
+    teacher_method = "tensorf"
+    default_keep_quantile = 0.7
+
+    def __init__(self, model: Model) -> None:
+        from nerfstudio.field_components.encodings import TensorVMEncoding
+
+        super().__init__(model)
+        self.field = model.field
+        for enc in (self.field.density_encoding, self.field.color_encoding):
+            if not isinstance(enc, TensorVMEncoding):
+                raise NerfconvertError(
+                    f"vq-compression supports tensorf's VM encoding only, not {type(enc).__name__}. "
+                    "Train the teacher with --pipeline.model.tensorf-encoding vm."
+                )
+
+    def _encodings(self):
+        return (("density", self.field.density_encoding), ("color", self.field.color_encoding))
+
+    def tables(self) -> List[Table]:
+        out = []
+        for prefix, enc in self._encodings():
+            name = _param_name(self.model, enc.plane_coef)
+            for k in range(3):
+                out.append(
+                    Table(f"{prefix}_plane{k}", name, lambda d, k=k: d[k].view(d.shape[1], -1).t(), "vq", f"{prefix}_plane{k}")
+                )
+        return out
+
+    def accumulate_importance(self, ray_bundle: RayBundle, into: Dict[str, Tensor]) -> None:
+        from nerfconvert.views.vm import VMView
+        from nerfstudio.data.scene_box import SceneBox
+
+        view = VMView(self.model)
+        samples = view.sample(ray_bundle)
+        weights = view.render_samples(samples)["weights"][..., 0]
+        sel = weights > 0
+        if not bool(sel.any()):
+            return
+        x = SceneBox.get_normalized_positions(samples.frustums.get_positions()[sel], self.field.aabb) * 2 - 1
+        w = weights[sel]
+        for prefix, enc in self._encodings():
+            h, wd = enc.plane_coef.shape[-2:]
+            coords = torch.stack([x[:, list(axes)] for axes in _PLANE_AXES]).view(3, -1, 1, 2)
+
+            def lookup(g):  # planes with the lines set to one: the virtual grid summed along each axis
+                return (F.grid_sample(g, coords, align_corners=True)[:, 0, :, 0] * w[None]).sum()
+
+            grad = _probe_grad(lookup, (3, 1, h, wd), x.device)
+            for k in range(3):
+                key = f"{prefix}_plane{k}"
+                into[key] = into.get(key, torch.zeros(h * wd, device=x.device)) + grad[k].view(-1)
+
+
+# ---- hash grid (nerfacto) ------------------------------------------------------------------------------
+class HashFamily(Family):
+    name = "hash"
+    model_class = "NerfactoModel"
+    teacher_method = "nerfacto"
+    default_keep_quantile = 0.6
+
+    def __init__(self, model: Model) -> None:
+        super().__init__(model)
+        self.field = model.field
+        self.encoding = self._hash_encoding(self.field.mlp_base)
+        if self.encoding is None:
+            raise NerfconvertError(
+                "vq-compression needs nerfacto's hash table as a torch tensor, but the teacher uses tiny-cuda-nn. "
+                "Train the teacher with --pipeline.model.implementation torch."
+            )
+
+    @staticmethod
+    def _hash_encoding(module: nn.Module):
+        from nerfstudio.field_components.encodings import HashEncoding
+
+        for m in module.modules():
+            if isinstance(m, HashEncoding) and isinstance(getattr(m, "hash_table", None), nn.Parameter) \
+                    and m.hash_table.numel() > 0:
+                return m
+        return None
+
+    def tables(self) -> List[Table]:
+        name = _param_name(self.model, self.encoding.hash_table)
+        return [Table("hash", name, lambda d: d, "vq", "hash")]
+
+    def eight_bit_state_keys(self) -> Tuple[str, ...]:
+        # the proposal networks' hash tables: large, only steer sampling
+        keys = []
+        for net in getattr(self.model, "proposal_networks", []):
+            enc = self._hash_encoding(net)
+            if enc is not None:
+                keys.append(_param_name(self.model, enc.hash_table))
+        return tuple(keys)
+
+    def accumulate_importance(self, ray_bundle: RayBundle, into: Dict[str, Tensor]) -> None:
+        from nerfconvert.views.hash import HashGridView
+
+        view = HashGridView(self.model)
+        samples = view.sample(ray_bundle)
+        weights = view.render_samples(samples)["weights"][..., 0]
+        sel = weights > 0
+        if not bool(sel.any()):
+            return
+        x = view._unit_cube(samples.frustums.get_positions()[sel])
+        inside = ((x > 0.0) & (x < 1.0)).all(dim=-1, keepdim=True)
+        x = x * inside  # as the field does
+        w = weights[sel]
+        enc = self.encoding
+        table = enc.hash_table
+        with torch.enable_grad():
+            out = enc(x)  # [M, levels * features]; linear in the table
+            (grad,) = torch.autograd.grad((out * w[:, None]).sum(), table)
+        # every feature of an entry gets the same coefficient; one column is Eq. 4
+        key = "hash"
+        into[key] = into.get(key, torch.zeros(table.shape[0], device=x.device)) + grad[:, 0]
+
+
+FAMILIES = {cls.model_class: cls for cls in (VoxelFamily, VMFamily, HashFamily)}
+
+
+def family_for(model: Model) -> Family:
+    for cls in type(model).__mro__:
+        if cls.__name__ in FAMILIES:
+            return FAMILIES[cls.__name__](model)
+    supported = ", ".join(f"{c.teacher_method} ({c.name})" for c in FAMILIES.values())
+    raise NerfconvertError(
+        f"vq-compression cannot compress a {type(model).__name__} teacher: it quantises grids, and supports "
+        f"{supported}. Pass the config.yml of a run of one of those methods."
+    )

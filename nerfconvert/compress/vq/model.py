@@ -1,0 +1,263 @@
+"""``VQCompressionModel``: a stock model of the teacher's architecture, compressed with VQRF.
+
+While training (the joint fine-tuning, Sec. 5.2) it holds the teacher's model with pruned
+voxels kept empty and every vector-quantised voxel tied to its code (fixed assignment; codes
+re-synchronised every ``sync_every`` steps). At the last step it packs itself into a ``.ncz``
+and replaces its weights by the file's decoded ones, so what it renders afterwards is exactly
+what any reader of the file renders.
+
+Its checkpoint holds only the ``.ncz`` bytes (``{"ncz": uint8 tensor}``): loading a checkpoint,
+as ``ns-viewer``, ``ns-eval`` and ``ns-export`` do, decodes the file. No teacher is needed then.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Type
+
+import torch
+from torch import Tensor
+from torch.nn import Parameter
+
+from nerfstudio.cameras.rays import RayBundle
+from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
+from nerfstudio.models.base_model import Model, ModelConfig
+from nerfstudio.utils.rich_utils import CONSOLE
+
+from nerfconvert import NerfconvertError
+from nerfconvert.compress import container
+from nerfconvert.compress.vq import codec
+from nerfconvert.compress.vq.compressor import VQSettings, accumulate_importance, apply_states, build_states
+from nerfconvert.compress.vq.families import family_for
+
+NCZ_KEY = "ncz"
+
+
+@dataclass
+class VQCompressionModelConfig(ModelConfig):
+    """VQRF (Li et al. 2023) on a trained voxel-grid, VM or hash-grid scene."""
+
+    _target: Type = field(default_factory=lambda: VQCompressionModel)
+    enable_collider: bool = False
+    """The compressed model applies its own collider."""
+    prune_quantile: float = 0.001
+    """beta_p (Eq. 6): share of the total importance whose least important voxels are pruned."""
+    keep_quantile: Optional[float] = None
+    """beta_k (Eq. 10): share of the importance carried by voxels kept out of the codebook (8-bit instead).
+    Default per family: 0.6 voxel grid and hash grid, 0.7 VM."""
+    codebook_size: int = 4096
+    """K: codes per codebook (indices take ceil(log2 K) bits)."""
+    kmeans_iterations: int = 100
+    """Mini-batch iterations of the weighted codebook fit (Eq. 8-9)."""
+    kmeans_batch_size: int = 10000
+    """Voxels per codebook iteration."""
+    ema_decay: float = 0.8
+    """lambda_d of the code EMA (Eq. 9)."""
+    num_expire: int = 10
+    """Codes of lowest capacity re-seeded per codebook iteration."""
+    sync_every: int = 5
+    """Joint fine-tuning: every this many steps each code becomes the importance-weighted mean of its voxels."""
+    importance_rays_per_batch: int = 4096
+    """Rays per backward pass of the importance probe (Eq. 4)."""
+    importance_max_rays: Optional[int] = None
+    """Cap on the training rays used for importance (default: every pixel of every training image)."""
+    ncz_name: str = "scene.ncz"
+    """File name of the compressed scene, written into the run directory at the end of training."""
+    seed: int = 0
+
+    def settings(self) -> VQSettings:
+        return VQSettings(
+            prune_quantile=self.prune_quantile,
+            keep_quantile=self.keep_quantile,
+            codebook_size=self.codebook_size,
+            kmeans_iterations=self.kmeans_iterations,
+            kmeans_batch_size=self.kmeans_batch_size,
+            ema_decay=self.ema_decay,
+            num_expire=self.num_expire,
+            seed=self.seed,
+        )
+
+
+class VQCompressionModel(Model):
+    config: VQCompressionModelConfig
+
+    def populate_modules(self) -> None:
+        super().populate_modules()
+        self.inner: Optional[Model] = None
+        self.family = None
+        self.states = None
+        self.ncz_bytes: Optional[bytes] = None
+        self.teacher_step = 0
+        self.report: Dict[str, Any] = {}
+
+    # ---- building -------------------------------------------------------------------------
+    def start_from_teacher(self, teacher_model: Model, teacher_step: int, ray_bundles, info: Dict[str, Any]) -> None:
+        """Importance, pruning, codebooks: the model fine-tuning starts from (a copy; the teacher's
+        files are only read)."""
+        self.inner = teacher_model
+        self.family = family_for(teacher_model)
+        self.teacher_step = teacher_step
+        start = time.time()
+        importance = accumulate_importance(self.family, ray_bundles)
+        self.report["importance_seconds"] = time.time() - start
+        start = time.time()
+        self.states = build_states(self.family, importance, self.config.settings())
+        self.report["codebook_seconds"] = time.time() - start
+        self.report.update(info)
+
+    def load_ncz(self, data: bytes, source: str = "the checkpoint's .ncz") -> None:
+        ncz = container.from_bytes(data, source=source)
+        inner, family = codec.decode(ncz, device=self.device)
+        self.inner = inner
+        self.family = family
+        self.states = None
+        self.ncz_bytes = bytes(data)
+
+    def _require_inner(self) -> Model:
+        if self.inner is None:
+            raise NerfconvertError(
+                "This vq-compression model holds no scene yet: load a checkpoint of the run, or start it with --teacher-ckpt."
+            )
+        return self.inner
+
+    @torch.no_grad()
+    def pack(self) -> bytes:
+        if self.states is None:
+            if self.ncz_bytes is None:
+                self._require_inner()
+            return self.ncz_bytes
+        metadata = {k: v for k, v in self.report.items() if isinstance(v, (int, float, str))}
+        return codec.pack(self.family, self.states, metadata)
+
+    @torch.no_grad()
+    def finalize(self) -> bytes:
+        """Last code sync, pack, and become the decoded file (post-processing, Sec. 6)."""
+        apply_states(self.family, self.states, sync_codes=True)
+        data = self.pack()
+        self.load_ncz(data, source="the freshly packed .ncz")
+        self.inner.train(self.training)
+        return data
+
+    # ---- checkpoints: the .ncz bytes only ------------------------------------------------------
+    def state_dict(self, *args, destination=None, prefix: str = "", keep_vars: bool = False):
+        if destination is None:
+            from collections import OrderedDict
+
+            destination = OrderedDict()
+        data = self.pack()
+        destination[prefix + NCZ_KEY] = torch.frombuffer(bytearray(data), dtype=torch.uint8).clone()
+        return destination
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        if NCZ_KEY not in state_dict:
+            raise NerfconvertError(
+                "This checkpoint has no compressed scene (no 'ncz' entry): it was not written by vq-compression. "
+                "Load it with the method that trained it."
+            )
+        value = state_dict[NCZ_KEY]
+        data = value.cpu().numpy().tobytes() if isinstance(value, Tensor) else bytes(value)
+        self.load_ncz(data)
+
+    def update_to_step(self, step: int) -> None:
+        pass  # shapes come from the file
+
+    # ---- training -------------------------------------------------------------------------------
+    def get_param_groups(self) -> Dict[str, List[Parameter]]:
+        if self.inner is None:
+            return {}
+        groups = {}
+        for name, params in self.inner.get_param_groups().items():
+            if name == "camera_opt":
+                continue  # poses stay as the teacher had them
+            if params:
+                groups[f"{self.family.name}_{name}"] = list(params)
+        return groups
+
+    def get_training_callbacks(self, attrs: TrainingCallbackAttributes) -> List[TrainingCallback]:
+        callbacks = []
+        # Keep the teacher's per-step callbacks (e.g. nerfacto's proposal annealing), continuing its
+        # step count; drop one-off schedule events (upsampling, pruning), which would break the structure.
+        for cb in self._require_inner().get_training_callbacks(attrs):
+            if cb.update_every_num_iters is None:
+                continue
+
+            def shifted(step: int, cb=cb) -> None:
+                cb.func(*cb.args, **cb.kwargs, step=step + self.teacher_step)
+
+            callbacks.append(TrainingCallback(cb.where_to_run, shifted, update_every_num_iters=cb.update_every_num_iters))
+
+        trainer = attrs.trainer
+        last_step = None
+        if trainer is not None:
+            last_step = trainer._start_step + trainer.config.max_num_iterations - 1
+
+        def after_step(step: int) -> None:
+            if self.states is None:
+                return
+            apply_states(self.family, self.states, sync_codes=step % max(self.config.sync_every, 1) == 0)
+            if last_step is not None and step >= last_step:
+                self.report["steps"] = step + 1
+                self.finish(Path(trainer.base_dir))
+
+        callbacks.append(TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], after_step, update_every_num_iters=1))
+        return callbacks
+
+    @torch.no_grad()
+    def finish(self, run_dir: Path) -> Path:
+        """Pack, write ``<run_dir>/<ncz_name>`` atomically, and compare renders before/after packing."""
+        probe = self.report.pop("_probe_bundle", None)
+        before = self._render_probe(probe)
+        data = self.finalize()
+        after = self._render_probe(probe)
+        path = run_dir / self.config.ncz_name
+        container.write_bytes_atomic(path, data)
+        self.report["ncz_bytes"] = len(data)
+        if before is not None:
+            self.report["max_pixel_diff_vs_unpacked"] = float((before - after).abs().max())
+        report = {k: v for k, v in self.report.items() if isinstance(v, (int, float, str))}
+        (run_dir / "vq_report.json").write_text(json.dumps(report, indent=2))
+        CONSOLE.print(f"[green]vq-compression: wrote {path} ({len(data) / 1e6:.3f} MB)[/green]")
+        return path
+
+    def _render_probe(self, bundle: Optional[RayBundle]) -> Optional[Tensor]:
+        if bundle is None:
+            return None
+        inner = self._require_inner()
+        was = inner.training
+        inner.eval()
+        try:
+            return inner.get_outputs_for_camera_ray_bundle(bundle)["rgb"].detach().cpu()
+        finally:
+            inner.train(was)
+
+    def __getattr__(self, name: str):
+        # tools reach into the model (ns-export reads renderer_rgb): answer for the compressed model
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            inner = self.__dict__.get("_modules", {}).get("inner")
+            if inner is None:
+                raise
+            return getattr(inner, name)
+
+    # ---- rendering: the compressed model's own ------------------------------------------------
+    def forward(self, ray_bundle):
+        return self._require_inner().forward(ray_bundle)
+
+    def get_outputs(self, ray_bundle: RayBundle) -> Dict[str, Tensor]:
+        return self._require_inner().get_outputs(ray_bundle)
+
+    def get_outputs_for_camera_ray_bundle(self, camera_ray_bundle: RayBundle) -> Dict[str, Tensor]:
+        return self._require_inner().get_outputs_for_camera_ray_bundle(camera_ray_bundle)
+
+    def get_metrics_dict(self, outputs, batch) -> Dict[str, Tensor]:
+        return self._require_inner().get_metrics_dict(outputs, batch)
+
+    def get_loss_dict(self, outputs, batch, metrics_dict=None) -> Dict[str, Tensor]:
+        return self._require_inner().get_loss_dict(outputs, batch, metrics_dict)
+
+    def get_image_metrics_and_images(self, outputs, batch):
+        return self._require_inner().get_image_metrics_and_images(outputs, batch)

@@ -1,0 +1,268 @@
+"""VQRF: the pieces (quantiles, codebook, packing) and ``ns-train vq-compression`` end to end on
+tiny plenoxels, tensorf and nerfacto teachers, with the decompress round trip and bad input."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable, Dict
+
+import numpy as np
+import pytest
+import torch
+
+from nerfconvert import NerfconvertError
+from nerfconvert.compress.quant import dequantize_uint8, pack_indices, quantize_uint8, unpack_indices
+from nerfconvert.compress.vq.codebook import cumulative_mass_masks, fit_codebook, weighted_code_means
+
+FAMILY_OF = {"plenoxels": "voxel", "tensorf": "vm", "nerfacto": "hash"}
+
+
+def bin_(name: str) -> str:
+    return str(Path(sys.executable).parent / name)
+
+
+# ---- pieces ---------------------------------------------------------------------------------------
+def test_cumulative_mass_quantiles():
+    imp = torch.tensor([0.0, 0.0005, 0.0005, 0.099, 0.3, 0.6])  # total 1.0
+    alive, kept = cumulative_mass_masks(imp, prune_quantile=0.001, keep_quantile=0.6)
+    # the two smallest non-zero scores hold exactly 0.001 of the mass: pruned with the zero one
+    assert alive.tolist() == [False, False, False, True, True, True]
+    # the top voxel alone holds 0.6
+    assert kept.tolist() == [False, False, False, False, False, True]
+    _, kept_more = cumulative_mass_masks(imp, 0.001, 0.9)
+    assert kept_more.tolist() == [False, False, False, False, True, True]
+    _, kept_none = cumulative_mass_masks(imp, 0.001, 0.0)
+    assert not kept_none.any()
+
+
+def test_weighted_codebook_follows_importance():
+    g = torch.Generator().manual_seed(0)
+    # two clusters; only the important one should get codes close to its points
+    a = torch.randn(5000, 4, generator=g) * 0.01 + 1.0
+    b = torch.randn(5000, 4, generator=g) * 0.01 - 1.0
+    feats = torch.cat([a, b])
+    imp = torch.cat([torch.ones(5000), torch.full((5000,), 1e-6)])
+    fit = fit_codebook(feats, imp, num_codes=8, iterations=30, batch_size=2000, generator=g)
+    assert fit.codebook.shape == (8, 4) and fit.assignment.shape == (10000,)
+    near_a = (fit.codebook - 1.0).norm(dim=1) < 0.1
+    assert int(near_a.sum()) >= 6  # most codes serve the important cluster
+    err_a = (fit.codebook[fit.assignment[:5000]] - a).norm(dim=1).mean()
+    assert err_a < 0.05
+    # fewer voxels than codes: exact
+    small = fit_codebook(feats[:5], imp[:5], num_codes=8)
+    assert torch.equal(small.codebook[small.assignment], feats[:5])
+
+
+def test_code_sync_is_weighted_mean():
+    feats = torch.tensor([[0.0], [1.0], [10.0]])
+    out = weighted_code_means(feats, torch.tensor([1.0, 3.0, 1.0]), torch.tensor([0, 0, 1]), torch.zeros(3, 1))
+    assert torch.allclose(out[:, 0], torch.tensor([0.75, 10.0, 0.0]), atol=1e-5)
+
+
+@pytest.mark.parametrize("bits", [1, 5, 12, 13])
+def test_index_packing(bits):
+    idx = np.random.default_rng(bits).integers(0, 1 << bits, size=1001)
+    data = pack_indices(idx, bits)
+    assert len(data) == (1001 * bits + 7) // 8
+    np.testing.assert_array_equal(unpack_indices(data, bits, 1001), idx)
+    with pytest.raises(ValueError):
+        pack_indices(np.array([1 << bits]), bits)
+
+
+def test_uint8_quantisation_error_is_half_a_step():
+    x = torch.randn(1000, 3) * torch.tensor([1.0, 10.0, 0.1])
+    codes, rng = quantize_uint8(x)
+    back = dequantize_uint8(codes, rng)
+    assert codes.dtype == np.uint8
+    assert ((back - x).abs() <= torch.from_numpy(rng[1]) * 0.5 + 1e-5).all()
+
+
+# ---- end to end ------------------------------------------------------------------------------------
+def _tree_digest(root: Path) -> str:
+    """The run's config, checkpoints and transforms (not its tensorboard log, which the teacher's
+    writer may still be flushing)."""
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and "tfevents" not in p.name:
+            h.update(str(p.relative_to(root)).encode())
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def vq_config(teacher: Path, data: Path, out: Path, steps: int = 3):
+    from nerfstudio.configs.method_configs import all_methods
+    from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig
+
+    config = copy.deepcopy(all_methods["vq-compression"])
+    config.output_dir = out
+    config.timestamp = "run"
+    config.vis = "tensorboard"
+    config.max_num_iterations = steps
+    config.steps_per_save = steps
+    config.steps_per_eval_batch = 10**6
+    config.steps_per_eval_image = 10**6
+    config.machine.device_type = "cpu"
+    config.pipeline.teacher_ckpt = teacher
+    config.pipeline.datamanager.dataparser = BlenderDataParserConfig(data=data)
+    config.pipeline.datamanager.train_num_rays_per_batch = 256
+    config.pipeline.datamanager.eval_num_rays_per_batch = 256
+    config.pipeline.model.eval_num_rays_per_chunk = 1024
+    model = config.pipeline.model
+    model.codebook_size = 64
+    model.kmeans_iterations = 10
+    model.kmeans_batch_size = 2000
+    model.sync_every = 2
+    model.importance_max_rays = 4096
+    return config
+
+
+@pytest.fixture(scope="session")
+def vq_run(trained_run, object_scene, tmp_path_factory) -> Callable[[str], Path]:
+    """``vq_run(method)`` -> config.yml of a few-step vq-compression run of the tiny ``method`` run."""
+    from nerfstudio.scripts import train
+
+    cache: Dict[str, Path] = {}
+
+    def _get(method: str) -> Path:
+        if method not in cache:
+            teacher = trained_run(method)
+            before = _tree_digest(teacher.parent)
+            config = vq_config(teacher, object_scene, tmp_path_factory.mktemp(f"vq_{method}"))
+            train.main(config)
+            assert _tree_digest(teacher.parent) == before, "the teacher run was modified"
+            cache[method] = config.get_base_dir() / "config.yml"
+        return cache[method]
+
+    return _get
+
+
+def render_camera(config_path: Path, index: int = 0) -> torch.Tensor:
+    from nerfstudio.utils.eval_utils import eval_setup
+
+    _, pipeline, _, _ = eval_setup(config_path, test_mode="test")
+    camera = pipeline.datamanager.eval_dataset.cameras[index : index + 1].to(pipeline.device)
+    with torch.no_grad():
+        return pipeline.model.get_outputs_for_camera(camera)["rgb"].cpu()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["plenoxels", "tensorf", "nerfacto"])
+def test_vq_compression_end_to_end(vq_run, method, object_scene, tmp_path):
+    from nerfconvert.compress.cli import decompress
+    from nerfconvert.compress.container import read_ncz
+    from nerfconvert.compress.vq import codec
+
+    config_path = vq_run(method)
+    run_dir = config_path.parent
+    ncz_path = run_dir / "scene.ncz"
+    ncz = read_ncz(ncz_path)
+    assert ncz.method == "vq-compression" and ncz.architecture["family"] == FAMILY_OF[method]
+    tables = ncz.architecture["tables"]
+    assert any(spec["kind"] == "vq" and spec["codes"] <= 64 for spec in tables.values())
+    report = json.loads((run_dir / "vq_report.json").read_text())
+    assert report["ncz_bytes"] == ncz_path.stat().st_size
+    assert report["max_pixel_diff_vs_unpacked"] < 0.25  # 8-bit / fp16 post-processing only
+
+    # the run's checkpoint is the file: loading the run, decoding the file and a decompressed run agree exactly
+    from_run = render_camera(config_path)
+    model, _ = codec.decode(ncz)
+    from nerfstudio.utils.eval_utils import eval_setup
+
+    _, pipeline, _, _ = eval_setup(config_path, test_mode="test")
+    camera = pipeline.datamanager.eval_dataset.cameras[0:1]
+    with torch.no_grad():
+        from_file = model.get_outputs_for_camera(camera)["rgb"]
+    assert torch.equal(from_run, from_file)
+    decompressed = decompress(ncz_path, tmp_path / "outputs", data=object_scene, timestamp="rt")
+    assert torch.equal(render_camera(decompressed), from_run)
+    assert torch.isfinite(from_run).all() and from_run.shape[-1] == 3
+
+
+@pytest.mark.slow
+def test_compressed_run_opens_in_stock_viewer_and_export(vq_run, tmp_path):
+    import socket
+    import time
+    import urllib.request
+
+    config_path = vq_run("plenoxels")
+    result = subprocess.run(
+        [bin_("ns-export"), "pointcloud", "--load-config", str(config_path), "--output-dir", str(tmp_path),
+         "--normal-method", "open3d", "--num-points", "2000", "--remove-outliers", "False"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    ply = tmp_path / "point_cloud.ply"
+    assert ply.exists() and b"element vertex" in ply.read_bytes()[:400]
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = open(tmp_path / "viewer.log", "w")
+    proc = subprocess.Popen(
+        [bin_("ns-viewer"), "--load-config", str(config_path), "--viewer.websocket-port", str(port),
+         "--viewer.websocket-host", "127.0.0.1"], stdout=log, stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline, page = time.time() + 180, None
+        while time.time() < deadline and proc.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
+                    page = response.read().decode("utf-8", "replace")
+                    break
+            except OSError:
+                time.sleep(1.0)
+        assert proc.poll() is None, "ns-viewer exited:\n" + (tmp_path / "viewer.log").read_text()[-3000:]
+        assert page is not None and "<html" in page.lower()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def test_cli_inspect_and_bad_file(vq_run, tmp_path):
+    ncz_path = vq_run("plenoxels").parent / "scene.ncz"
+    result = subprocess.run([bin_("nerfconvert"), "inspect", str(ncz_path)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "vq-compression" in result.stdout and "t/sh/codebook" in result.stdout and "format version" in result.stdout
+
+    bad = tmp_path / "bad.ncz"
+    data = bytearray(ncz_path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    bad.write_bytes(bytes(data))
+    for command in (["inspect", str(bad)], ["decompress", str(bad), "--output-dir", str(tmp_path / "o")]):
+        result = subprocess.run([bin_("nerfconvert"), *command], capture_output=True, text=True, timeout=300)
+        assert result.returncode == 2
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and "corrupted" in errors[0], result.stderr[-2000:]
+        assert errors[0] == result.stderr.strip().splitlines()[-1]
+
+
+def test_unsupported_teacher_and_missing_teacher(trained_run, object_scene, tmp_path):
+    from nerfstudio.scripts import train
+
+    config = vq_config(trained_run("vanilla-nerf"), object_scene, tmp_path)
+    with pytest.raises(SystemExit) as info:
+        train.main(config)
+    message = str(info.value)
+    assert message.startswith("error:") and "NeRFModel" in message and "plenoxels" in message
+
+    config = vq_config(None, object_scene, tmp_path)
+    with pytest.raises(SystemExit) as info:
+        train.main(config)
+    assert "--teacher-ckpt" in str(info.value)
+
+
+def test_checkpoint_of_another_method_is_rejected():
+    from nerfconvert.compress.vq.model import VQCompressionModel, VQCompressionModelConfig
+    from nerfstudio.data.scene_box import SceneBox
+
+    model = VQCompressionModel(VQCompressionModelConfig(), scene_box=SceneBox(torch.ones(2, 3)), num_train_data=1)
+    with pytest.raises(NerfconvertError, match="no compressed scene"):
+        model.load_state_dict({"field.density_grid": torch.zeros(1)})
