@@ -94,7 +94,7 @@ def _tree_digest(root: Path) -> str:
     return h.hexdigest()
 
 
-def vq_config(teacher: Path, data: Path, out: Path, steps: int = 3):
+def vq_config(teacher: Path, data: Path, out: Path, steps: int = 2):
     from nerfstudio.configs.method_configs import all_methods
     from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig
 
@@ -117,7 +117,8 @@ def vq_config(teacher: Path, data: Path, out: Path, steps: int = 3):
     model.kmeans_iterations = 10
     model.kmeans_batch_size = 2000
     model.sync_every = 2
-    model.importance_max_rays = 4096
+    model.importance_max_rays = 1024
+    model.importance_cache_dir = out / "importance_cache"
     return config
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Type
 
+import numpy as np
 import torch
 from torch import Tensor
 from torch.nn import Parameter
@@ -64,6 +65,9 @@ class VQCompressionModelConfig(ModelConfig):
     """Rays per backward pass of the importance probe (Eq. 4)."""
     importance_max_rays: Optional[int] = None
     """Cap on the training rays used for importance (default: every pixel of every training image)."""
+    importance_cache_dir: Optional[Path] = Path("~/.cache/nerfconvert/vq_importance")
+    """Where Eq. 4 scores are cached, keyed by the teacher checkpoint's hash and the ray settings
+    (re-runs with other codebook sizes or quantiles skip the pass). None: no cache."""
     ncz_name: str = "scene.ncz"
     """File name of the compressed scene, written into the run directory at the end of training."""
     seed: int = 0
@@ -94,14 +98,24 @@ class VQCompressionModel(Model):
         self.report: Dict[str, Any] = {}
 
     # ---- building -------------------------------------------------------------------------
-    def start_from_teacher(self, teacher_model: Model, teacher_step: int, ray_bundles, info: Dict[str, Any]) -> None:
+    def start_from_teacher(self, teacher_model: Model, teacher_step: int, ray_bundles, info: Dict[str, Any],
+                           cache_key: Optional[str] = None) -> None:
         """Importance, pruning, codebooks: the model fine-tuning starts from (a copy; the teacher's
         files are only read)."""
         self.inner = teacher_model
         self.family = family_for(teacher_model)
         self.teacher_step = teacher_step
         start = time.time()
-        importance = accumulate_importance(self.family, ray_bundles)
+        cache = None
+        if cache_key is not None and self.config.importance_cache_dir is not None:
+            cache = Path(self.config.importance_cache_dir).expanduser() / f"{cache_key}.npz"
+        importance = _load_importance(cache) if cache is not None else None
+        if importance is None:
+            importance = accumulate_importance(self.family, ray_bundles)
+            if cache is not None:
+                _save_importance(cache, importance)
+        else:
+            CONSOLE.print(f"vq-compression: importance read from the cache {cache}")
         self.report["importance_seconds"] = time.time() - start
         start = time.time()
         self.states = build_states(self.family, importance, self.config.settings())
@@ -261,3 +275,22 @@ class VQCompressionModel(Model):
 
     def get_image_metrics_and_images(self, outputs, batch):
         return self._require_inner().get_image_metrics_and_images(outputs, batch)
+
+
+def _load_importance(path: Path) -> Optional[Dict[str, Tensor]]:
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: torch.from_numpy(data[k]) for k in data.files}
+    except (OSError, ValueError):  # a broken cache entry is recomputed
+        return None
+
+
+def _save_importance(path: Path, importance: Dict[str, Tensor]) -> None:
+    import io
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    np.savez(buffer, **{k: v.detach().cpu().numpy() for k, v in importance.items()})
+    container.write_bytes_atomic(path, buffer.getvalue())

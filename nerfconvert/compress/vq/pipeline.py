@@ -4,6 +4,7 @@ viewer, ns-eval and ns-export it only decodes the checkpoint's ``.ncz``."""
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +52,21 @@ def _teacher_step(config_path: Path) -> int:
     _, config = _read_run_config(config_path)
     name = _latest_checkpoint(config).stem  # step-000001000
     return int(name.split("-")[-1])
+
+
+def _importance_key(config_path: Path, datamanager, max_rays: Optional[int], seed: int) -> str:
+    """Importance depends on the teacher's weights and on the rays: hash both."""
+    from nerfconvert.views.registry import _latest_checkpoint, _read_run_config
+
+    _, config = _read_run_config(config_path)
+    h = hashlib.sha256()
+    with open(_latest_checkpoint(config), "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    cameras = datamanager.train_dataset.cameras
+    h.update(cameras.camera_to_worlds.cpu().numpy().tobytes())
+    h.update(f"{cameras.width.sum().item()}x{cameras.height.sum().item()}|{max_rays}|{seed}|v1".encode())
+    return h.hexdigest()[:32]
 
 
 class VQCompressionPipeline(VanillaPipeline):
@@ -116,6 +132,7 @@ class VQCompressionPipeline(VanillaPipeline):
             "teacher_method": teacher_model.__class__.__name__,
             "_probe_bundle": probe_camera.generate_rays(camera_indices=0, keep_shape=True),
         }
-        self.model.start_from_teacher(teacher_model, info["teacher_step"], bundles, info)
+        key = _importance_key(teacher_path, self.datamanager, cfg.importance_max_rays, cfg.seed)
+        self.model.start_from_teacher(teacher_model, info["teacher_step"], bundles, info, cache_key=key)
         self.model.report["setup_seconds"] = time.time() - start
         self.model.to(self.device)
