@@ -1,0 +1,262 @@
+"""The VQRF benchmark (``nerfconvert bench vq``, ``benchmarks/vq_quick.py``): the columns of the
+paper's Table 1 / Table 3, and a codebook-size sweep (Table 2) as a rate-distortion plot.
+
+Generates the 64x64 procedural object scene (seed 0), trains a ``plenoxels`` and a stock
+``tensorf`` teacher through nerfstudio's trainer, compresses each with ``ns-train
+vq-compression`` (same code path), and evaluates teacher and compressed run on every test view
+as ``ns-eval`` does (both reloaded from disk with ``eval_setup``).
+
+    nerfconvert bench vq                       # quick: generated 64x64 scene, CPU
+    nerfconvert bench vq --mode smoke          # seconds: tiny teachers, checks the plumbing
+    nerfconvert bench vq --mode real           # ../shared/data/lego, longer teachers
+    python benchmarks/vq_quick.py --help       # every knob
+
+Size before = the teacher checkpoint zipped (deflate), as the paper measures; size after =
+the .ncz file. Time = wall time of the vq-compression run (importance, codebooks, fine-tuning,
+packing). Writes benchmarks/results/vq_quick.{md,json} and vq_codebook_sweep.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime
+import io
+import json
+import os
+import platform
+import sys
+import time
+import zipfile
+from pathlib import Path
+from typing import Dict, List, Optional
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import torch
+
+REPO = Path(__file__).resolve().parents[3]
+TARGETS = {"plenoxels": 50.0, "tensorf": 15.0}  # compression ratio at <= 0.3 dB PSNR drop
+MAX_DROP_DB = 0.3
+
+
+def _quiet(config) -> None:
+    config.vis = "tensorboard"
+    config.machine.device_type = "cuda" if torch.cuda.is_available() else "cpu"
+    config.steps_per_eval_batch = config.steps_per_eval_image = config.steps_per_eval_all_images = 10**9
+    config.logging.local_writer.enable = False
+    config.mixed_precision = False
+
+
+def train_teacher(method: str, data: Path, out: Path, steps: Optional[int]) -> Path:
+    from nerfstudio.configs.method_configs import all_methods
+    from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig
+    from nerfstudio.scripts import train
+
+    config = copy.deepcopy(all_methods[method])
+    config.pipeline.datamanager.dataparser = BlenderDataParserConfig(data=data)
+    config.output_dir = out
+    config.experiment_name = "teacher"
+    config.timestamp = "run"
+    _quiet(config)
+    if steps is not None:
+        config.max_num_iterations = steps
+    config.steps_per_save = config.max_num_iterations
+    path = config.get_base_dir() / "config.yml"
+    if path.exists() and any((config.get_base_dir() / "nerfstudio_models").glob("*.ckpt")):
+        return path  # trained by an earlier invocation
+    train.main(config)
+    return path
+
+
+def run_vq(teacher: Path, data: Path, out: Path, name: str, steps: int, codebook_size: int) -> Dict:
+    from nerfstudio.configs.method_configs import all_methods
+    from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig
+    from nerfstudio.scripts import train
+
+    config = copy.deepcopy(all_methods["vq-compression"])
+    config.pipeline.teacher_ckpt = teacher
+    config.pipeline.datamanager.dataparser = BlenderDataParserConfig(data=data)
+    config.output_dir = out
+    config.experiment_name = "vq"
+    config.timestamp = name
+    _quiet(config)
+    config.max_num_iterations = steps
+    config.steps_per_save = steps
+    for opt in config.optimizers.values():  # keep the decay over the shorter run
+        opt["scheduler"].max_steps = steps
+    config.pipeline.model.codebook_size = codebook_size
+    config.pipeline.model.importance_cache_dir = out / "importance_cache"
+    start = time.perf_counter()
+    train.main(config)
+    seconds = time.perf_counter() - start
+    run = config.get_base_dir()
+    report = json.loads((run / "vq_report.json").read_text())
+    return {"config": run / "config.yml", "seconds": seconds, "bytes": (run / "scene.ncz").stat().st_size, "report": report}
+
+
+@torch.no_grad()
+def evaluate(config_path: Path) -> Dict[str, float]:
+    from nerfstudio.utils.eval_utils import eval_setup
+
+    _, pipeline, _, _ = eval_setup(config_path, test_mode="test")
+    metrics = pipeline.get_average_eval_image_metrics()
+    return {"psnr": float(metrics["psnr"]), "ssim": float(metrics["ssim"])}
+
+
+def zipped_checkpoint_bytes(config_path: Path) -> int:
+    ckpt = sorted((config_path.parent / "nerfstudio_models").glob("step-*.ckpt"))[-1]
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.write(ckpt, arcname=ckpt.name)
+    return len(buffer.getvalue())
+
+
+def plot_sweep(rows: List[Dict], path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.2, 3.6))
+    for method in sorted({r["method"] for r in rows}):
+        pts = sorted((r for r in rows if r["method"] == method), key=lambda r: r["codebook_size"])
+        ax.plot([r["after_mb"] for r in pts], [r["psnr_after"] for r in pts], "o-", label=f"VQ-{method}")
+        for r in pts:
+            ax.annotate(str(r["codebook_size"]), (r["after_mb"], r["psnr_after"]), fontsize=7,
+                        textcoords="offset points", xytext=(3, 3))
+        ax.axhline(pts[0]["psnr_before"], ls="--", lw=0.8, color=ax.lines[-1].get_color(), label=f"{method} teacher")
+    ax.set_xscale("log")
+    ax.set_xlabel("size (MB, .ncz)")
+    ax.set_ylabel("test PSNR (dB)")
+    ax.set_title("Codebook size sweep (labels: K)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+
+
+def write_report(rows: List[Dict], sweep: List[Dict], command: str, results: Path, settings: Dict, tag: str = "quick") -> str:
+    def fmt(r):
+        return (f"| {r['method']} | {r['codebook_size']} | {r['before_mb']:.3f} | {r['after_mb']:.3f} | {r['ratio']:.1f}x | "
+                f"{r['psnr_before']:.2f} | {r['psnr_after']:.2f} | {r['psnr_after'] - r['psnr_before']:+.2f} | "
+                f"{r['ssim_before']:.4f} | {r['ssim_after']:.4f} | {r['seconds']:.0f} | {r['max_pixel_diff']:.2e} |")
+
+    header = ["| teacher | K | size before (MB, zip) | size after (MB, .ncz) | ratio | PSNR before | PSNR after | dPSNR | "
+              "SSIM before | SSIM after | time (s) | max px diff vs unpacked |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"# vq-compression (VQRF), {tag} mode",
+        "",
+        f"Command: `{command}`",
+        "",
+        f"Date: {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}. Machine: "
+        f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
+        f"{'CUDA' if torch.cuda.is_available() else 'CPU only'}.",
+        "",
+        f"Scene: {settings.get('scene')} (test split). Settings: {json.dumps(settings)}.",
+        "",
+        "## Default settings (Table 1 / Table 3 columns)",
+        "",
+        *header,
+        *[fmt(r) for r in rows],
+        "",
+        "## Codebook-size sweep (Table 2)",
+        "",
+        *header,
+        *[fmt(r) for r in sweep],
+        "",
+        f"![rate-distortion](vq_{tag}_sweep.png)",
+        "",
+        "## Acceptance",
+        "",
+    ]
+    for method, target in TARGETS.items():
+        cands = [r for r in rows + sweep if r["method"] == method]
+        if not cands:
+            continue
+        ok = [r for r in cands if r["psnr_before"] - r["psnr_after"] <= MAX_DROP_DB]
+        best = max(ok, key=lambda r: r["ratio"]) if ok else None
+        if best is None:
+            lines.append(f"- {method}: no setting stays within {MAX_DROP_DB} dB: **FAIL** (target >= {target:.0f}x).")
+        else:
+            verdict = "PASS" if best["ratio"] >= target else "FAIL"
+            lines.append(f"- {method}: best ratio within {MAX_DROP_DB} dB is {best['ratio']:.1f}x (K={best['codebook_size']}, "
+                         f"{best['psnr_after'] - best['psnr_before']:+.2f} dB); target >= {target:.0f}x: **{verdict}**.")
+    lines.append("")
+    text = "\n".join(lines)
+    (results / f"vq_{tag}.md").write_text(text)
+    (results / f"vq_{tag}.json").write_text(json.dumps({"rows": rows, "sweep": sweep, "command": command, "settings": settings},
+                                                      indent=2, default=str))
+    return text
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work-dir", type=Path, default=Path("/tmp/nerfconvert_bench/vq"))
+    parser.add_argument("--results-dir", type=Path, default=REPO / "benchmarks" / "results")
+    parser.add_argument("--methods", nargs="+", default=["plenoxels", "tensorf"])
+    parser.add_argument("--data", type=Path, default=None, help="a blender-format scene (default: the generated 64x64 one)")
+    parser.add_argument("--tag", default="quick", help="results file names: vq_<tag>.md/.json, vq_<tag>_sweep.png")
+    parser.add_argument("--plenoxels-steps", type=int, default=None, help="teacher steps (default: the method's)")
+    parser.add_argument("--tensorf-steps", type=int, default=1000, help="teacher steps (stock default 30000 is hours on CPU)")
+    parser.add_argument("--vq-steps", type=int, default=300, help="joint fine-tuning steps")
+    parser.add_argument("--codebook-size", type=int, default=4096)
+    parser.add_argument("--sweep", type=int, nargs="*", default=[16, 64, 256, 1024, 4096],
+                        help="codebook sizes for the RD plot (on the first method)")
+    parser.add_argument("--sweep-methods", nargs="*", default=None, help="methods swept (default: all --methods)")
+    args = parser.parse_args(argv)
+
+    from nerfconvert.scenes import generate_object_scene, is_generated_scene
+
+    args.work_dir.mkdir(parents=True, exist_ok=True)
+    args.results_dir.mkdir(parents=True, exist_ok=True)
+    data = args.data
+    if data is None:
+        data = args.work_dir / "scene64"
+        if not (data.exists() and is_generated_scene(data)):
+            generate_object_scene(data, seed=0, resolution=64)
+
+    rows, sweep = [], []
+    steps = {"plenoxels": args.plenoxels_steps, "tensorf": args.tensorf_steps}
+    for method in args.methods:
+        teacher = train_teacher(method, data, args.work_dir / method, steps.get(method))
+        before = evaluate(teacher)
+        before_bytes = zipped_checkpoint_bytes(teacher)
+        sizes = [args.codebook_size]
+        if method in (args.sweep_methods if args.sweep_methods is not None else args.methods):
+            sizes += [k for k in args.sweep if k != args.codebook_size]
+        for k in sizes:
+            vq = run_vq(teacher, data, args.work_dir / method, f"k{k}", args.vq_steps, k)
+            after = evaluate(vq["config"])
+            row = {
+                "method": method, "codebook_size": k, "before_mb": before_bytes / 1e6, "after_mb": vq["bytes"] / 1e6,
+                "ratio": before_bytes / vq["bytes"], "psnr_before": before["psnr"], "psnr_after": after["psnr"],
+                "ssim_before": before["ssim"], "ssim_after": after["ssim"], "seconds": vq["seconds"],
+                "max_pixel_diff": vq["report"].get("max_pixel_diff_vs_unpacked", float("nan")),
+            }
+            (rows if k == args.codebook_size else sweep).append(row)
+            print(json.dumps(row), flush=True)
+        if len(sizes) > 1:
+            sweep.append(dict(next(r for r in rows if r["method"] == method)))
+    if sweep:
+        plot_sweep(sweep, args.results_dir / f"vq_{args.tag}_sweep.png")
+    settings = {"teacher_steps": steps, "vq_steps": args.vq_steps, "default_K": args.codebook_size}
+    command = "python benchmarks/vq_quick.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    settings["scene"] = str(data)
+    print(write_report(rows, sweep, command.strip(), args.results_dir, settings, args.tag))
+    return 0
+
+
+MODES = {
+    "smoke": ["--plenoxels-steps", "60", "--tensorf-steps", "60", "--vq-steps", "5", "--codebook-size", "256", "--sweep", "16", "64"],
+    "quick": ["--tensorf-steps", "600", "--vq-steps", "300", "--sweep", "16", "64", "256", "1024"],
+    "real": ["--data", str(REPO.parent / "shared" / "data" / "lego"), "--plenoxels-steps", "3000", "--tensorf-steps", "3000",
+             "--vq-steps", "1000", "--sweep", "64", "256", "1024"],
+    "full": ["--data", str(REPO.parent / "shared" / "data" / "lego"), "--plenoxels-steps", "10000", "--tensorf-steps", "30000",
+             "--vq-steps", "10000", "--sweep", "16", "64", "256", "1024", "16384"],
+}
+
+
+def run(mode: str, work_dir: Optional[Path], results_dir: Path) -> int:
+    """Entry of ``nerfconvert bench vq`` (see ``nerfconvert.bench.RUNNERS``)."""
+    work_dir = work_dir or Path(f"/tmp/nerfconvert-bench-vq-{mode}")
+    suffix = [] if mode == "quick" else ["--tag", mode]
+    return main(MODES[mode] + ["--work-dir", str(work_dir), "--results-dir", str(results_dir)] + suffix)
