@@ -16,6 +16,7 @@ import tyro
 from typing_extensions import Annotated
 
 from nerfconvert import NerfconvertError
+from nerfconvert.bench import Bench
 from nerfconvert.compress.cli import Decompress, Inspect
 
 
@@ -103,6 +104,7 @@ Commands = Union[
     Annotated[Describe, tyro.conf.subcommand("describe")],
     Annotated[Inspect, tyro.conf.subcommand("inspect")],
     Annotated[Decompress, tyro.conf.subcommand("decompress")],
+    Annotated[Bench, tyro.conf.subcommand("bench")],
 ]
 
 

@@ -1,0 +1,34 @@
+"""``nerfconvert bench <name>``: the benchmarks, each writing a markdown table, a JSON file and a
+PNG into benchmarks/results/. Add a benchmark with one name and one runner in ``RUNNERS``."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Optional
+
+import tyro
+
+# name -> "module:function(mode, work_dir, results_dir)"
+RUNNERS = {
+    "pvd": "nerfconvert.distill.benchmark:run",
+}
+
+
+@dataclass
+class Bench:
+    """Run a benchmark and record its figures (pvd: pvd-al teacher -> student matrix,
+    from-scratch students for the same CPU time, PVD-AL Table 6 ablations)."""
+
+    name: tyro.conf.Positional[Literal["pvd"]]
+    """Which benchmark."""
+    mode: Literal["smoke", "quick", "real", "full"] = "quick"
+    """quick: a generated scene on CPU (< 20 min); real / full: ../shared/data/lego (full: on a GPU); smoke: seconds."""
+    work_dir: Optional[Path] = None
+    """Scene and runs go here (default: /tmp/nerfconvert-bench-<name>-<mode>)."""
+    results_dir: Path = Path("benchmarks/results")
+
+    def main(self) -> None:
+        module, function = RUNNERS[self.name].split(":")
+        getattr(importlib.import_module(module), function)(self.mode, self.work_dir, self.results_dir)

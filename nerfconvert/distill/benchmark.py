@@ -1,0 +1,402 @@
+"""pvd-al benchmark (the code of ``benchmarks/pvd_quick.py`` and ``nerfconvert bench pvd``): teacher -> student conversions on a generated scene, against the same
+students trained from scratch on the real images for the same time, and the ablations of
+PVD-AL Table 6.
+
+    python benchmarks/pvd_quick.py                 # quick: 48x48 generated scene, CPU
+    python benchmarks/pvd_quick.py --mode real     # ../shared/data/lego (hours on CPU)
+    nerfconvert bench pvd --mode quick             # the same, through the CLI
+
+Everything runs through nerfstudio's real trainer (``nerfstudio.scripts.train.main``):
+
+1. teachers of the chosen families are trained on the scene's training images;
+2. each teacher is distilled into each student (data-free: pseudo cameras, teacher targets);
+3. each student is also trained from scratch on the real images for the same CPU time as its
+   distillation took (process CPU time, so that other jobs on a shared machine do not skew it;
+   wall time is reported too);
+4. the hash -> VM conversion is repeated with each component switched off (Table 6).
+
+Students are scored like ``ns-eval`` (PSNR / SSIM, LPIPS when its weights are available)
+against the ground-truth test views, and by PSNR against their teacher's renders.
+Writes benchmarks/results/pvd_<mode>.md, .json and .png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+FAMILY = {"nerfacto": "hash", "tensorf": "VM", "vanilla-nerf": "MLP", "plenoxels": "voxel"}
+
+
+@dataclass
+class Scale:
+    """How big a benchmark run is."""
+
+    resolution: int = 64
+    num_train: int = 40
+    num_test: int = 6
+    teacher_steps: Dict[str, int] = field(default_factory=lambda: {"nerfacto": 1500, "tensorf": 1500, "vanilla-nerf": 1500, "plenoxels": 800})
+    teacher_rays: int = 1024
+    distill_steps: int = 600
+    distill_rays: int = 1024
+    stage_fractions: Tuple[float, float] = (0.15, 0.4)
+    """Stage 2 and 3 start at these fractions of the steps (PVD: 3k and 8k of 20k)."""
+    ablation_steps: int = 300
+    teachers: Tuple[str, ...] = ("nerfacto",)
+    students: Tuple[str, ...] = ("nerfacto", "tensorf", "vanilla-nerf", "plenoxels")
+    ablations: bool = True
+    data: Optional[Path] = None
+    model_overrides: Dict[str, Dict] = field(default_factory=dict)
+    """Per method: model-config fields changed for teachers, from-scratch runs and students."""
+
+
+LIGHT_NERFACTO = {"num_proposal_samples_per_ray": (64, 32), "num_nerf_samples_per_ray": 24, "log2_hashmap_size": 15, "max_res": 512}
+"""A lighter nerfacto for CPU runs on small scenes (fewer samples per ray, smaller tables)."""
+
+MODES = {
+    "quick": Scale(resolution=48, num_train=30, num_test=5, teacher_steps={"nerfacto": 700, "tensorf": 700, "vanilla-nerf": 700, "plenoxels": 600},
+                   teacher_rays=512, distill_steps=250, distill_rays=512, ablation_steps=100,
+                   model_overrides={"nerfacto": LIGHT_NERFACTO}),
+    "smoke": Scale(resolution=32, num_train=8, num_test=2, teacher_steps={k: 30 for k in FAMILY}, distill_steps=12,
+                   ablation_steps=8, teacher_rays=256, distill_rays=256, students=("tensorf", "plenoxels"),
+                   model_overrides={"nerfacto": LIGHT_NERFACTO}),
+    "real": Scale(data=REPO.parent / "shared" / "data" / "lego", teacher_steps={k: 30000 for k in FAMILY},
+                  teacher_rays=4096, distill_steps=20000, distill_rays=4096, ablation_steps=20000,
+                  teachers=("nerfacto", "tensorf", "vanilla-nerf", "plenoxels")),
+    "full": Scale(data=REPO.parent / "shared" / "data" / "lego", teacher_steps={k: 30000 for k in FAMILY},
+                  teacher_rays=4096, distill_steps=20000, distill_rays=4096, ablation_steps=20000,
+                  teachers=("nerfacto", "tensorf", "vanilla-nerf", "plenoxels")),
+}
+
+
+# ---- trainers that measure themselves -----------------------------------------------------------
+
+
+def _timed(base):
+    """A trainer class that records per-step CPU and wall time (and the PVD stage), and stops
+    once ``cpu_budget_s`` of process CPU time has gone into training steps."""
+
+    class Timed(base):
+        cpu_budget_s: Optional[float] = None
+        log: List[Tuple[int, float, float]] = []
+
+        def train_iteration(self, step):
+            c0, w0 = time.process_time(), time.perf_counter()
+            out = super().train_iteration(step)
+            stage = self.pipeline.stage(step) if hasattr(self.pipeline, "stage") else 0
+            type(self).log.append((stage, time.process_time() - c0, time.perf_counter() - w0))
+            budget = type(self).cpu_budget_s
+            if budget is not None and sum(x[1] for x in type(self).log) >= budget:
+                self.stop_training = True
+            return out
+
+    Timed.__name__ = f"Timed{base.__name__}"
+    return Timed
+
+
+def run_training(config, cpu_budget_s: Optional[float] = None) -> Dict:
+    from nerfstudio.scripts import train
+
+    original = config._target
+    trainer_cls = _timed(original)
+    trainer_cls.cpu_budget_s = cpu_budget_s
+    trainer_cls.log = []
+    config._target = trainer_cls
+    w0 = time.perf_counter()
+    try:
+        train.main(config)
+    finally:
+        config._target = original
+        config.save_config()  # the saved config names the stock trainer, so the run reopens anywhere
+    log = trainer_cls.log
+    return {
+        "steps": len(log),
+        "cpu_s": sum(x[1] for x in log),
+        "wall_s": sum(x[2] for x in log),
+        "total_wall_s": time.perf_counter() - w0,
+        "stage_step_s": {
+            str(s): {"wall": sum(x[2] for x in log if x[0] == s) / max(1, sum(1 for x in log if x[0] == s)),
+                     "cpu": sum(x[1] for x in log if x[0] == s) / max(1, sum(1 for x in log if x[0] == s)),
+                     "steps": sum(1 for x in log if x[0] == s)}
+            for s in sorted({x[0] for x in log})
+        },
+    }
+
+
+# ---- configs ------------------------------------------------------------------------------------
+
+
+def apply_overrides(model_config, overrides: Dict) -> None:
+    for key, value in overrides.items():
+        setattr(model_config, key, value)
+
+
+def method_config(method: str, data: Path, out: Path, steps: int, rays: int, name: str, overrides: Optional[Dict] = None):
+    from nerfstudio.configs.method_configs import all_methods
+    from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig
+
+    config = copy.deepcopy(all_methods[method])
+    config.output_dir, config.experiment_name, config.timestamp = out, "bench", name
+    config.vis = "tensorboard"
+    config.max_num_iterations = steps
+    config.steps_per_save = 10**9
+    config.steps_per_eval_batch = config.steps_per_eval_image = config.steps_per_eval_all_images = 10**9
+    config.mixed_precision = False
+    config.machine.device_type = "cuda" if torch.cuda.is_available() else "cpu"
+    config.pipeline.datamanager.dataparser = BlenderDataParserConfig(data=data)
+    dm = config.pipeline.datamanager
+    if hasattr(dm, "train_num_rays_per_batch"):
+        dm.train_num_rays_per_batch = rays
+        dm.eval_num_rays_per_batch = rays
+    if hasattr(config.pipeline.model, "implementation"):
+        config.pipeline.model.implementation = "torch" if not torch.cuda.is_available() else "tcnn"
+    if method in ("nerfacto", "tensorf") and hasattr(config.pipeline.model, "camera_optimizer"):
+        from nerfstudio.cameras.camera_optimizers import CameraOptimizerConfig
+
+        config.pipeline.model.camera_optimizer = CameraOptimizerConfig(mode="off")  # exact synthetic poses
+    for group in config.optimizers.values():
+        sched = group.get("scheduler")
+        if sched is not None and hasattr(sched, "max_steps"):
+            sched.max_steps = steps
+    config.pipeline.model.eval_num_rays_per_chunk = 4096
+    apply_overrides(config.pipeline.model, overrides or {})
+    return config
+
+
+def pvd_config(teacher: Path, student: str, out: Path, steps: int, scale: Scale, name: str, **changes):
+    from nerfconvert.distill.students import make_pvd_config
+
+    s2, s3 = int(scale.stage_fractions[0] * steps), int(scale.stage_fractions[1] * steps)
+    config = make_pvd_config(teacher, student, out, max_num_iterations=steps, stage_steps=(s2, s3), num_rays=scale.distill_rays)
+    config.experiment_name, config.timestamp = "bench", name
+    dm = config.pipeline.datamanager
+    dm.steps_per_epoch = max(10, steps // 20)
+    if hasattr(config.pipeline.model, "implementation"):
+        config.pipeline.model.implementation = "torch" if not torch.cuda.is_available() else "tcnn"
+    config.pipeline.model.eval_num_rays_per_chunk = 4096
+    apply_overrides(config.pipeline.model, scale.model_overrides.get(student, {}))
+    for key, value in changes.items():
+        target = config.pipeline
+        *path, last = key.split(".")
+        for p in path:
+            target = getattr(target, p)
+        setattr(target, last, value)
+    return config
+
+
+# ---- scoring ------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def score(run_config: Path, teacher_config: Optional[Path] = None) -> Dict:
+    """ns-eval's metrics on the test views, and PSNR against the teacher's renders."""
+    from nerfconvert.views import load_run
+
+    pipeline, _ = load_run(run_config, device="cpu", test_mode="test")
+    metrics = pipeline.get_average_eval_image_metrics()
+    out = {k: float(v) for k, v in metrics.items() if k in ("psnr", "ssim", "lpips")}
+    if teacher_config is not None:
+        teacher, _ = load_run(teacher_config, device="cpu", test_mode="test")
+        cams = pipeline.datamanager.eval_dataset.cameras
+        values = []
+        for i in range(cams.shape[0]):
+            cam = cams[i : i + 1]
+            s = pipeline.model.get_outputs_for_camera(cam)["rgb"]
+            t = teacher.model.get_outputs_for_camera(cam)["rgb"]
+            values.append(float(-10 * torch.log10(torch.mean((s - t) ** 2).clamp_min(1e-10))))
+        out["psnr_vs_teacher"] = sum(values) / len(values)
+    return out
+
+
+def student_run(out: Path, student: str, name: str) -> Path:
+    return out / "bench" / student / name / "config.yml"
+
+
+# ---- the benchmark ------------------------------------------------------------------------------
+
+
+def run(mode: str = "quick", work_dir: Optional[Path] = None, results_dir: Path = Path("benchmarks/results")) -> Dict:
+    from nerfconvert.scenes import generate_object_scene
+
+    scale = copy.deepcopy(MODES[mode])
+    work = Path(work_dir or (Path("/tmp") / f"nerfconvert-bench-pvd-{mode}"))
+    work.mkdir(parents=True, exist_ok=True)
+    out = work / "outputs"
+    t_start = time.perf_counter()
+    if scale.data is not None:
+        data = scale.data
+    else:
+        data = work / "scene"
+        if not (data / "transforms_train.json").exists():
+            generate_object_scene(data, seed=0, resolution=scale.resolution, num_train=scale.num_train, num_val=2, num_test=scale.num_test, overwrite=True)
+    results: Dict = {"mode": mode, "teachers": {}, "matrix": {}, "scratch": {}, "ablations": {}}
+
+    def log(msg):
+        print(f"[pvd-bench {time.perf_counter() - t_start:7.1f}s] {msg}", flush=True)
+
+    # 1. teachers
+    teacher_cfgs = {}
+    for t in scale.teachers:
+        name = f"teacher-{t}"
+        cfg = method_config(t, data, out, scale.teacher_steps[t], scale.teacher_rays, name, scale.model_overrides.get(t))
+        timing = run_training(cfg)
+        teacher_cfgs[t] = cfg.get_base_dir() / "config.yml"
+        results["teachers"][t] = {**timing, **score(teacher_cfgs[t])}
+        log(f"teacher {t}: {results['teachers'][t]['psnr']:.2f} dB in {timing['wall_s']:.0f}s")
+
+    # 2. distillation matrix, 3. from scratch for the same CPU time
+    for t in scale.teachers:
+        for s in scale.students:
+            name = f"{t}-to-{s}"
+            timing = run_training(pvd_config(teacher_cfgs[t], s, out, scale.distill_steps, scale, name))
+            results["matrix"][name] = {"teacher": t, "student": s, **timing, **score(student_run(out, s, name), teacher_cfgs[t])}
+            log(f"distil {name}: {results['matrix'][name]['psnr']:.2f} dB ({results['matrix'][name]['psnr_vs_teacher']:.2f} vs teacher) in {timing['wall_s']:.0f}s")
+            if s not in results["scratch"] or results["scratch"][s]["budget_cpu_s"] < timing["cpu_s"]:
+                sname = f"scratch-{s}"
+                cfg = method_config(s, data, out, 10**6, scale.teacher_rays, sname, scale.model_overrides.get(s))
+                for group in cfg.optimizers.values():  # schedules sized for the teacher-length run
+                    sched = group.get("scheduler")
+                    if sched is not None and hasattr(sched, "max_steps"):
+                        sched.max_steps = scale.teacher_steps.get(s, 1000)
+                cfg.timestamp = f"{sname}-{t}"
+                st = run_training(cfg, cpu_budget_s=timing["cpu_s"])
+                results["scratch"][s] = {"budget_cpu_s": timing["cpu_s"], "for": name, **st, **score(cfg.get_base_dir() / "config.yml")}
+                log(f"scratch {s}: {results['scratch'][s]['psnr']:.2f} dB in {st['cpu_s']:.0f}s CPU")
+
+    # 4. ablations (Table 6) on hash -> VM
+    if scale.ablations and "nerfacto" in teacher_cfgs:
+        variants = {
+            "w/all": {},
+            "w/o L_v": {"loss.volume_weight": 0.0},
+            "w/o L_sigma": {"loss.density_weight": 0.0},
+            "w/o L_c": {"loss.colour_weight": 0.0},
+            "w/o L_rgb": {"loss.rgb_weight": 0.0},
+            "w/o sigma clamp": {"loss.density_clamp": None},
+            "w/o block-wise": {"block_wise": False},
+            "w/o poses^AL": {"active_learning.hard_poses": False},
+            "w/o rays^AL": {"active_learning.hard_rays": False},
+            "w/o points^AL": {"active_learning.hard_points": False},
+        }
+        for label, changes in variants.items():
+            name = "abl-" + label.replace("/", "").replace(" ", "-").replace("^", "")
+            cfg = pvd_config(teacher_cfgs["nerfacto"], "tensorf", out, scale.ablation_steps, scale, name, **changes)
+            timing = run_training(cfg)
+            results["ablations"][label] = {**timing, **score(student_run(out, "tensorf", name), teacher_cfgs["nerfacto"])}
+            log(f"ablation {label}: {results['ablations'][label]['psnr']:.2f} dB")
+
+    results["total_wall_s"] = time.perf_counter() - t_start
+    results["hardware"] = hardware()
+    results["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    results["command"] = f"python benchmarks/pvd_quick.py --mode {mode}"
+    write_results(results, scale, results_dir)
+    return results
+
+
+def hardware() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{cpu}, {os.cpu_count()} cores visible, torch {torch.__version__}, {gpu}"
+
+
+def write_results(results: Dict, scale: Scale, results_dir: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    results_dir.mkdir(parents=True, exist_ok=True)
+    mode = results["mode"]
+    (results_dir / f"pvd_{mode}.json").write_text(json.dumps(results, indent=2))
+    L = [f"# pvd-al benchmark ({mode})", "",
+         f"Command: `{results['command']}`  ", f"Date: {results['date']}  ", f"Hardware: {results['hardware']}  ",
+         f"Total wall time: {results['total_wall_s'] / 60:.1f} min", "",
+         f"Scene: {'generated object scene %dx%d, %d train / %d test views' % (scale.resolution, scale.resolution, scale.num_train, scale.num_test) if scale.data is None else scale.data}. "
+         f"Distillation: {scale.distill_steps} steps x {scale.distill_rays} rays, stages at {scale.stage_fractions[0]:.0%} / {scale.stage_fractions[1]:.0%}; "
+         "students from scratch get the same process CPU time on the real images.", "",
+         "## Teachers", "", "| teacher | PSNR | SSIM | steps | wall s |", "|---|---|---|---|---|"]
+    for t, r in results["teachers"].items():
+        L.append(f"| {t} ({FAMILY[t]}) | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['steps']} | {r['wall_s']:.0f} |")
+    L += ["", "## Teacher -> student (test views)", "",
+          "| teacher -> student | PSNR | SSIM | PSNR vs teacher | distil wall s | CPU s | from scratch, same CPU time: PSNR | SSIM | steps | distilled - scratch |",
+          "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, r in results["matrix"].items():
+        sc = results["scratch"].get(r["student"], {})
+        delta = r["psnr"] - sc["psnr"] if sc else float("nan")
+        L.append(f"| {r['teacher']} -> {r['student']} ({FAMILY[r['teacher']]} -> {FAMILY[r['student']]}) | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['psnr_vs_teacher']:.2f} | {r['wall_s']:.0f} | {r['cpu_s']:.0f} | "
+                 f"{sc.get('psnr', float('nan')):.2f} | {sc.get('ssim', float('nan')):.3f} | {sc.get('steps', 0)} | {delta:+.2f} |")
+    if any("lpips" in r for r in results["matrix"].values()):
+        L += ["", "LPIPS: " + ", ".join(f"{n} {r['lpips']:.3f}" for n, r in results["matrix"].items() if "lpips" in r)]
+    else:
+        L += ["", "LPIPS: not available offline (AlexNet weights missing)."]
+    L += ["", "## Step time per stage (distillation, mean per step)", "", "| conversion | stage 1 s/step | stage 2 s/step | stage 3 s/step |", "|---|---|---|---|"]
+    for name, r in results["matrix"].items():
+        st = r["stage_step_s"]
+        cells = [f"{st[k]['wall']:.3f} ({st[k]['steps']} steps)" if k in st else "-" for k in ("1", "2", "3")]
+        L.append(f"| {name} | " + " | ".join(cells) + " |")
+    if results["ablations"]:
+        full = results["ablations"].get("w/all", {}).get("psnr", float("nan"))
+        L += ["", f"## Ablations (PVD-AL Table 6), hash -> VM, {scale.ablation_steps} steps", "",
+              "| variant | PSNR | SSIM | PSNR vs teacher | delta vs w/all | wall s |", "|---|---|---|---|---|---|"]
+        for label, r in results["ablations"].items():
+            L.append(f"| {label} | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['psnr_vs_teacher']:.2f} | {r['psnr'] - full:+.2f} | {r['wall_s']:.0f} |")
+    hash_vm = results["matrix"].get("nerfacto-to-tensorf")
+    if hash_vm and "nerfacto" in results["teachers"]:
+        gap = results["teachers"]["nerfacto"]["psnr"] - hash_vm["psnr"]
+        sc = results["scratch"].get("tensorf", {})
+        L += ["", "## Acceptance", "",
+              f"- VM student from the hash teacher: {hash_vm['psnr']:.2f} dB vs teacher {results['teachers']['nerfacto']['psnr']:.2f} dB: gap {gap:.2f} dB ({'within' if gap <= 1.0 else 'NOT within'} 1.0 dB).",
+              f"- Distilled VM vs VM from scratch with the same CPU time: {hash_vm['psnr']:.2f} vs {sc.get('psnr', float('nan')):.2f} dB ({'distilled better' if hash_vm['psnr'] > sc.get('psnr', float('inf')) else 'distilled NOT better'})."]
+    (results_dir / f"pvd_{mode}.md").write_text("\n".join(L) + "\n")
+
+    fig, axes = plt.subplots(1, 2 if results["ablations"] else 1, figsize=(13, 4.5), squeeze=False)
+    ax = axes[0, 0]
+    names = list(results["matrix"])
+    x = range(len(names))
+    ax.bar([i - 0.2 for i in x], [results["matrix"][n]["psnr"] for n in names], width=0.4, label="distilled (PVD-AL)")
+    ax.bar([i + 0.2 for i in x], [results["scratch"].get(results["matrix"][n]["student"], {}).get("psnr", 0) for n in names], width=0.4, label="from scratch, same CPU time")
+    for t, r in results["teachers"].items():
+        ax.axhline(r["psnr"], linestyle="--", color="k", linewidth=1, label=f"teacher {t}")
+    ax.set_xticks(list(x), [n.replace("-to-", "\n-> ") for n in names], fontsize=8)
+    ax.set_ylabel("test PSNR (dB)")
+    ax.legend(fontsize=8)
+    ax.set_title("teacher -> student")
+    if results["ablations"]:
+        ax = axes[0, 1]
+        labels = list(results["ablations"])
+        ax.barh(labels, [results["ablations"][l]["psnr"] for l in labels])
+        ax.set_xlim(min(results["ablations"][l]["psnr"] for l in labels) - 1, max(results["ablations"][l]["psnr"] for l in labels) + 0.5)
+        ax.set_xlabel("test PSNR (dB)")
+        ax.set_title("ablations, hash -> VM")
+    fig.tight_layout()
+    fig.savefig(results_dir / f"pvd_{mode}.png", dpi=110)
+    plt.close(fig)
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mode", choices=sorted(MODES), default="quick")
+    parser.add_argument("--work-dir", type=Path, default=None)
+    parser.add_argument("--results-dir", type=Path, default=Path("benchmarks/results"))
+    args = parser.parse_args(argv)
+    run(args.mode, args.work_dir, args.results_dir)
+
+
+if __name__ == "__main__":
+    main()
