@@ -2,7 +2,7 @@
 students trained from scratch on the real images for the same time, and the ablations of
 PVD-AL Table 6.
 
-    python benchmarks/pvd_quick.py                 # quick: 48x48 generated scene, CPU
+    python benchmarks/pvd_quick.py                 # quick: 40x40 generated scene, CPU
     python benchmarks/pvd_quick.py --mode real     # ../shared/data/lego (hours on CPU)
     nerfconvert bench pvd --mode quick             # the same, through the CLI
 
@@ -59,17 +59,25 @@ class Scale:
     students: Tuple[str, ...] = ("nerfacto", "tensorf", "vanilla-nerf", "plenoxels")
     ablations: bool = True
     data: Optional[Path] = None
+    ablation_names: Optional[Tuple[str, ...]] = None
+    """Which Table 6 variants to run (None: all ten)."""
     model_overrides: Dict[str, Dict] = field(default_factory=dict)
     """Per method: model-config fields changed for teachers, from-scratch runs and students."""
 
 
-LIGHT_NERFACTO = {"num_proposal_samples_per_ray": (64, 32), "num_nerf_samples_per_ray": 24, "log2_hashmap_size": 15, "max_res": 512}
-"""A lighter nerfacto for CPU runs on small scenes (fewer samples per ray, smaller tables)."""
+LIGHT_NERFACTO = {
+    "num_proposal_samples_per_ray": (32, 16), "num_nerf_samples_per_ray": 16, "num_levels": 8,
+    "log2_hashmap_size": 14, "max_res": 256, "hidden_dim": 32, "hidden_dim_color": 32,
+}
+"""A lighter nerfacto for CPU runs on small scenes (fewer samples per ray, smaller tables and MLPs)."""
+
+CORE_ABLATIONS = ("w/all", "w/o L_v", "w/o sigma clamp", "w/o block-wise", "w/o poses^AL", "w/o rays^AL", "w/o points^AL")
 
 MODES = {
-    "quick": Scale(resolution=48, num_train=30, num_test=5, teacher_steps={"nerfacto": 700, "tensorf": 700, "vanilla-nerf": 700, "plenoxels": 600},
-                   teacher_rays=512, distill_steps=250, distill_rays=512, ablation_steps=100,
-                   model_overrides={"nerfacto": LIGHT_NERFACTO}),
+    # sized for two shared CPU cores: one hash teacher, the VM and voxel students, core ablations
+    "quick": Scale(resolution=40, num_train=24, num_test=4, teacher_steps={"nerfacto": 400, "tensorf": 400, "vanilla-nerf": 400, "plenoxels": 400},
+                   teacher_rays=256, distill_steps=150, distill_rays=256, ablation_steps=80, students=("tensorf", "plenoxels"),
+                   ablation_names=CORE_ABLATIONS, model_overrides={"nerfacto": LIGHT_NERFACTO}),
     "smoke": Scale(resolution=32, num_train=8, num_test=2, teacher_steps={k: 30 for k in FAMILY}, distill_steps=12,
                    ablation_steps=8, teacher_rays=256, distill_rays=256, students=("tensorf", "plenoxels"),
                    model_overrides={"nerfacto": LIGHT_NERFACTO}),
@@ -291,6 +299,8 @@ def run(mode: str = "quick", work_dir: Optional[Path] = None, results_dir: Path 
             "w/o points^AL": {"active_learning.hard_points": False},
         }
         for label, changes in variants.items():
+            if scale.ablation_names is not None and label not in scale.ablation_names:
+                continue
             name = "abl-" + label.replace("/", "").replace(" ", "-").replace("^", "")
             cfg = pvd_config(teacher_cfgs["nerfacto"], "tensorf", out, scale.ablation_steps, scale, name, **changes)
             timing = run_training(cfg)

@@ -361,3 +361,24 @@ def test_student_scores_with_ns_eval_on_the_teachers_test_views(distilled_studen
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     results = json.loads(out.read_text())
     assert results["method_name"] == "tensorf" and torch.isfinite(torch.tensor(results["results"]["psnr"]))
+
+
+def test_finetune_on_real_data_starts_from_the_distilled_student(trained_run, object_scene, tmp_path):
+    from nerfstudio.scripts import train
+
+    config = tiny_pvd(trained_run("nerfacto"), "tensorf", tmp_path / "out", steps=2)
+    config.finetune_data = object_scene
+    config.finetune_steps = 2
+    train.main(config)
+    distilled, finetuned = sorted((tmp_path / "out").glob("*/tensorf/*/config.yml"))
+    assert finetuned.parent.name.endswith("-finetuned")
+    run = yaml.load(finetuned.read_text(), Loader=yaml.Loader)
+    assert Path(run.pipeline.datamanager.dataparser.data) == Path(object_scene).resolve()
+
+    def weights(cfg):
+        state = torch.load(next((cfg.parent / "nerfstudio_models").glob("*.ckpt")), map_location="cpu")["pipeline"]
+        return state["_model.field.density_encoding.plane_coef"]
+
+    d, f = weights(distilled), weights(finetuned)
+    assert not torch.equal(d, f)  # it trained on the images
+    assert (f - d).norm() < 0.5 * d.norm()  # from the distilled weights, not from a fresh start
