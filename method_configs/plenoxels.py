@@ -7,8 +7,8 @@ Defaults are tuned to train a 64x64 procedural object scene on two CPU cores in 
 
 from __future__ import annotations
 
-from nerfstudio.configs.base_config import ViewerConfig
-from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManagerConfig
+import torch
+from nerfstudio.configs.base_config import MachineConfig, ViewerConfig
 from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig
 from nerfstudio.engine.optimizers import AdamOptimizerConfig
 from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig
@@ -16,14 +16,15 @@ from nerfstudio.engine.trainer import TrainerConfig
 from nerfstudio.pipelines.base_pipeline import VanillaPipelineConfig
 from nerfstudio.plugins.types import MethodSpecification
 
+from nerfconvert.data import CheckedDataManagerConfig
 from nerfconvert.plenoxels.model import FusedAdamOptimizerConfig, PlenoxelsModelConfig
 
 MAX_STEPS = 1000
 
 
-def plenoxels_datamanager() -> VanillaDataManagerConfig:
+def plenoxels_datamanager() -> CheckedDataManagerConfig:
     """The data manager of the method, in one place so that it can be swapped."""
-    return VanillaDataManagerConfig(
+    return CheckedDataManagerConfig(
         dataparser=BlenderDataParserConfig(),
         train_num_rays_per_batch=4096,
         eval_num_rays_per_batch=4096,
@@ -38,6 +39,8 @@ plenoxels = MethodSpecification(
         steps_per_save=1000,
         max_num_iterations=MAX_STEPS,
         mixed_precision=False,
+        # pure torch: runs where the user is, without --machine.device-type
+        machine=MachineConfig(device_type="cuda" if torch.cuda.is_available() else "cpu"),
         pipeline=VanillaPipelineConfig(
             datamanager=plenoxels_datamanager(),
             model=PlenoxelsModelConfig(eval_num_rays_per_chunk=1 << 13),

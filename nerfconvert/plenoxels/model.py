@@ -1,10 +1,11 @@
 """The ``plenoxels`` nerfstudio method: a dense voxel grid with SH colour, no MLP.
 
-Sampling: rays are clipped to the scene box, then to the bounding box of the occupied
-vertices, and sampled uniformly. Density is looked up only for samples in occupied cells;
-colour (the expensive 27-channel lookup) only for samples whose weight is above
-``color_weight_threshold`` while training (DVGO's "fast colour threshold"), and for every
-sample with a non-zero weight at inference, so rendering is exact there.
+Sampling: rays are clipped to the bounding box of the occupied vertices (inside the scene
+box) and marched with a constant step of ``step_ratio`` voxels. Density is looked up only for
+samples in cells with an occupied corner; colour (the expensive 27-channel lookup) only for
+samples whose weight is above ``color_weight_threshold`` while training (DVGO's "fast colour
+threshold") and for every sample with a non-zero weight at inference, so renders are exact.
+Colours are composited packed, with nerfstudio's RGBRenderer.
 
 Training: MSE on rgb + total variation on density and SH + a Cauchy sparsity term on the
 sampled densities (Plenoxels), coarse-to-fine upsampling and pruning via training callbacks.
@@ -73,7 +74,7 @@ class PlenoxelsModelConfig(ModelConfig):
     max_num_samples: int = 512
     """Cap on samples per ray (the step grows for a batch that would need more)."""
     color_weight_threshold: float = 1e-3
-    """While training, colour is evaluated only at samples with at least this weight."""
+    """While training, colour is evaluated only at samples with at least this weight. Must stay below the opacity of one step through the initial density, or no sample gets colour and training cannot start."""
     tv_density_range: Optional[Tuple[float, float]] = (-2.0, 7.0)
     """Raw-density range seen by the TV term (PVD's [a, b], Eq. 8); None for no clamping."""
     tv_num_voxels: int = 2**14
@@ -115,6 +116,13 @@ class PlenoxelsModel(Model):
             init_raw_density=cfg.init_raw_density,
             empty_raw_density=cfg.empty_raw_density,
         )
+        init_alpha = 1.0 - math.exp(-float(self.field.activate(torch.tensor(cfg.init_raw_density))) * self.step_size)
+        if init_alpha <= cfg.color_weight_threshold:
+            raise ValueError(
+                f"init_raw_density={cfg.init_raw_density} ({cfg.density_activation}) gives one sample an opacity of "
+                f"{init_alpha:.2g}, not above color_weight_threshold={cfg.color_weight_threshold}: no sample would get "
+                "a colour and training could not start. Raise init_raw_density or lower color_weight_threshold."
+            )
         self.renderer_rgb = RGBRenderer(background_color=cfg.background_color)
         self.renderer_accumulation = AccumulationRenderer()
         self.renderer_depth = DepthRenderer(method="median")

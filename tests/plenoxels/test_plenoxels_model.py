@@ -184,3 +184,8 @@ def test_bad_schedules_are_rejected():
         make_model(grid_resolutions=(16, 32), upsample_iters=(10, 20))
     with pytest.raises(ValueError, match="increasing"):
         make_model(grid_resolutions=(16, 32, 48), upsample_iters=(20, 10))
+    # relu of a negative initial density is zero: nothing would ever get a colour gradient
+    with pytest.raises(ValueError, match="init_raw_density"):
+        make_model(density_activation="relu", init_raw_density=-3.0)
+    make_model(density_activation="relu", init_raw_density=0.5)
+    make_model(density_activation="softplus")
