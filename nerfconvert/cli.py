@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
@@ -109,6 +110,9 @@ Commands = Union[
 
 
 def main(argv: Optional[list] = None) -> None:
+    # Deprecation notices from torch/nerfstudio internals say nothing to our users.
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", message="Using a non-tuple sequence")
     command = tyro.cli(Commands, args=argv)
     try:
         command.main()
