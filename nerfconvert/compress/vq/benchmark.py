@@ -48,7 +48,7 @@ def _quiet(config) -> None:
     config.mixed_precision = False
 
 
-def train_teacher(method: str, data: Path, out: Path, steps: Optional[int]) -> Path:
+def train_teacher(method: str, data: Path, out: Path, steps: Optional[int], rays: Optional[int] = None) -> Path:
     from nerfstudio.configs.method_configs import all_methods
     from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig
     from nerfstudio.scripts import train
@@ -61,6 +61,8 @@ def train_teacher(method: str, data: Path, out: Path, steps: Optional[int]) -> P
     _quiet(config)
     if steps is not None:
         config.max_num_iterations = steps
+    if rays is not None and hasattr(config.pipeline.datamanager, "train_num_rays_per_batch"):
+        config.pipeline.datamanager.train_num_rays_per_batch = rays
     config.steps_per_save = config.max_num_iterations
     path = config.get_base_dir() / "config.yml"
     if path.exists() and any((config.get_base_dir() / "nerfstudio_models").glob("*.ckpt")):
@@ -197,6 +199,7 @@ def main(argv=None) -> int:
     parser.add_argument("--tag", default="quick", help="results file names: vq_<tag>.md/.json, vq_<tag>_sweep.png")
     parser.add_argument("--plenoxels-steps", type=int, default=None, help="teacher steps (default: the method's)")
     parser.add_argument("--tensorf-steps", type=int, default=1000, help="teacher steps (stock default 30000 is hours on CPU)")
+    parser.add_argument("--teacher-rays", type=int, default=None, help="teacher rays per batch (default: the method's)")
     parser.add_argument("--vq-steps", type=int, default=300, help="joint fine-tuning steps")
     parser.add_argument("--codebook-size", type=int, default=4096)
     parser.add_argument("--sweep", type=int, nargs="*", default=[16, 64, 256, 1024, 4096],
@@ -216,8 +219,17 @@ def main(argv=None) -> int:
 
     rows, sweep = [], []
     steps = {"plenoxels": args.plenoxels_steps, "tensorf": args.tensorf_steps}
+    settings = {"teacher_steps": steps, "teacher_rays": args.teacher_rays, "vq_steps": args.vq_steps,
+                "default_K": args.codebook_size, "scene": str(data)}
+    command = ("python benchmarks/vq_quick.py " + " ".join(argv if argv is not None else sys.argv[1:])).strip()
+
+    def report() -> str:
+        if sweep:
+            plot_sweep(sweep, args.results_dir / f"vq_{args.tag}_sweep.png")
+        return write_report(rows, sweep, command, args.results_dir, settings, args.tag)
+
     for method in args.methods:
-        teacher = train_teacher(method, data, args.work_dir / method, steps.get(method))
+        teacher = train_teacher(method, data, args.work_dir / method, steps.get(method), args.teacher_rays)
         before = evaluate(teacher)
         before_bytes = zipped_checkpoint_bytes(teacher)
         sizes = [args.codebook_size]
@@ -233,15 +245,11 @@ def main(argv=None) -> int:
                 "max_pixel_diff": vq["report"].get("max_pixel_diff_vs_unpacked", float("nan")),
             }
             (rows if k == args.codebook_size else sweep).append(row)
+            if k == args.codebook_size and len(sizes) > 1:
+                sweep.append(dict(row))
             print(json.dumps(row), flush=True)
-        if len(sizes) > 1:
-            sweep.append(dict(next(r for r in rows if r["method"] == method)))
-    if sweep:
-        plot_sweep(sweep, args.results_dir / f"vq_{args.tag}_sweep.png")
-    settings = {"teacher_steps": steps, "vq_steps": args.vq_steps, "default_K": args.codebook_size}
-    command = "python benchmarks/vq_quick.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    settings["scene"] = str(data)
-    print(write_report(rows, sweep, command.strip(), args.results_dir, settings, args.tag))
+            report()  # after every run, so an interrupted benchmark still leaves its figures
+    print(report())
     return 0
 
 
