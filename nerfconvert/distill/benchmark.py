@@ -68,15 +68,18 @@ class Scale:
 LIGHT_NERFACTO = {
     "num_proposal_samples_per_ray": (32, 16), "num_nerf_samples_per_ray": 16, "num_levels": 8,
     "log2_hashmap_size": 14, "max_res": 256, "hidden_dim": 32, "hidden_dim_color": 32,
+    # the generated object scenes: cameras at radius 4 around an object inside the unit box, white background
+    "near_plane": 2.0, "far_plane": 6.0, "disable_scene_contraction": True, "background_color": "white",
 }
-"""A lighter nerfacto for CPU runs on small scenes (fewer samples per ray, smaller tables and MLPs)."""
+"""A lighter nerfacto for CPU runs on small generated object scenes (fewer samples per ray, smaller
+tables and MLPs, the scene's near/far bounds and no contraction: the defaults are for unbounded captures)."""
 
 CORE_ABLATIONS = ("w/all", "w/o L_v", "w/o sigma clamp", "w/o block-wise", "w/o poses^AL", "w/o rays^AL", "w/o points^AL")
 
 MODES = {
     # sized for two shared CPU cores: one hash teacher, the VM and voxel students, core ablations
-    "quick": Scale(resolution=40, num_train=24, num_test=4, teacher_steps={"nerfacto": 400, "tensorf": 400, "vanilla-nerf": 400, "plenoxels": 400},
-                   teacher_rays=256, distill_steps=150, distill_rays=256, ablation_steps=80, students=("tensorf", "plenoxels"),
+    "quick": Scale(resolution=40, num_train=24, num_test=4, teacher_steps={"nerfacto": 300, "tensorf": 300, "vanilla-nerf": 300, "plenoxels": 300},
+                   teacher_rays=256, distill_steps=150, distill_rays=256, ablation_steps=60, students=("tensorf", "plenoxels"),
                    ablation_names=CORE_ABLATIONS, model_overrides={"nerfacto": LIGHT_NERFACTO}),
     "smoke": Scale(resolution=32, num_train=8, num_test=2, teacher_steps={k: 30 for k in FAMILY}, distill_steps=12,
                    ablation_steps=8, teacher_rays=256, distill_rays=256, students=("tensorf", "plenoxels"),
