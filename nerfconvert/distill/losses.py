@@ -101,8 +101,18 @@ def clamp_density(raw: Tensor, clamp: Optional[Tuple[float, float]]) -> Tensor:
 
 
 def density_loss(student_raw: Tensor, target_raw: Tensor, clamp: Optional[Tuple[float, float]], mask: Optional[Tensor] = None) -> Tensor:
-    # L_sigma, Eq. 8: MSE between clamped raw densities (no gradient where the student is out of range)
-    return masked_mse(clamp_density(student_raw, clamp), clamp_density(target_raw, clamp), mask)
+    """L_sigma, Eq. 8: MSE between raw densities clamped to [a, b].
+
+    The student's clamp passes its gradient straight through: the loss value is Eq. 8's, but a
+    student below a (e.g. a voxel grid initialised transparent, raw -3) is still pulled up where
+    the teacher is above a. With a plain clamp such a student gets no density gradient at all.
+    Where both are beyond the same bound the loss, and so the gradient, is zero, as in Eq. 8.
+    """
+    if clamp is None:
+        return masked_mse(student_raw, target_raw, mask)
+    clamped = clamp_density(student_raw, clamp)
+    student = student_raw + (clamped - student_raw).detach()  # straight-through clamp
+    return masked_mse(student, clamp_density(target_raw, clamp), mask)
 
 
 def masked_mse(a: Tensor, b: Tensor, mask: Optional[Tensor] = None) -> Tensor:

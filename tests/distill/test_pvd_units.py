@@ -39,6 +39,10 @@ def test_density_clamp_values_and_gradient():
     # teacher is beyond it on the same side
     assert raw.grad[0] == 0 and raw.grad[4] == 0
     assert raw.grad[2] != 0
+    # a student below a is pulled up where the teacher is above a (straight-through student clamp)
+    low = torch.tensor([-3.0, -3.0], requires_grad=True)
+    density_loss(low, torch.tensor([4.0, -9.0]), (-2.0, 7.0)).backward()
+    assert low.grad[0] < 0 and low.grad[1] == 0
     # without the clamp (ablation) every point pulls
     raw2 = raw.detach().clone().requires_grad_(True)
     density_loss(raw2, target, None).backward()
