@@ -72,7 +72,8 @@ def train_teacher(method: str, data: Path, out: Path, steps: Optional[int], rays
     return path
 
 
-def run_vq(teacher: Path, data: Path, out: Path, name: str, steps: int, codebook_size: int) -> Dict:
+def run_vq(teacher: Path, data: Path, out: Path, name: str, steps: int, codebook_size: int,
+           keep_quantile: Optional[float] = None) -> Dict:
     from nerfstudio.configs.method_configs import all_methods
     from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig
     from nerfstudio.scripts import train
@@ -89,6 +90,7 @@ def run_vq(teacher: Path, data: Path, out: Path, name: str, steps: int, codebook
     for opt in config.optimizers.values():  # keep the decay over the shorter run
         opt["scheduler"].max_steps = steps
     config.pipeline.model.codebook_size = codebook_size
+    config.pipeline.model.keep_quantile = keep_quantile
     config.pipeline.model.importance_cache_dir = out / "importance_cache"
     start = time.perf_counter()
     train.main(config)
@@ -115,6 +117,9 @@ def zipped_checkpoint_bytes(config_path: Path, weights_only: bool = True) -> int
     ckpt = sorted((config_path.parent / "nerfstudio_models").glob("step-*.ckpt"))[-1]
     raw = ckpt.read_bytes()
     if weights_only:
+        from nerfconvert import compat
+
+        compat.install()  # nerfstudio checkpoints hold numpy scalars: allow-list them for safe loading
         state = torch.load(io.BytesIO(raw), map_location="cpu")
         buffer = io.BytesIO()
         torch.save(state["pipeline"], buffer)
@@ -213,6 +218,7 @@ def main(argv=None) -> int:
     parser.add_argument("--teacher-rays", type=int, default=None, help="teacher rays per batch (default: the method's)")
     parser.add_argument("--vq-steps", type=int, default=300, help="joint fine-tuning steps")
     parser.add_argument("--codebook-size", type=int, default=4096)
+    parser.add_argument("--keep-quantile", type=float, default=None, help="beta_k (default: the family's, 0.6 / 0.7)")
     parser.add_argument("--sweep", type=int, nargs="*", default=[16, 64, 256, 1024, 4096],
                         help="codebook sizes for the RD plot (on the first method)")
     parser.add_argument("--sweep-methods", nargs="*", default=None, help="methods swept (default: all --methods)")
@@ -231,7 +237,7 @@ def main(argv=None) -> int:
     rows, sweep = [], []
     steps = {"plenoxels": args.plenoxels_steps, "tensorf": args.tensorf_steps}
     settings = {"teacher_steps": steps, "teacher_rays": args.teacher_rays, "vq_steps": args.vq_steps,
-                "default_K": args.codebook_size, "scene": str(data)}
+                "default_K": args.codebook_size, "keep_quantile": args.keep_quantile, "scene": str(data)}
     command = ("python benchmarks/vq_quick.py " + " ".join(argv if argv is not None else sys.argv[1:])).strip()
 
     def report() -> str:
@@ -248,7 +254,8 @@ def main(argv=None) -> int:
         if method in (args.sweep_methods if args.sweep_methods is not None else args.methods):
             sizes += [k for k in args.sweep if k != args.codebook_size]
         for k in sizes:
-            vq = run_vq(teacher, data, args.work_dir / method, f"k{k}", args.vq_steps, k)
+            name = f"k{k}" if args.keep_quantile is None else f"k{k}_bk{args.keep_quantile}"
+            vq = run_vq(teacher, data, args.work_dir / method, name, args.vq_steps, k, args.keep_quantile)
             after = evaluate(vq["config"])
             row = {
                 "method": method, "codebook_size": k, "before_mb": before_bytes / 1e6, "after_mb": vq["bytes"] / 1e6,
