@@ -273,7 +273,7 @@ class PlenoxelsModel(Model):
     def get_metrics_dict(self, outputs, batch) -> Dict[str, Tensor]:
         gt = self.renderer_rgb.blend_background(batch["image"].to(self.device))
         metrics = {
-            "psnr": self.psnr(outputs["rgb"], gt),
+            "psnr": self.psnr(outputs["rgb"].detach(), gt),
             "grid_resolution": torch.tensor(float(self.field.resolution)),
             "stored_mb": torch.tensor(self.field.stored_bytes() / 1e6),
             "occupied_fraction": torch.tensor(self.field.num_occupied / self.field.resolution**3),

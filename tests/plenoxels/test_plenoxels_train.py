@@ -83,3 +83,31 @@ def test_upsample_and_prune_inside_the_trainer_then_reload(object_scene, tmp_pat
     metrics = pipeline.get_average_eval_image_metrics()
     assert {"psnr", "ssim", "stored_mb"} <= set(metrics)
     assert "lpips" not in metrics
+
+
+def test_resume_after_an_upsample(object_scene, tmp_path):
+    """ns-train --load-dir: the optimizer is built at the first resolution, the checkpoint holds
+    the grown grid and its Adam moments; training must continue from there."""
+    from conftest import tiny_config
+    from nerfstudio.scripts import train
+
+    def config_for(steps: int):
+        config = tiny_config("plenoxels", object_scene, tmp_path, steps=steps)
+        config.pipeline.model.grid_resolutions = (16, 24, 32)
+        config.pipeline.model.upsample_iters = (2, 6)
+        config.pipeline.model.prune_iters = ()
+        return config
+
+    first = config_for(4)
+    first.timestamp = "first"
+    train.main(first)
+
+    resumed = config_for(4)
+    resumed.timestamp = "resumed"
+    resumed.load_dir = first.get_checkpoint_dir()
+    train.main(resumed)  # steps 5..8, upsampling again at step 6
+
+    state = torch.load(sorted(resumed.get_checkpoint_dir().glob("*.ckpt"))[-1], map_location="cpu")
+    assert state["step"] >= 7
+    assert state["pipeline"]["_model.field.density_grid"].shape[-1] == 32
+    assert state["optimizers"]["density"]["state"][0]["exp_avg"].shape[-1] == 32
