@@ -79,7 +79,7 @@ class PlenoxelsField(Field):
         resolution: int = 128,
         sh_degree: int = 2,
         density_activation: DensityActivation = "exp",
-        init_raw_density: float = -4.0,
+        init_raw_density: float = -3.0,
         empty_raw_density: float = -100.0,
     ) -> None:
         super().__init__()
@@ -143,8 +143,9 @@ class PlenoxelsField(Field):
         """phi1: [..., 3] -> [..., 1 + 3K] = [raw density, SH coefficients], no skipping."""
         coords, inside = self.grid_coords(positions)
         flat = coords.reshape(-1, 3)
-        grid = torch.cat([self.density_grid, self.sh_grid], dim=1)
-        feats = trilinear(grid, flat).view(*positions.shape[:-1], self.feature_dim)
+        # Two lookups rather than one on a concatenated grid: no copy of the whole grid per call.
+        feats = torch.cat([trilinear(self.density_grid, flat), trilinear(self.sh_grid, flat)], dim=-1)
+        feats = feats.view(*positions.shape[:-1], self.feature_dim)
         return torch.where(inside[..., None], feats, self._empty_features(feats))
 
     def decode(self, features: Tensor, directions: Tensor) -> Tuple[Tensor, Tensor]:
