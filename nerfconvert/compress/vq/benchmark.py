@@ -73,7 +73,7 @@ def train_teacher(method: str, data: Path, out: Path, steps: Optional[int], rays
 
 
 def run_vq(teacher: Path, data: Path, out: Path, name: str, steps: int, codebook_size: int,
-           keep_quantile: Optional[float] = None) -> Dict:
+           keep_quantile: Optional[float] = None, importance_max_rays: Optional[int] = None) -> Dict:
     from nerfstudio.configs.method_configs import all_methods
     from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig
     from nerfstudio.scripts import train
@@ -91,6 +91,7 @@ def run_vq(teacher: Path, data: Path, out: Path, name: str, steps: int, codebook
         opt["scheduler"].max_steps = steps
     config.pipeline.model.codebook_size = codebook_size
     config.pipeline.model.keep_quantile = keep_quantile
+    config.pipeline.model.importance_max_rays = importance_max_rays
     config.pipeline.model.importance_cache_dir = out / "importance_cache"
     start = time.perf_counter()
     train.main(config)
@@ -218,6 +219,8 @@ def main(argv=None) -> int:
     parser.add_argument("--teacher-rays", type=int, default=None, help="teacher rays per batch (default: the method's)")
     parser.add_argument("--vq-steps", type=int, default=300, help="joint fine-tuning steps")
     parser.add_argument("--codebook-size", type=int, default=4096)
+    parser.add_argument("--importance-max-rays", type=int, default=None,
+                        help="training rays for the importance pass (default: every pixel of every training view)")
     parser.add_argument("--keep-quantile", type=float, default=None, help="beta_k (default: the family's, 0.6 / 0.7)")
     parser.add_argument("--sweep", type=int, nargs="*", default=[16, 64, 256, 1024, 4096],
                         help="codebook sizes for the RD plot (on the first method)")
@@ -237,7 +240,8 @@ def main(argv=None) -> int:
     rows, sweep = [], []
     steps = {"plenoxels": args.plenoxels_steps, "tensorf": args.tensorf_steps}
     settings = {"teacher_steps": steps, "teacher_rays": args.teacher_rays, "vq_steps": args.vq_steps,
-                "default_K": args.codebook_size, "keep_quantile": args.keep_quantile, "scene": str(data)}
+                "default_K": args.codebook_size, "keep_quantile": args.keep_quantile,
+                "importance_max_rays": args.importance_max_rays, "scene": str(data)}
     command = ("python benchmarks/vq_quick.py " + " ".join(argv if argv is not None else sys.argv[1:])).strip()
 
     def report() -> str:
@@ -255,7 +259,8 @@ def main(argv=None) -> int:
             sizes += [k for k in args.sweep if k != args.codebook_size]
         for k in sizes:
             name = f"k{k}" if args.keep_quantile is None else f"k{k}_bk{args.keep_quantile}"
-            vq = run_vq(teacher, data, args.work_dir / method, name, args.vq_steps, k, args.keep_quantile)
+            vq = run_vq(teacher, data, args.work_dir / method, name, args.vq_steps, k, args.keep_quantile,
+                        args.importance_max_rays)
             after = evaluate(vq["config"])
             row = {
                 "method": method, "codebook_size": k, "before_mb": before_bytes / 1e6, "after_mb": vq["bytes"] / 1e6,
