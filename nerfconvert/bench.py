@@ -13,6 +13,7 @@ import tyro
 # name -> "module:function(mode, work_dir, results_dir)"
 RUNNERS = {
     "pvd": "nerfconvert.distill.benchmark:run",
+    "vq": "nerfconvert.compress.vq.benchmark:run",
 }
 
 
@@ -21,7 +22,7 @@ class Bench:
     """Run a benchmark and record its figures (pvd: pvd-al teacher -> student matrix,
     from-scratch students for the same CPU time, PVD-AL Table 6 ablations)."""
 
-    name: tyro.conf.Positional[Literal["pvd"]]
+    name: tyro.conf.Positional[Literal["pvd", "vq"]]
     """Which benchmark."""
     mode: Literal["smoke", "quick", "real", "full"] = "quick"
     """quick: a generated scene on CPU (< 20 min); real / full: ../shared/data/lego (full: on a GPU); smoke: seconds."""

@@ -280,7 +280,9 @@ def main(argv=None) -> int:
 
 MODES = {
     "smoke": ["--plenoxels-steps", "60", "--tensorf-steps", "60", "--vq-steps", "5", "--codebook-size", "256", "--sweep", "16", "64"],
-    "quick": ["--tensorf-steps", "600", "--vq-steps", "300", "--sweep", "16", "64", "256", "1024"],
+    # what benchmarks/README.md records, sized for a shared 2-core CPU
+    "quick": ["--plenoxels-steps", "350", "--tensorf-steps", "120", "--teacher-rays", "1024", "--vq-steps", "100",
+              "--importance-max-rays", "16384", "--sweep", "64", "256"],
     "real": ["--data", str(REPO.parent / "shared" / "data" / "lego"), "--plenoxels-steps", "3000", "--tensorf-steps", "3000",
              "--vq-steps", "1000", "--sweep", "64", "256", "1024"],
     "full": ["--data", str(REPO.parent / "shared" / "data" / "lego"), "--plenoxels-steps", "10000", "--tensorf-steps", "30000",
