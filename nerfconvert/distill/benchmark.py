@@ -239,7 +239,15 @@ def student_run(out: Path, student: str, name: str) -> Path:
 # ---- the benchmark ------------------------------------------------------------------------------
 
 
-def run(mode: str = "quick", work_dir: Optional[Path] = None, results_dir: Path = Path("benchmarks/results")) -> Dict:
+def run(
+    mode: str = "quick",
+    work_dir: Optional[Path] = None,
+    results_dir: Path = Path("benchmarks/results"),
+    reuse_teachers: bool = False,
+    skip_ablations: bool = False,
+) -> Dict:
+    """``reuse_teachers``: teachers already trained in ``work_dir`` are scored, not retrained.
+    ``skip_ablations``: keep the ablation rows of the previous results file (marked as such)."""
     from nerfconvert.scenes import generate_object_scene
 
     scale = copy.deepcopy(MODES[mode])
@@ -254,6 +262,7 @@ def run(mode: str = "quick", work_dir: Optional[Path] = None, results_dir: Path 
         if not (data / "transforms_train.json").exists():
             generate_object_scene(data, seed=0, resolution=scale.resolution, num_train=scale.num_train, num_val=2, num_test=scale.num_test, overwrite=True)
     results: Dict = {"mode": mode, "teachers": {}, "matrix": {}, "scratch": {}, "ablations": {}}
+    prev_path = Path(results_dir) / f"pvd_{mode}.json"
 
     def log(msg):
         print(f"[pvd-bench {time.perf_counter() - t_start:7.1f}s] {msg}", flush=True)
@@ -263,7 +272,11 @@ def run(mode: str = "quick", work_dir: Optional[Path] = None, results_dir: Path 
     for t in scale.teachers:
         name = f"teacher-{t}"
         cfg = method_config(t, data, out, scale.teacher_steps[t], scale.teacher_rays, name, scale.model_overrides.get(t))
-        timing = run_training(cfg)
+        previous = json.loads(prev_path.read_text()).get("teachers", {}).get(t) if prev_path.exists() else None
+        if reuse_teachers and (cfg.get_base_dir() / "config.yml").exists() and previous:
+            timing = {k: previous[k] for k in ("steps", "cpu_s", "wall_s", "total_wall_s", "stage_step_s") if k in previous}
+        else:
+            timing = run_training(cfg)
         teacher_cfgs[t] = cfg.get_base_dir() / "config.yml"
         results["teachers"][t] = {**timing, **score(teacher_cfgs[t])}
         log(f"teacher {t}: {results['teachers'][t]['psnr']:.2f} dB in {timing['wall_s']:.0f}s")
@@ -288,7 +301,11 @@ def run(mode: str = "quick", work_dir: Optional[Path] = None, results_dir: Path 
                 log(f"scratch {s}: {results['scratch'][s]['psnr']:.2f} dB in {st['cpu_s']:.0f}s CPU")
 
     # 4. ablations (Table 6) on hash -> VM
-    if scale.ablations and "nerfacto" in teacher_cfgs:
+    if skip_ablations and prev_path.exists():
+        previous = json.loads(prev_path.read_text())
+        results["ablations"] = previous.get("ablations", {})
+        results["ablations_note"] = previous.get("ablations_note") or f"ablation rows from the earlier run of {previous.get('date')}"
+    elif scale.ablations and "nerfacto" in teacher_cfgs:
         variants = {
             "w/all": {},
             "w/o L_v": {"loss.volume_weight": 0.0},
@@ -313,7 +330,7 @@ def run(mode: str = "quick", work_dir: Optional[Path] = None, results_dir: Path 
     results["total_wall_s"] = time.perf_counter() - t_start
     results["hardware"] = hardware()
     results["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    results["command"] = f"python benchmarks/pvd_quick.py --mode {mode}"
+    results["command"] = f"python benchmarks/pvd_quick.py --mode {mode}" + (" --reuse-teachers" if reuse_teachers else "") + (" --skip-ablations" if skip_ablations else "")
     write_results(results, scale, results_dir)
     return results
 
@@ -365,7 +382,8 @@ def write_results(results: Dict, scale: Scale, results_dir: Path) -> None:
         L.append(f"| {name} | " + " | ".join(cells) + " |")
     if results["ablations"]:
         full = results["ablations"].get("w/all", {}).get("psnr", float("nan"))
-        L += ["", f"## Ablations (PVD-AL Table 6), hash -> VM, {scale.ablation_steps} steps", "",
+        note = f" ({results['ablations_note']})" if results.get("ablations_note") else ""
+        L += ["", f"## Ablations (PVD-AL Table 6), hash -> VM, {scale.ablation_steps} steps{note}", "",
               "| variant | PSNR | SSIM | PSNR vs teacher | delta vs w/all | wall s |", "|---|---|---|---|---|---|"]
         for label, r in results["ablations"].items():
             L.append(f"| {label} | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['psnr_vs_teacher']:.2f} | {r['psnr'] - full:+.2f} | {r['wall_s']:.0f} |")
@@ -407,8 +425,10 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--mode", choices=sorted(MODES), default="quick")
     parser.add_argument("--work-dir", type=Path, default=None)
     parser.add_argument("--results-dir", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--reuse-teachers", action="store_true", help="score teachers already trained in --work-dir instead of retraining")
+    parser.add_argument("--skip-ablations", action="store_true", help="keep the ablation rows of the previous results file")
     args = parser.parse_args(argv)
-    run(args.mode, args.work_dir, args.results_dir)
+    run(args.mode, args.work_dir, args.results_dir, args.reuse_teachers, args.skip_ablations)
 
 
 if __name__ == "__main__":
