@@ -1,0 +1,63 @@
+"""``ns-train distillnerf distillnerf-data --data <scenes root>``: the generalizable DistillNeRF
+model, trained on many driving scenes (one frame of N cameras per step).
+
+Defaults train the tiny procedural scenes on CPU; on a GPU and nuScenes-sized images raise the
+channels, bins and voxel resolutions (``ns-train distillnerf --help``). Multi-GPU (or multi-process
+CPU) through nerfstudio's ``--machine.num-devices``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from nerfstudio.configs.base_config import MachineConfig, ViewerConfig
+from nerfstudio.engine.optimizers import AdamOptimizerConfig
+from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig
+from nerfstudio.engine.trainer import TrainerConfig
+from nerfstudio.plugins.types import MethodSpecification
+
+from nerfconvert.distillnerf.data import DistillNerfDataManagerConfig, DistillNerfDataParserConfig
+from nerfconvert.distillnerf.model import DistillNerfModelConfig
+from nerfconvert.distillnerf.pipeline import DistillNerfPipelineConfig
+
+MAX_STEPS = 3000
+
+
+@dataclass
+class DistillNerfTrainerConfig(TrainerConfig):
+    def __post_init__(self) -> None:
+        machine = self.machine
+        if machine.num_devices * machine.num_machines > 1 and machine.device_type != "cuda":
+            from nerfconvert.distillnerf.ddp import enable_cpu_workers
+
+            enable_cpu_workers()
+
+
+def _adam(lr: float) -> dict:
+    return {
+        "optimizer": AdamOptimizerConfig(lr=lr, eps=1e-15),
+        "scheduler": ExponentialDecaySchedulerConfig(lr_final=lr * 0.1, max_steps=MAX_STEPS),
+    }
+
+
+distillnerf = MethodSpecification(
+    config=DistillNerfTrainerConfig(
+        method_name="distillnerf",
+        steps_per_eval_batch=500,
+        steps_per_eval_image=500,
+        steps_per_eval_all_images=10**9,
+        steps_per_save=500,
+        max_num_iterations=MAX_STEPS,
+        mixed_precision=False,
+        machine=MachineConfig(device_type="cuda" if torch.cuda.is_available() else "cpu"),
+        pipeline=DistillNerfPipelineConfig(
+            datamanager=DistillNerfDataManagerConfig(dataparser=DistillNerfDataParserConfig()),
+            model=DistillNerfModelConfig(),
+        ),
+        optimizers={"encoder": _adam(2e-3), "voxels": _adam(2e-3), "decoder": _adam(2e-3)},
+        viewer=ViewerConfig(num_rays_per_chunk=1 << 13),
+        vis="tensorboard",
+    ),
+    description="DistillNeRF: a sparse-voxel scene from N multi-view images in one forward pass, distilled from per-scene NeRFs.",
+)
