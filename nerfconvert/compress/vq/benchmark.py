@@ -102,11 +102,18 @@ def run_vq(teacher: Path, data: Path, out: Path, name: str, steps: int, codebook
 
 
 @torch.no_grad()
-def evaluate(config_path: Path) -> Dict[str, float]:
+def evaluate(config_path: Path, every: int = 1) -> Dict[str, float]:
+    """Mean test PSNR/SSIM as ns-eval computes them, over every ``every``-th test view."""
+    from nerfstudio.data.utils.dataloaders import FixedIndicesEvalDataloader
     from nerfstudio.utils.eval_utils import eval_setup
 
     _, pipeline, _, _ = eval_setup(config_path, test_mode="test")
-    metrics = pipeline.get_average_eval_image_metrics()
+    if every == 1:
+        metrics = pipeline.get_average_eval_image_metrics()
+    else:
+        dataset = pipeline.datamanager.eval_dataset
+        loader = FixedIndicesEvalDataloader(dataset, tuple(range(0, len(dataset), every)), device=pipeline.device)
+        metrics = pipeline.get_average_image_metrics(loader, "eval")
     return {"psnr": float(metrics["psnr"]), "ssim": float(metrics["ssim"])}
 
 
@@ -225,6 +232,9 @@ def main(argv=None) -> int:
     parser.add_argument("--sweep", type=int, nargs="*", default=[16, 64, 256, 1024, 4096],
                         help="codebook sizes for the RD plot (on the first method)")
     parser.add_argument("--sweep-methods", nargs="*", default=None, help="methods swept (default: all --methods)")
+    parser.add_argument("--eval-every", type=int, default=1, help="score every N-th test view (default: all)")
+    parser.add_argument("--teacher", action="append", default=[], metavar="METHOD=CONFIG",
+                        help="use an already trained teacher run for METHOD instead of training one (repeatable)")
     args = parser.parse_args(argv)
 
     from nerfconvert.scenes import generate_object_scene, is_generated_scene
@@ -241,7 +251,7 @@ def main(argv=None) -> int:
     steps = {"plenoxels": args.plenoxels_steps, "tensorf": args.tensorf_steps}
     settings = {"teacher_steps": steps, "teacher_rays": args.teacher_rays, "vq_steps": args.vq_steps,
                 "default_K": args.codebook_size, "keep_quantile": args.keep_quantile,
-                "importance_max_rays": args.importance_max_rays, "scene": str(data)}
+                "importance_max_rays": args.importance_max_rays, "scene": str(data), "eval_every": args.eval_every}
     command = ("python benchmarks/vq_quick.py " + " ".join(argv if argv is not None else sys.argv[1:])).strip()
 
     def report() -> str:
@@ -249,9 +259,21 @@ def main(argv=None) -> int:
             plot_sweep(sweep, args.results_dir / f"vq_{args.tag}_sweep.png")
         return write_report(rows, sweep, command, args.results_dir, settings, args.tag)
 
+    given = {}
+    for item in args.teacher:
+        method, sep, path = item.partition("=")
+        if not sep or not Path(path).exists():
+            parser.error(f"--teacher takes METHOD=CONFIG with an existing config.yml, got {item!r}")
+        given[method] = Path(path)
+    if given:
+        settings["given_teachers"] = {k: str(v) for k, v in given.items()}
+
     for method in args.methods:
-        teacher = train_teacher(method, data, args.work_dir / method, steps.get(method), args.teacher_rays)
-        before = evaluate(teacher)
+        if method in given:
+            teacher = given[method]  # only read: vq-compression never writes into the teacher's run
+        else:
+            teacher = train_teacher(method, data, args.work_dir / method, steps.get(method), args.teacher_rays)
+        before = evaluate(teacher, args.eval_every)
         before_bytes = zipped_checkpoint_bytes(teacher)
         ckpt_zip_bytes = zipped_checkpoint_bytes(teacher, weights_only=False)
         sizes = [args.codebook_size]
@@ -261,7 +283,7 @@ def main(argv=None) -> int:
             name = f"k{k}" if args.keep_quantile is None else f"k{k}_bk{args.keep_quantile}"
             vq = run_vq(teacher, data, args.work_dir / method, name, args.vq_steps, k, args.keep_quantile,
                         args.importance_max_rays)
-            after = evaluate(vq["config"])
+            after = evaluate(vq["config"], args.eval_every)
             row = {
                 "method": method, "codebook_size": k, "before_mb": before_bytes / 1e6, "after_mb": vq["bytes"] / 1e6,
                 "ratio": before_bytes / vq["bytes"], "psnr_before": before["psnr"], "psnr_after": after["psnr"],

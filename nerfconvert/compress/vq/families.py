@@ -79,6 +79,15 @@ class Family:
         collider = getattr(self.model, "collider", None)
         return collider(ray_bundle) if collider is not None else ray_bundle
 
+    def _weighted_points(self, view, ray_bundle: RayBundle) -> Optional[Tuple[Tensor, Tensor]]:
+        """Sample points of the view's own sampler with non-zero weight T_i alpha_i (Eq. 3), or None."""
+        samples = view.sample(ray_bundle)
+        weights = view.render_samples(samples)["weights"][..., 0]
+        sel = weights > 0
+        if not bool(sel.any()):
+            return None
+        return samples.frustums.get_positions()[sel], weights[sel]
+
 
 def _param_name(model: nn.Module, param: Tensor) -> str:
     for name, p in model.named_parameters():
@@ -119,16 +128,13 @@ class VoxelFamily(Family):
         from nerfconvert.views.voxel import VoxelGridView
 
         field = self.field
-        view = VoxelGridView(self.model)
-        samples = view.sample(self._collide(ray_bundle))
-        weights = view.render_samples(samples)["weights"][..., 0]  # T_i alpha_i, Eq. 3
-        sel = weights > 0
-        if not bool(sel.any()):
+        points = self._weighted_points(VoxelGridView(self.model), self._collide(ray_bundle))
+        if points is None:
             return
+        positions, w = points
         aabb = field.aabb
         # vertices sit at the box corners (grid_sample, align_corners=True), as in the field
-        c = (samples.frustums.get_positions()[sel] - aabb[0]) / (aabb[1] - aabb[0]) * 2.0 - 1.0
-        w = weights[sel]
+        c = (positions - aabb[0]) / (aabb[1] - aabb[0]) * 2.0 - 1.0
         r = field.resolution
 
         def lookup(g):
@@ -189,14 +195,11 @@ class VMFamily(Family):
         from nerfconvert.views.vm import VMView
         from nerfstudio.data.scene_box import SceneBox
 
-        view = VMView(self.model)
-        samples = view.sample(ray_bundle)
-        weights = view.render_samples(samples)["weights"][..., 0]
-        sel = weights > 0
-        if not bool(sel.any()):
+        points = self._weighted_points(VMView(self.model), ray_bundle)
+        if points is None:
             return
-        x = SceneBox.get_normalized_positions(samples.frustums.get_positions()[sel], self.field.aabb) * 2 - 1
-        w = weights[sel]
+        positions, w = points
+        x = SceneBox.get_normalized_positions(positions, self.field.aabb) * 2 - 1
         for prefix, enc in self._encodings():
             h, wd = enc.plane_coef.shape[-2:]
             coords = torch.stack([x[:, list(axes)] for axes in _PLANE_AXES]).view(3, -1, 1, 2)
@@ -254,15 +257,13 @@ class HashFamily(Family):
         from nerfconvert.views.hash import HashGridView
 
         view = HashGridView(self.model)
-        samples = view.sample(ray_bundle)
-        weights = view.render_samples(samples)["weights"][..., 0]
-        sel = weights > 0
-        if not bool(sel.any()):
+        points = self._weighted_points(view, ray_bundle)
+        if points is None:
             return
-        x = view._unit_cube(samples.frustums.get_positions()[sel])
+        positions, w = points
+        x = view._unit_cube(positions)
         inside = ((x > 0.0) & (x < 1.0)).all(dim=-1, keepdim=True)
         x = x * inside  # as the field does
-        w = weights[sel]
         enc = self.encoding
         table = enc.hash_table
         with torch.enable_grad():
