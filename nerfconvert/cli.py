@@ -3,6 +3,7 @@
     nerfconvert scene     make a seeded procedural scene (nerfstudio blender format)
     nerfconvert demo      the main job on the embedded scene: scene -> trained run -> result
     nerfconvert describe  load a run and print its two-level view (family, feature sizes)
+    nerfconvert distillnerf-predict  one frame -> a DistillNeRF scene in one forward pass -> a viewable run
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing_extensions import Annotated
 from nerfconvert import NerfconvertError
 from nerfconvert.bench import Bench
 from nerfconvert.compress.cli import Decompress, Inspect
+from nerfconvert.distillnerf.predict import DistillNerfPredict
 
 
 @dataclass
@@ -106,6 +108,7 @@ Commands = Union[
     Annotated[Inspect, tyro.conf.subcommand("inspect")],
     Annotated[Decompress, tyro.conf.subcommand("decompress")],
     Annotated[Bench, tyro.conf.subcommand("bench")],
+    Annotated[DistillNerfPredict, tyro.conf.subcommand("distillnerf-predict")],
 ]
 
 

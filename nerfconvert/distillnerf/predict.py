@@ -190,7 +190,7 @@ class DistillNerfPredict:
     model: Path
     """The trained distillnerf run (its directory or config.yml)."""
     frame: Path
-    """<scene>/<t>: a time-step folder (e.g. scenes/scene_000/t001) or <scene>/<step number>."""
+    """<scene>/<t>: a time-step folder (e.g. scenes/scene-000/t001) or <scene>/<step number>."""
     output_dir: Path = Path("outputs")
     """Root of the run, as ns-train's --output-dir."""
     device: Optional[str] = None
