@@ -124,6 +124,10 @@ class DistillNerfSceneModel(Model):
 
         return {"rgb": rgb, "depth": up(out["depth"]), "accumulation": up(out["accumulation"])}
 
+    def get_rgba_image(self, outputs: Dict[str, Tensor], output_name: str = "rgb") -> Tensor:
+        """RGB with the accumulation as alpha (ns-export keeps points with alpha > 0.5)."""
+        return torch.cat([outputs[output_name], outputs["accumulation"]], dim=-1)
+
     def get_loss_dict(self, outputs, batch, metrics_dict=None) -> Dict[str, Tensor]:
         image = batch["image"].to(self.device)[..., :3]
         return {"rgb_loss": torch.nn.functional.mse_loss(outputs["rgb"], image)}
