@@ -1,0 +1,384 @@
+"""``EntropyCompressionModel``: a TensoRF-VM scene whose feature planes are decoded from learned
+latents (ECTensoRF, Pham & Mandt 2024).
+
+While training it holds the teacher's TensoRF with its planes replaced, at every step, by
+P_hat_i = D(Z_hat_i * M_i) (Eq. 7); lines, basis and colour MLP stay frozen (Sec. 4.1). The loss
+is Eq. 9: rendering loss + importance-weighted plane reconstruction + lambda * rate. At the last
+step it encodes itself into a ``.ncz`` (CompressAI ``update()`` then ``compress()``) and becomes
+the model decoded from that file, so what it renders afterwards is what any reader renders.
+
+Its checkpoint holds only the ``.ncz`` bytes (``{"ncz": uint8 tensor}``): loading it, as
+``ns-viewer``, ``ns-eval`` and ``ns-export`` do, decodes the planes once; rendering is then
+plain TensoRF.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Literal, Optional, Type
+
+import torch
+from torch import Tensor, nn
+from torch.nn import Parameter
+
+from nerfstudio.cameras.rays import RayBundle
+from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
+from nerfstudio.models.base_model import Model, ModelConfig
+from nerfstudio.utils.rich_utils import CONSOLE
+
+from nerfconvert import NerfconvertError
+from nerfconvert.compress import container
+from nerfconvert.compress.entropy import codec
+from nerfconvert.compress.entropy.coder import (
+    PRESETS,
+    MaskedEntropyModel,
+    PlaneDecoder,
+    gumbel_temperature,
+    importance_weights,
+    join_planes,
+    latent_size,
+    split_planes,
+)
+
+NCZ_KEY = "ncz"
+TENSORF_NEEDED = "entropy-compression needs a tensorf run; convert it first with pvd-al --student tensorf"
+
+
+@dataclass
+class EntropyCompressionModelConfig(ModelConfig):
+    """ECTensoRF on a trained TensoRF-VM scene."""
+
+    _target: Type = field(default_factory=lambda: EntropyCompressionModel)
+    enable_collider: bool = False
+    """The TensoRF model inside applies its own collider."""
+    preset: Literal["low", "high"] = "low"
+    """low (ECTensoRF-L): 384 latent / 192 hidden channels; high (ECTensoRF-H): 192 / 96."""
+    lmbda: float = 1e-3
+    """lambda of Eq. 9. The rate is counted in bits per plane entry (bits / (3 x C x R x R)),
+    so lambda is independent of the scene's resolution; larger is smaller and blurrier."""
+    plane_loss_weight: float = 1.0
+    """Weight of the importance-weighted plane reconstruction term (mean over plane entries)."""
+    use_importance: bool = True
+    """Weight the plane reconstruction by W_i (Eq. 5); False is the 'no importance' ablation (W = 1)."""
+    masked: bool = True
+    """Masked spike-and-slab prior (Eq. 6); False is the plain factorised prior ablation."""
+    mask_init: float = 2.0
+    """Initial log-odds of M = 1 (coded) at every location."""
+    tau_start: float = 10.0
+    """Gumbel-softmax temperature at the first step (annealed exponentially)."""
+    tau_end: float = 0.1
+    """Gumbel-softmax temperature at the last step."""
+    importance_eps: float = 0.01
+    """epsilon of Eq. 5."""
+    importance_rays_per_batch: int = 4096
+    """Rays per backward pass of the importance probe (Eq. 4)."""
+    importance_max_rays: Optional[int] = None
+    """Cap on the training rays used for importance (default: every pixel of every training image)."""
+    importance_cache_dir: Optional[Path] = Path("~/.cache/nerfconvert/vq_importance")
+    """Eq. 4 scores are cached here (shared with vq-compression: the same scores). None: no cache."""
+    ncz_name: str = "scene.ncz"
+    """File name of the compressed scene, written into the run directory at the end of training."""
+    seed: int = 0
+
+
+class EntropyCompressionModel(Model):
+    config: EntropyCompressionModelConfig
+
+    def populate_modules(self) -> None:
+        super().populate_modules()
+        self.inner: Optional[Model] = None
+        self.latents: Optional[Parameter] = None
+        self.decoder: Optional[PlaneDecoder] = None
+        self.entropy: Optional[MaskedEntropyModel] = None
+        self.ncz_bytes: Optional[bytes] = None
+        self.teacher_step = 0
+        self.report: Dict[str, Any] = {}
+        self.spec: Dict[str, Any] = {}
+        self._tau = self.config.tau_start
+        self._train_terms: Optional[Dict[str, Tensor]] = None
+        self._eval_planes_version = -1
+        self._planes_version = 0
+
+    # ---- building -----------------------------------------------------------------------------
+    def start_from_teacher(self, teacher_model: Model, teacher_step: int, importance: Optional[Dict[str, Tensor]],
+                           info: Dict[str, Any]) -> None:
+        """Freeze the teacher's TensoRF, keep its planes as targets P_i, and set up Z_i (zeros), D and P."""
+        from nerfstudio.field_components.encodings import TensorVMEncoding
+
+        check_tensorf(teacher_model)
+        field_ = teacher_model.field
+        for enc in (field_.density_encoding, field_.color_encoding):
+            if not isinstance(enc, TensorVMEncoding):
+                raise NerfconvertError(
+                    f"entropy-compression needs tensorf's VM encoding, not {type(enc).__name__}: "
+                    "train the teacher with --pipeline.model.tensorf-encoding vm."
+                )
+        torch.manual_seed(self.config.seed)
+        self.teacher_step = teacher_step
+        density = field_.density_encoding.plane_coef.detach()
+        color = field_.color_encoding.plane_coef.detach()
+        target = join_planes(density, color)  # [3, C_sigma + C_app, R, R]
+        n, c, h, w = target.shape
+        latent_channels, hidden = PRESETS[self.config.preset]
+        lh, lw = latent_size(h), latent_size(w)
+        self.spec = {
+            "preset": self.config.preset,
+            "latent_channels": latent_channels,
+            "hidden_channels": hidden,
+            "plane_channels": c,
+            "density_channels": int(density.shape[1]),
+            "plane_resolution": [h, w],
+        }
+        # frozen: everything but the planes, stored at the precision the file keeps (fp16)
+        for enc in (field_.density_encoding, field_.color_encoding):
+            del enc._parameters["plane_coef"]
+            enc.plane_coef = density  # placeholder until the first decode
+        with torch.no_grad():
+            for p in teacher_model.parameters():
+                p.data = codec.round_like_storage(p.data)
+                p.requires_grad_(False)
+        self.inner = teacher_model
+        self.register_buffer("target_planes", target.clone(), persistent=False)
+        if importance is not None and self.config.use_importance:
+            imp = torch.stack([importance[f"density_plane{k}"].view(h, w) for k in range(3)]).to(target.device)
+            weights = importance_weights(imp, self.config.importance_eps)[:, None]
+        else:
+            weights = torch.ones(n, 1, h, w, device=target.device)
+        self.register_buffer("plane_weights", weights, persistent=False)
+        self.latents = Parameter(torch.zeros(n, latent_channels, lh, lw, device=target.device))  # Z_i = 0 (Sec. 3.1)
+        self.decoder = PlaneDecoder(latent_channels, hidden, c).to(target.device)
+        self.entropy = MaskedEntropyModel(latent_channels, (n, lh, lw), masked=self.config.masked,
+                                          mask_init=self.config.mask_init).to(target.device)
+        self.report.update(info)
+        self.report.update({k: v for k, v in self.spec.items() if not isinstance(v, list)})
+        self.report["plane_entries"] = int(target.numel())
+        CONSOLE.print(
+            f"[bold]entropy-compression[/bold]: planes 3 x {c} x {h} x {w} -> latents 3 x {latent_channels} x {lh} x {lw}, "
+            f"decoder hidden {hidden} ({self.config.preset}), lambda {self.config.lmbda:g}, "
+            f"{'masked' if self.config.masked else 'plain factorised'} prior, importance weights {'on' if self.config.use_importance else 'off'}"
+        )
+
+    @property
+    def training_state(self) -> bool:
+        return self.latents is not None
+
+    def load_ncz(self, data: bytes, source: str = "the checkpoint's .ncz") -> None:
+        ncz = container.from_bytes(data, source=source)
+        inner, info = codec.decode(ncz, device=self.device)
+        self.inner = inner
+        self.latents = None
+        self.decoder = None
+        self.entropy = None
+        self.ncz_bytes = bytes(data)
+        self.report["decode_seconds"] = info["decode_seconds"]
+
+    def _require_inner(self) -> Model:
+        if self.inner is None:
+            raise NerfconvertError(
+                "This entropy-compression model holds no scene yet: load a checkpoint of the run, or start it with --teacher-ckpt."
+            )
+        return self.inner
+
+    # ---- planes ---------------------------------------------------------------------------------------
+    def _set_planes(self, planes: Tensor) -> None:
+        density, color = split_planes(planes, self.spec["density_channels"])
+        self.inner.field.density_encoding.plane_coef = density
+        self.inner.field.color_encoding.plane_coef = color
+
+    def _install_training_planes(self) -> None:
+        z_hat, bits = self.entropy(self.latents, self._tau)
+        planes = self.decoder(z_hat, tuple(self.spec["plane_resolution"]))  # P_hat = D(Z_hat * M), Eq. 7
+        self._set_planes(planes)
+        self._train_terms = {"planes": planes, "bits": bits}
+
+    @torch.no_grad()
+    def _install_eval_planes(self) -> None:
+        if not self.training_state:
+            return  # a decoded model holds its planes as ordinary tensors
+        if self._eval_planes_version == self._planes_version:
+            return
+        state = self.entropy.quantized(self.latents)
+        self._set_planes(self.decoder(state.values, tuple(self.spec["plane_resolution"])))
+        self._eval_planes_version = self._planes_version
+
+    # ---- packing ---------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def pack(self) -> bytes:
+        if not self.training_state:
+            if self.ncz_bytes is None:
+                self._require_inner()
+            return self.ncz_bytes
+        metadata = {k: v for k, v in self.report.items() if isinstance(v, (int, float, str)) and not k.startswith("_")}
+        data, report = codec.pack(self.inner, self.entropy, self.decoder, self.latents, self.spec, metadata)
+        self.report.update(report)
+        return data
+
+    @torch.no_grad()
+    def finalize(self) -> bytes:
+        """Round the decoder to the stored fp16, pack, and become the decoded file."""
+        for p in self.decoder.parameters():
+            p.data = p.data.half().float()
+        self._planes_version += 1
+        data = self.pack()
+        was = self.training
+        self.load_ncz(data, source="the freshly packed .ncz")
+        self.inner.train(was)
+        return data
+
+    # ---- checkpoints: the .ncz bytes only -------------------------------------------------------------
+    def state_dict(self, *args, destination=None, prefix: str = "", keep_vars: bool = False):
+        if destination is None:
+            from collections import OrderedDict
+
+            destination = OrderedDict()
+        data = self.pack()
+        destination[prefix + NCZ_KEY] = torch.frombuffer(bytearray(data), dtype=torch.uint8).clone()
+        return destination
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        if NCZ_KEY not in state_dict:
+            raise NerfconvertError(
+                "This checkpoint has no compressed scene (no 'ncz' entry): it was not written by entropy-compression. "
+                "Load it with the method that trained it."
+            )
+        value = state_dict[NCZ_KEY]
+        data = value.cpu().numpy().tobytes() if isinstance(value, Tensor) else bytes(value)
+        self.load_ncz(data)
+
+    def update_to_step(self, step: int) -> None:
+        pass  # shapes come from the file
+
+    # ---- training --------------------------------------------------------------------------------------
+    def get_param_groups(self) -> Dict[str, List[Parameter]]:
+        if not self.training_state:
+            return {}
+        eb = self.entropy.bottleneck
+        groups = {
+            "latents": [self.latents],
+            "decoder": list(self.decoder.parameters()),
+            "entropy_model": [p for name, p in eb.named_parameters() if name != "quantiles"],
+            "masks": [self.entropy.mask_logits] if self.config.masked else [],
+            "entropy_quantiles": [eb.quantiles],
+        }
+        return {name: params for name, params in groups.items() if params}
+
+    def get_training_callbacks(self, attrs: TrainingCallbackAttributes) -> List[TrainingCallback]:
+        trainer = attrs.trainer
+        first, last = 0, None
+        if trainer is not None:
+            first = trainer._start_step
+            last = first + trainer.config.max_num_iterations - 1
+
+        def before_step(step: int) -> None:
+            total = (last - first + 1) if last is not None else 30000
+            self._tau = gumbel_temperature(step - first, total, self.config.tau_start, self.config.tau_end)
+
+        def after_step(step: int) -> None:
+            self._planes_version += 1
+            if self.training_state and last is not None and step >= last:
+                self.report["steps"] = step + 1
+                self.finish(Path(trainer.base_dir))
+
+        return [
+            TrainingCallback([TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], before_step, update_every_num_iters=1),
+            TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], after_step, update_every_num_iters=1),
+        ]
+
+    @torch.no_grad()
+    def finish(self, run_dir: Path) -> Path:
+        """Pack, write ``<run_dir>/<ncz_name>`` atomically, and check that the decoded file renders
+        exactly as the in-memory model (decoder already rounded to fp16)."""
+        probe = self.report.pop("_probe_bundle", None)
+        if self._train_terms is not None:
+            self.report["last_training_rate_bits"] = float(self._train_terms["bits"])
+            self._train_terms = None
+        for p in self.decoder.parameters():
+            p.data = p.data.half().float()
+        self._planes_version += 1
+        before = self._render_probe(probe)
+        data = self.finalize()
+        after = self._render_probe(probe)
+        path = run_dir / self.config.ncz_name
+        container.write_bytes_atomic(path, data)
+        self.report["ncz_bytes"] = len(data)
+        if before is not None:
+            self.report["max_pixel_diff_decoded_vs_in_memory"] = float((before - after).abs().max())
+        report = {k: v for k, v in self.report.items() if isinstance(v, (int, float, str))}
+        (run_dir / "entropy_report.json").write_text(json.dumps(report, indent=2))
+        CONSOLE.print(
+            f"[green]entropy-compression: wrote {path} ({len(data) / 1e6:.3f} MB; latent bitstream "
+            f"{self.report['bitstream_bytes']:,} B, estimated {self.report['estimated_bitstream_bytes']:,.0f} B, "
+            f"mismatch {100 * self.report['rate_mismatch']:+.2f}%; decode {self.report['decode_seconds']:.2f} s)[/green]"
+        )
+        return path
+
+    def _render_probe(self, bundle: Optional[RayBundle]) -> Optional[Tensor]:
+        if bundle is None:
+            return None
+        was = self.training
+        self.eval()
+        try:
+            return self.get_outputs_for_camera_ray_bundle(bundle)["rgb"].detach().cpu()
+        finally:
+            self.train(was)
+
+    def __getattr__(self, name: str):
+        # tools reach into the model (ns-export reads renderer_rgb): answer for the TensoRF inside
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            inner = self.__dict__.get("_modules", {}).get("inner")
+            if inner is None:
+                raise
+            return getattr(inner, name)
+
+    # ---- rendering: plain TensoRF on the decoded planes ---------------------------------------------------
+    def _prepare(self) -> Model:
+        inner = self._require_inner()
+        if self.training_state:
+            if self.training and torch.is_grad_enabled():
+                self._install_training_planes()
+            else:
+                self._install_eval_planes()
+        return inner
+
+    def forward(self, ray_bundle):
+        return self._prepare().forward(ray_bundle)
+
+    def get_outputs(self, ray_bundle: RayBundle) -> Dict[str, Tensor]:
+        return self._prepare().get_outputs(ray_bundle)
+
+    def get_outputs_for_camera_ray_bundle(self, camera_ray_bundle: RayBundle) -> Dict[str, Tensor]:
+        inner = self._require_inner()
+        if self.training_state:
+            self._install_eval_planes()
+        return inner.get_outputs_for_camera_ray_bundle(camera_ray_bundle)
+
+    def get_metrics_dict(self, outputs, batch) -> Dict[str, Tensor]:
+        metrics = self._require_inner().get_metrics_dict(outputs, batch)
+        if self._train_terms is not None:
+            metrics["rate_bits"] = self._train_terms["bits"].detach()
+            metrics["tau"] = torch.tensor(self._tau)
+        return metrics
+
+    def get_loss_dict(self, outputs, batch, metrics_dict=None) -> Dict[str, Tensor]:
+        inner_losses = self._require_inner().get_loss_dict(outputs, batch, metrics_dict)
+        losses = {"rgb_loss": inner_losses["rgb_loss"]}  # L_render; TensoRF's regularisers act on frozen parts
+        if self.training_state and self._train_terms is not None:
+            planes = self._train_terms["planes"]
+            err = (self.target_planes - planes) * self.plane_weights  # (P_i - P_hat_i) * W_i, Eq. 9
+            losses["plane_loss"] = self.config.plane_loss_weight * err.pow(2).mean()
+            losses["rate_loss"] = self.config.lmbda * self._train_terms["bits"] / self.target_planes.numel()
+            losses["entropy_aux_loss"] = self.entropy.aux_loss()
+        return losses
+
+    def get_image_metrics_and_images(self, outputs, batch):
+        return self._require_inner().get_image_metrics_and_images(outputs, batch)
+
+
+def check_tensorf(model: nn.Module) -> None:
+    if not any(cls.__name__ == "TensoRFModel" for cls in type(model).__mro__):
+        raise NerfconvertError(TENSORF_NEEDED)
