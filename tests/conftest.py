@@ -70,3 +70,47 @@ def trained_run(object_scene, tmp_path_factory) -> Callable[[str], Path]:
         return cache[method]
 
     return _get
+
+
+@pytest.fixture
+def stock_viewer_page(tmp_path) -> Callable[[Path], str]:
+    """``stock_viewer_page(config_yml)`` -> the HTML that a stock ``ns-viewer`` serves for the run
+    (the server is stopped afterwards); fails with the viewer's log if it exits or serves nothing."""
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    def _serve(config_path: Path) -> str:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        log_path = tmp_path / f"viewer_{port}.log"
+        with open(log_path, "w") as log:
+            proc = subprocess.Popen(
+                [str(Path(sys.executable).parent / "ns-viewer"), "--load-config", str(config_path),
+                 "--viewer.websocket-port", str(port), "--viewer.websocket-host", "127.0.0.1"],
+                stdout=log, stderr=subprocess.STDOUT,
+            )
+            try:
+                deadline, page = time.time() + 180, None
+                while time.time() < deadline and proc.poll() is None:
+                    try:
+                        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
+                            if response.status == 200:
+                                page = response.read().decode("utf-8", "replace")
+                                break
+                    except OSError:
+                        time.sleep(1.0)
+                assert proc.poll() is None, "ns-viewer exited:\n" + log_path.read_text()[-3000:]
+                assert page is not None and "<html" in page.lower(), "ns-viewer served no page"
+                return page
+            finally:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+
+    return _serve

@@ -1,0 +1,43 @@
+"""Bjontegaard delta metrics (VCEG-M33): the average gap between two rate-distortion curves.
+
+Each curve is fitted by a polynomial (cubic with 4+ points, lower order with fewer) in the log10
+of the rate, and the gap is averaged over the interval both curves cover. Small enough to write
+here: the usual packages for it pull in video-codec tooling.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence, Tuple
+
+import numpy as np
+
+
+def _fit_and_integrate(x1: np.ndarray, y1: np.ndarray, x2: np.ndarray, y2: np.ndarray) -> Tuple[float, float]:
+    """Mean of y over the common x interval, for each curve (y as a polynomial of x)."""
+    lo, hi = max(x1.min(), x2.min()), min(x1.max(), x2.max())
+    if not hi > lo:
+        raise ValueError("the two rate-distortion curves do not overlap")
+    means = []
+    for x, y in ((x1, y1), (x2, y2)):
+        order = int(min(3, len(x) - 1))
+        poly = np.polyint(np.polyfit(x, y, order))
+        means.append((np.polyval(poly, hi) - np.polyval(poly, lo)) / (hi - lo))
+    return means[0], means[1]
+
+
+def bd_psnr(rate_anchor: Sequence[float], psnr_anchor: Sequence[float], rate_test: Sequence[float],
+            psnr_test: Sequence[float]) -> float:
+    """Average PSNR gain (dB) of the test curve over the anchor at equal rate; positive = test better."""
+    r1, p1 = np.log10(np.asarray(rate_anchor, float)), np.asarray(psnr_anchor, float)
+    r2, p2 = np.log10(np.asarray(rate_test, float)), np.asarray(psnr_test, float)
+    a, b = _fit_and_integrate(r1, p1, r2, p2)
+    return float(b - a)
+
+
+def bd_rate(rate_anchor: Sequence[float], psnr_anchor: Sequence[float], rate_test: Sequence[float],
+            psnr_test: Sequence[float]) -> float:
+    """Average rate change (%) of the test curve against the anchor at equal PSNR; negative = test smaller."""
+    r1, p1 = np.log10(np.asarray(rate_anchor, float)), np.asarray(psnr_anchor, float)
+    r2, p2 = np.log10(np.asarray(rate_test, float)), np.asarray(psnr_test, float)
+    a, b = _fit_and_integrate(p1, r1, p2, r2)
+    return float((10 ** (b - a) - 1) * 100)

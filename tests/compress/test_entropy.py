@@ -1,0 +1,294 @@
+"""entropy-compression (ECTensoRF): the pieces (decoder, masked entropy model, exact bitstream,
+importance weights, Bjontegaard), and ``ns-train entropy-compression`` end to end on a tiny stock
+tensorf run and on a tensorf student of pvd-al, with stock tools and bad input."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable, Dict
+
+import numpy as np
+import pytest
+import torch
+
+from nerfconvert import NerfconvertError
+from nerfconvert.compress.entropy.bjontegaard import bd_psnr, bd_rate
+from nerfconvert.compress.entropy.coder import (
+    MaskedEntropyModel,
+    PlaneDecoder,
+    gumbel_temperature,
+    importance_weights,
+    latent_size,
+)
+
+TENSORF_NEEDED = "entropy-compression needs a tensorf run; convert it first with pvd-al --student tensorf"
+
+
+def bin_(name: str) -> str:
+    return str(Path(sys.executable).parent / name)
+
+
+# ---- pieces ------------------------------------------------------------------------------------------
+def test_bjontegaard_hand_computed():
+    rates = [1.0, 2.0, 4.0, 8.0]
+    psnr = [30.0, 32.0, 34.0, 36.0]  # PSNR = 30 + 2 log2(rate): a line in log-rate
+    # the same curve 1 dB higher: +1 dB at equal rate; at equal PSNR the rate is 2^(-1/2) times: -29.29 %
+    assert bd_psnr(rates, psnr, rates, [p + 1 for p in psnr]) == pytest.approx(1.0, abs=1e-9)
+    assert bd_rate(rates, psnr, rates, [p + 1 for p in psnr]) == pytest.approx((2 ** -0.5 - 1) * 100, abs=1e-6)
+    # half the rate for the same PSNR: -50 %, and +2 dB (one octave of rate)
+    half = [r / 2 for r in rates]
+    assert bd_rate(rates, psnr, half, psnr) == pytest.approx(-50.0, abs=1e-6)
+    assert bd_psnr(rates, psnr, half, psnr) == pytest.approx(2.0, abs=1e-9)
+    # symmetric: anchor and test swapped
+    assert bd_rate(half, psnr, rates, psnr) == pytest.approx(100.0, abs=1e-6)
+    with pytest.raises(ValueError):
+        bd_psnr([1, 2], [30, 31], [10, 20], [30, 31])
+
+
+def test_decoder_upsamples_x4_and_crops():
+    assert latent_size(128) == 32 and latent_size(300) == 75 and latent_size(150) == 38
+    dec = PlaneDecoder(8, 4, 5)
+    out = dec(torch.randn(3, 8, 38, 38), (150, 150))
+    assert out.shape == (3, 5, 150, 150)
+    assert [m.stride for m in (dec.up1, dec.up2)] == [(2, 2), (2, 2)] and dec.up1.kernel_size == (3, 3)
+
+
+def test_importance_weights_log_normalised():
+    imp = torch.zeros(3, 4, 4)
+    imp[:, 0, 0] = 100.0
+    imp[:, 1, 1] = 1.0
+    w = importance_weights(imp, eps=0.01)
+    assert w.shape == (3, 4, 4) and float(w.min()) == 0.0 and float(w.max()) == pytest.approx(1.0)
+    expected = (math.log(1.01) - math.log(0.01)) / (math.log(100.01) - math.log(0.01))  # Eq. 5
+    assert float(w[0, 1, 1]) == pytest.approx(expected, rel=1e-5)
+
+
+def test_gumbel_temperature_anneals_10_to_0_1():
+    assert gumbel_temperature(0, 100) == pytest.approx(10.0)
+    assert gumbel_temperature(99, 100) == pytest.approx(0.1)
+    assert gumbel_temperature(50, 101) == pytest.approx(1.0)
+
+
+def test_masked_locations_cost_nothing_and_decode_to_zero():
+    torch.manual_seed(0)
+    model = MaskedEntropyModel(4, (3, 5, 5))
+    with torch.no_grad():
+        model.mask_logits[:, 1, :, :2] = -5.0  # two columns masked out (M = 0)
+    z = torch.randn(3, 4, 5, 5) * 3
+    state = model.quantized(z)
+    assert not state.mask[:, :, :, :2].any() and state.mask[:, :, :, 2:].all()
+    assert (state.values[:, :, :, :2] == 0).all()
+    full = MaskedEntropyModel(4, (3, 5, 5), masked=False)
+    full.load_state_dict(model.state_dict())
+    assert float(state.bits) < float(full.quantized(z).bits)
+    # training: the straight-through mask is exactly 0/1 and the rate gets mask gradients
+    z_hat, bits = model(z.requires_grad_(), tau=1.0)
+    bits.backward()
+    assert model.mask_logits.grad is not None and model.mask_logits.grad.abs().sum() > 0
+
+
+def test_bitstream_decodes_to_exactly_the_quantized_latents():
+    from nerfconvert.compress.entropy import codec
+
+    torch.manual_seed(1)
+    model = MaskedEntropyModel(6, (3, 8, 8))
+    with torch.no_grad():
+        model.mask_logits[:, 1] = torch.randn(3, 8, 8) * 3
+    z = torch.randn(3, 6, 8, 8) * torch.tensor([0.1, 1, 3, 10, 30, 0.0]).view(1, 6, 1, 1)
+    z[0, :, 0, 0] = 500.0  # far outside the CDF range: coded through CompressAI's overflow path
+    model.bottleneck.update(force=True)
+    bitstream, values, mask, bits = codec.encode_latents(model, z)
+    decoded = codec.decode_latents(model.bottleneck, bitstream, mask[:, 0], 6)
+    assert torch.equal(decoded, values)
+    assert torch.equal(decoded, model.quantize(z) * mask)
+    assert bits > 0 and len(bitstream) > 0
+
+
+# ---- end to end ------------------------------------------------------------------------------------
+def _tree_digest(root: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and "tfevents" not in p.name:
+            h.update(str(p.relative_to(root)).encode())
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def entropy_config(teacher, data: Path, out: Path, steps: int = 2, preset: str = "high"):
+    from nerfstudio.configs.method_configs import all_methods
+    from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig
+
+    config = copy.deepcopy(all_methods["entropy-compression"])
+    config.output_dir = out
+    config.timestamp = "run"
+    config.vis = "tensorboard"
+    config.max_num_iterations = steps
+    config.steps_per_save = steps
+    config.steps_per_eval_batch = config.steps_per_eval_image = config.steps_per_eval_all_images = 10**6
+    config.machine.device_type = "cpu"
+    config.pipeline.teacher_ckpt = teacher
+    config.pipeline.datamanager.dataparser = BlenderDataParserConfig(data=data)
+    config.pipeline.datamanager.train_num_rays_per_batch = 256
+    config.pipeline.datamanager.eval_num_rays_per_batch = 256
+    config.pipeline.model.eval_num_rays_per_chunk = 1024
+    config.pipeline.model.preset = preset
+    config.pipeline.model.importance_max_rays = 512
+    config.pipeline.model.importance_cache_dir = None
+    return config
+
+
+@pytest.fixture(scope="session")
+def entropy_run(trained_run, object_scene, tmp_path_factory) -> Callable[[str], Path]:
+    """``entropy_run("tensorf")`` -> config.yml of a 2-step entropy-compression run of the tiny tensorf run."""
+    from nerfstudio.scripts import train
+
+    cache: Dict[str, Path] = {}
+
+    def _get(method: str) -> Path:
+        if method not in cache:
+            teacher = trained_run(method)
+            before = _tree_digest(teacher.parent)
+            config = entropy_config(teacher, object_scene, tmp_path_factory.mktemp(f"entropy_{method}"))
+            train.main(config)
+            assert _tree_digest(teacher.parent) == before, "the teacher run was modified"
+            cache[method] = config.get_base_dir() / "config.yml"
+        return cache[method]
+
+    return _get
+
+
+def render_camera(config_path: Path, index: int = 0) -> torch.Tensor:
+    from nerfstudio.utils.eval_utils import eval_setup
+
+    _, pipeline, _, _ = eval_setup(config_path, test_mode="test")
+    camera = pipeline.datamanager.eval_dataset.cameras[index : index + 1].to(pipeline.device)
+    with torch.no_grad():
+        return pipeline.model.get_outputs_for_camera(camera)["rgb"].cpu()
+
+
+@pytest.mark.slow
+def test_entropy_compression_end_to_end(entropy_run, object_scene, tmp_path):
+    from nerfconvert.compress.cli import decompress
+    from nerfconvert.compress.container import read_ncz
+    from nerfconvert.compress.entropy import codec
+
+    config_path = entropy_run("tensorf")
+    run_dir = config_path.parent
+    ncz_path = run_dir / "scene.ncz"
+    ncz = read_ncz(ncz_path)
+    arch = ncz.architecture
+    assert ncz.method == "entropy-compression" and arch["preset"] == "high"
+    assert arch["latent_channels"] == 192 and arch["hidden_channels"] == 96 and arch["plane_channels"] == 64
+    r = arch["plane_resolution"][0]
+    assert arch["latent_shape"] == [3, 192, latent_size(r), latent_size(r)]
+    assert {"latents/bitstream", "latents/mask", "entropy/pmf_counts", "decoder/up1.weight"} <= set(ncz.sections)
+    assert ncz.sections["decoder/up1.weight"].dtype == "float16"
+    report = json.loads((run_dir / "entropy_report.json").read_text())
+    assert report["ncz_bytes"] == ncz_path.stat().st_size
+    assert report["bitstream_bytes"] == len(ncz.section("latents/bitstream").data)
+    assert report["estimated_bitstream_bytes"] > 0 and "rate_mismatch" in report and report["decode_seconds"] > 0
+    assert report["max_pixel_diff_decoded_vs_in_memory"] == 0.0  # in-memory model == decoded file
+
+    # the run's checkpoint is the file: loading the run, decoding the file and a decompressed run agree exactly
+    from_run = render_camera(config_path)
+    assert torch.isfinite(from_run).all() and from_run.shape[-1] == 3
+    model, _ = codec.decode(ncz)
+    from nerfstudio.utils.eval_utils import eval_setup
+
+    _, pipeline, _, _ = eval_setup(config_path, test_mode="test")
+    camera = pipeline.datamanager.eval_dataset.cameras[0:1]
+    with torch.no_grad():
+        assert torch.equal(model.get_outputs_for_camera(camera)["rgb"], from_run)
+    decompressed = decompress(ncz_path, tmp_path / "outputs", data=object_scene, timestamp="rt")
+    assert torch.equal(render_camera(decompressed), from_run)
+
+    result = subprocess.run([bin_("nerfconvert"), "inspect", str(ncz_path)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "entropy-compression" in result.stdout and "latents/bitstream" in result.stdout
+
+
+@pytest.mark.slow
+def test_entropy_run_opens_in_stock_viewer_and_export(entropy_run, stock_viewer_page, tmp_path):
+    config_path = entropy_run("tensorf")
+    result = subprocess.run(
+        [bin_("ns-export"), "pointcloud", "--load-config", str(config_path), "--output-dir", str(tmp_path),
+         "--normal-method", "open3d", "--num-points", "2000", "--remove-outliers", "False"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    ply = tmp_path / "point_cloud.ply"
+    assert ply.exists() and b"element vertex" in ply.read_bytes()[:400]
+    stock_viewer_page(config_path)
+
+
+@pytest.mark.slow
+def test_entropy_compression_of_a_pvd_al_tensorf_student(trained_run, object_scene, tmp_path):
+    from nerfstudio.scripts import train
+
+    from nerfconvert.compress.container import read_ncz
+    from nerfconvert.distill.students import make_pvd_config
+
+    pvd = make_pvd_config(trained_run("tensorf"), "tensorf", tmp_path / "pvd", max_num_iterations=2, stage_steps=(1, 1),
+                          num_rays=48)
+    pvd.timestamp = "pvd"
+    pvd.pipeline.datamanager.steps_per_epoch = 1
+    pvd.pipeline.datamanager.poses_per_epoch = 10
+    pvd.pipeline.active_learning.ray_pool_size = 64
+    pvd.pipeline.model.eval_num_rays_per_chunk = 256
+    train.main(pvd)
+    students = sorted((tmp_path / "pvd").glob("*/tensorf/*/config.yml"))
+    assert len(students) == 1
+    config = entropy_config(students[0], object_scene, tmp_path / "ec", steps=1)
+    train.main(config)
+    ncz = read_ncz(config.get_base_dir() / "scene.ncz")
+    assert ncz.method == "entropy-compression" and ncz.architecture["model_class"] == "TensoRFModel"
+
+
+def test_non_tensorf_teacher_and_missing_teacher(trained_run, object_scene, tmp_path):
+    from nerfstudio.scripts import train
+
+    with pytest.raises(SystemExit) as info:
+        train.main(entropy_config(trained_run("plenoxels"), object_scene, tmp_path))
+    assert str(info.value) == f"error: {TENSORF_NEEDED}"
+    with pytest.raises(SystemExit) as info:
+        train.main(entropy_config(None, object_scene, tmp_path))
+    assert "--teacher-ckpt" in str(info.value)
+
+
+def test_bad_files_are_rejected(entropy_run, tmp_path):
+    from nerfconvert.compress import container
+    from nerfconvert.compress.cli import decompress
+    from nerfconvert.compress.entropy import codec
+    from nerfconvert.compress.entropy.model import EntropyCompressionModel, EntropyCompressionModelConfig
+    from nerfstudio.data.scene_box import SceneBox
+
+    ncz_path = entropy_run("tensorf").parent / "scene.ncz"
+    data = bytearray(ncz_path.read_bytes())
+    bad = tmp_path / "bad.ncz"
+    data[len(data) // 2] ^= 0xFF
+    bad.write_bytes(bytes(data))
+    with pytest.raises(NerfconvertError, match="corrupted"):
+        decompress(bad, tmp_path / "o")
+    truncated = tmp_path / "short.ncz"
+    truncated.write_bytes(ncz_path.read_bytes()[:-100])
+    with pytest.raises(NerfconvertError, match="truncated"):
+        decompress(truncated, tmp_path / "o")
+    # a well-formed file whose sections do not agree (hand-made): a clear error, not a crash
+    ncz = container.read_ncz(ncz_path)
+    arch = dict(ncz.architecture, coded_locations=ncz.architecture["coded_locations"] + 1)
+    forged = container.to_bytes(ncz.method, arch, {k: container.Section(s.data, s.dtype, s.shape) for k, s in ncz.sections.items()},
+                                 ncz.metadata)
+    with pytest.raises(NerfconvertError, match="corrupted"):
+        codec.decode(container.from_bytes(forged))
+    model = EntropyCompressionModel(EntropyCompressionModelConfig(), scene_box=SceneBox(torch.ones(2, 3)), num_train_data=1)
+    with pytest.raises(NerfconvertError, match="no compressed scene"):
+        model.load_state_dict({"field.density_encoding.plane_coef": torch.zeros(1)})
+    vq_like = container.to_bytes("vq-compression", {}, {"x": np.zeros(3, np.uint8)})
+    with pytest.raises(NerfconvertError, match="not entropy-compression"):
+        codec.decode(container.from_bytes(vq_like))
