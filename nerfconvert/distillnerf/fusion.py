@@ -3,11 +3,11 @@ voxel levels (fine and coarse) in the parameterized space, scatter-mean pooled, 
 
 Sparse convolution library: none is used. spconv builds its CPU kernels with a C++ toolchain
 at first use and ships CUDA wheels per CUDA version; torchsparse and MinkowskiEngine compile from
-source. None installs and runs on both CPU and CUDA from the package registry alone, so:
-- the fine level is truly sparse: sorted voxel keys, a submanifold 3x3x3 convolution written in
-  torch (neighbours found by binary search), cost linear in the occupied voxels;
-- the coarse level is small (32 x 32 x 16 by default), so its convolutions are dense Conv3d, and
-  its density is kept only on occupied cells, which keeps the representation sparse.
+source. None installs and runs on both CPU and CUDA from the package registry alone. Both levels
+are therefore kept truly sparse here (sorted voxel keys) and convolved with a submanifold 3x3x3
+convolution written in torch (neighbours found by binary search): its cost grows with the
+occupied voxels only. A dense Conv3d on the coarse level was the simpler fallback, but it cost
+more than the rest of the model on CPU (32 x 32 x 16 cells, mostly empty).
 """
 
 from __future__ import annotations
@@ -82,10 +82,12 @@ class SparseVoxels:
     """[M] density (1/m)."""
     fine_features: Tensor
     """[M, C]."""
+    coarse_keys: Tensor
+    """[K] sorted linear indices of the occupied coarse voxels."""
     coarse_density: Tensor
-    """[Rx * Ry * Rz] density of the coarse cells (0 where no point landed)."""
+    """[K] density (1/m)."""
     coarse_features: Tensor
-    """[Rx * Ry * Rz, C]."""
+    """[K, C]."""
     ego_to_world: Tensor
     fine_resolution: Tuple[int, int, int]
     coarse_resolution: Tuple[int, int, int]
@@ -95,7 +97,7 @@ class SparseVoxels:
     def to_state(self) -> Dict[str, Tensor]:
         return {
             "fine_keys": self.fine_keys, "fine_density": self.fine_density, "fine_features": self.fine_features,
-            "coarse_density": self.coarse_density, "coarse_features": self.coarse_features,
+            "coarse_keys": self.coarse_keys, "coarse_density": self.coarse_density, "coarse_features": self.coarse_features,
             "ego_to_world": self.ego_to_world,
         }
 
@@ -113,17 +115,29 @@ class SparseVoxels:
         else:
             fine_density = positions.new_zeros(positions.shape[:-1])
             fine_feats = positions.new_zeros(*positions.shape[:-1], self.fine_features.shape[-1])
-        coarse_key = linear_key(grid_index(coords, self.coarse_resolution), self.coarse_resolution)
-        coarse_density = self.coarse_density[coarse_key]
-        coarse_feats = self.coarse_features[coarse_key]
+        cpos, cfound = lookup(self.coarse_keys, linear_key(grid_index(coords, self.coarse_resolution), self.coarse_resolution))
+        cmask = cfound.to(positions.dtype)
+        coarse_density = self.coarse_density[cpos] * cmask if self.coarse_keys.numel() else fine_density * 0
+        coarse_feats = (self.coarse_features[cpos] * cmask[..., None] if self.coarse_keys.numel()
+                        else torch.zeros_like(fine_feats))
         density = torch.where(found & (fine_density > 0), fine_density, coarse_density)
         return density[..., None], torch.cat([fine_feats, coarse_feats], dim=-1)
 
 
+def sparse_pool(coords: Tensor, features: Tensor, resolution: Sequence[int]) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Scatter-mean pooling of points into the voxels of one level: (sorted keys [M], voxel
+    indices [M, 3], pooled features [M, C], each point's voxel [P])."""
+    keys, inverse = torch.unique(linear_key(grid_index(coords, resolution), resolution), sorted=True, return_inverse=True)
+    pooled, _ = scatter_mean(features, inverse, keys.numel())
+    _, ry, rz = resolution
+    idx = torch.stack([keys // (ry * rz), (keys // rz) % ry, keys % rz], dim=-1)
+    return keys, idx, pooled, inverse
+
+
 class SparseVoxelFusion(nn.Module):
     """Scatter-mean pooling of lifted points into fine and coarse voxels, sparse convs on the fine
-    level, fine features pooled into the coarse cells and concatenated, dense convs on the coarse
-    level, then density and feature heads on both."""
+    level, fine features pooled into their coarse cells and concatenated, sparse convs on the
+    coarse level, then density and feature heads on both."""
 
     def __init__(self, in_channels: int, channels: int, fine_resolution: Sequence[int],
                  coarse_resolution: Sequence[int], inner_range: Sequence[float], alpha: float,
@@ -136,50 +150,46 @@ class SparseVoxelFusion(nn.Module):
                 raise ValueError(
                     f"fine resolution {self.fine_resolution} must be a multiple of coarse {self.coarse_resolution}"
                 )
-        self.factor = tuple(f // c for f, c in zip(self.fine_resolution, self.coarse_resolution))
         self.inner_range = tuple(float(r) for r in inner_range)
         self.alpha = float(alpha)
         self.fine_in = nn.Linear(in_channels, channels)
         self.fine_convs = nn.ModuleList([SubmanifoldConv3d(channels, channels) for _ in range(2)])
         self.fine_head = nn.Linear(channels, channels + 1)
-        self.coarse_net = nn.Sequential(
-            nn.Conv3d(in_channels + channels, channels, 3, padding=1), nn.ReLU(inplace=True),
-            nn.Conv3d(channels, channels, 3, padding=1), nn.ReLU(inplace=True),
-            nn.Conv3d(channels, channels + 1, 1),
-        )
+        self.coarse_in = nn.Linear(in_channels + channels, channels)
+        self.coarse_convs = nn.ModuleList([SubmanifoldConv3d(channels, channels) for _ in range(2)])
+        self.coarse_head = nn.Linear(channels, channels + 1)
         self.density_bias = density_bias
+
+    def _level(self, keys: Tensor, idx: Tensor, pooled: Tensor, resolution, inp: nn.Module, convs: nn.ModuleList,
+               head: nn.Module) -> Tuple[Tensor, Tensor, Tensor]:
+        x = F.relu(inp(pooled))
+        for conv in convs:
+            x = F.relu(x + conv(keys, idx, x, resolution))
+        out = head(x)
+        return x, F.softplus(out[:, 0] + self.density_bias), out[:, 1:]
 
     def forward(self, points: Tensor, features: Tensor, ego_to_world: Tensor) -> SparseVoxels:
         coords = contract(world_to_ego(points, ego_to_world), self.inner_range, self.alpha)
-        fine_idx = grid_index(coords, self.fine_resolution)
-        keys, inverse = torch.unique(linear_key(fine_idx, self.fine_resolution), sorted=True, return_inverse=True)
-        pooled, _ = scatter_mean(features, inverse, keys.numel())  # scatter-mean pooling
-        rx, ry, rz = self.fine_resolution
-        vox_idx = torch.stack([keys // (ry * rz), (keys // rz) % ry, keys % rz], dim=-1)
-
-        x = F.relu(self.fine_in(pooled))
-        for conv in self.fine_convs:
-            x = F.relu(x + conv(keys, vox_idx, x, self.fine_resolution))
-        fine_out = self.fine_head(x)
-        fine_density = F.softplus(fine_out[:, 0] + self.density_bias)
-
+        fine_keys, fine_idx, fine_pooled, _ = sparse_pool(coords, features, self.fine_resolution)
+        fine_x, fine_density, fine_feats = self._level(fine_keys, fine_idx, fine_pooled, self.fine_resolution,
+                                                       self.fine_in, self.fine_convs, self.fine_head)
         # coarse level: the points themselves, plus the fine voxels' features downsampled into it
-        n_coarse = self.coarse_resolution[0] * self.coarse_resolution[1] * self.coarse_resolution[2]
-        point_coarse = linear_key(grid_index(coords, self.coarse_resolution), self.coarse_resolution)
-        coarse_points, counts = scatter_mean(features, point_coarse, n_coarse)
-        factor = torch.as_tensor(self.factor, device=vox_idx.device)
-        fine_to_coarse = linear_key(vox_idx // factor, self.coarse_resolution)
-        coarse_from_fine, _ = scatter_mean(x, fine_to_coarse, n_coarse)
-        grid = torch.cat([coarse_points, coarse_from_fine], dim=-1).T.reshape(1, -1, *self.coarse_resolution)
-        coarse_out = self.coarse_net(grid).reshape(-1, n_coarse).T
-        occupied = (counts > 0).to(coarse_out.dtype)
-        coarse_density = F.softplus(coarse_out[:, 0] + self.density_bias) * occupied
+        coarse_keys, coarse_idx, coarse_pooled, _ = sparse_pool(coords, features, self.coarse_resolution)
+        fine_centres = (fine_idx.to(coords.dtype) + 0.5) / torch.as_tensor(self.fine_resolution, device=coords.device) * 2 - 1
+        parent = linear_key(grid_index(fine_centres, self.coarse_resolution), self.coarse_resolution)
+        pos, _ = lookup(coarse_keys, parent)  # every fine voxel's parent is occupied by the same points
+        from_fine, _ = scatter_mean(fine_x, pos, coarse_keys.numel())
+        _, coarse_density, coarse_feats = self._level(
+            coarse_keys, coarse_idx, torch.cat([coarse_pooled, from_fine], dim=-1), self.coarse_resolution,
+            self.coarse_in, self.coarse_convs, self.coarse_head,
+        )
         return SparseVoxels(
-            fine_keys=keys,
+            fine_keys=fine_keys,
             fine_density=fine_density,
-            fine_features=fine_out[:, 1:],
+            fine_features=fine_feats,
+            coarse_keys=coarse_keys,
             coarse_density=coarse_density,
-            coarse_features=coarse_out[:, 1:] * occupied[:, None],
+            coarse_features=coarse_feats,
             ego_to_world=ego_to_world,
             fine_resolution=self.fine_resolution,
             coarse_resolution=self.coarse_resolution,

@@ -73,7 +73,7 @@ class DistillNerfModelConfig(ModelConfig):
     """Phase 2 samples per ray, importance-sampled from phase 1."""
     render_downsample: int = 4
     """Feature images are rendered at 1/this of the image resolution; the decoder upsamples them."""
-    decoder_channels: int = 32
+    decoder_channels: int = 16
     """Channels of the CNN decoder."""
     use_rgb_loss: bool = True
     """L_rgb: MSE of the decoded image (and of the low-resolution per-ray colour)."""

@@ -179,7 +179,7 @@ def predict(model_path: Path, frame: Path, output_dir: Path, device: Optional[st
     scene, seconds = predict_scene(model, cameras, images, ego_to_world)
     config_path = write_scene_run(model, scene, step_dir, output_dir, timestamp=timestamp)
     return config_path, {"seconds": seconds, "fine_voxels": float(scene.fine_keys.numel()),
-                         "coarse_voxels": float((scene.coarse_density > 0).sum())}
+                         "coarse_voxels": float(scene.coarse_keys.numel())}
 
 
 @dataclass

@@ -25,7 +25,7 @@ from nerfconvert.distillnerf.fusion import SparseVoxels
 from nerfconvert.distillnerf.lifting import pixel_rays
 from nerfconvert.distillnerf.rendering import RGBDecoder, VoxelRenderer
 
-SCENE_BUFFERS = ("fine_keys", "fine_density", "fine_features", "coarse_density", "coarse_features", "ego_to_world")
+SCENE_BUFFERS = ("fine_keys", "fine_density", "fine_features", "coarse_keys", "coarse_density", "coarse_features", "ego_to_world")
 
 
 @dataclass
@@ -35,7 +35,7 @@ class DistillNerfSceneModelConfig(ModelConfig):
 
     _target: Type = field(default_factory=lambda: DistillNerfSceneModel)
     voxel_channels: int = 16
-    decoder_channels: int = 32
+    decoder_channels: int = 16
     render_downsample: int = 4
     num_uniform_samples: int = 32
     num_importance_samples: int = 16
@@ -57,12 +57,13 @@ class DistillNerfSceneModel(Model):
                                       cfg.depth_range[1], depth_inner, cfg.alpha)
         self.decoder = RGBDecoder(2 * cfg.voxel_channels + 1, cfg.decoder_channels, cfg.render_downsample)
         self.ray_rgb = nn.Linear(2 * cfg.voxel_channels, 3)
-        c, n_coarse = cfg.voxel_channels, int(math.prod(cfg.coarse_resolution))
+        c = cfg.voxel_channels
         self.register_buffer("fine_keys", torch.zeros(0, dtype=torch.long))
         self.register_buffer("fine_density", torch.zeros(0))
         self.register_buffer("fine_features", torch.zeros(0, c))
-        self.register_buffer("coarse_density", torch.zeros(n_coarse))
-        self.register_buffer("coarse_features", torch.zeros(n_coarse, c))
+        self.register_buffer("coarse_keys", torch.zeros(0, dtype=torch.long))
+        self.register_buffer("coarse_density", torch.zeros(0))
+        self.register_buffer("coarse_features", torch.zeros(0, c))
         self.register_buffer("ego_to_world", torch.eye(4))
 
         from torchmetrics.functional import structural_similarity_index_measure
@@ -83,7 +84,7 @@ class DistillNerfSceneModel(Model):
         cfg = self.config
         return SparseVoxels(
             fine_keys=self.fine_keys, fine_density=self.fine_density, fine_features=self.fine_features,
-            coarse_density=self.coarse_density, coarse_features=self.coarse_features, ego_to_world=self.ego_to_world,
+            coarse_keys=self.coarse_keys, coarse_density=self.coarse_density, coarse_features=self.coarse_features, ego_to_world=self.ego_to_world,
             fine_resolution=tuple(cfg.fine_resolution), coarse_resolution=tuple(cfg.coarse_resolution),
             inner_range=tuple(cfg.inner_range), alpha=cfg.alpha,
         )

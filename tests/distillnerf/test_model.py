@@ -65,7 +65,7 @@ def test_query_reads_fine_first_then_coarse():
     fine_key = linear_key(grid_index(contract(point, INNER, 0.8), fine_res), fine_res)
     scene = SparseVoxels(
         fine_keys=fine_key, fine_density=torch.tensor([7.0]), fine_features=torch.ones(1, 2),
-        coarse_density=torch.full((8,), 0.5), coarse_features=torch.zeros(8, 2), ego_to_world=torch.eye(4),
+        coarse_keys=torch.arange(8), coarse_density=torch.full((8,), 0.5), coarse_features=torch.zeros(8, 2), ego_to_world=torch.eye(4),
         fine_resolution=fine_res, coarse_resolution=coarse_res, inner_range=INNER, alpha=0.8,
     )
     density, feats = scene.query(torch.tensor([[1.0, 1.0, 0.5], [-30.0, -30.0, -3.0]]))
@@ -81,7 +81,7 @@ def model():
 
     torch.manual_seed(0)
     config = DistillNerfModelConfig(backbone_channels=(8, 16, 16, 16), depth_channels=16, num_depth_bins=16,
-                                    num_depth_candidates=4, fine_resolution=(64, 64, 32), coarse_resolution=(16, 16, 8),
+                                    num_depth_candidates=4, fine_resolution=(64, 64, 32), coarse_resolution=(16, 16, 8), decoder_channels=8,
                                     num_uniform_samples=16, num_importance_samples=8)
     return config.setup(scene_box=SceneBox(torch.tensor([[-1.0] * 3, [1.0] * 3])), num_train_data=1, metadata={})
 
@@ -98,7 +98,7 @@ def test_forward_backward_reaches_every_stage(model):
     sum(losses.values()).backward()
     for name, module in [("backbone", model.encoder.backbone), ("lifting", model.lifter.fine_head),
                          ("coarse depth", model.lifter.coarse_head), ("fine voxels", model.fusion.fine_convs),
-                         ("coarse voxels", model.fusion.coarse_net), ("decoder", model.decoder)]:
+                         ("coarse voxels", model.fusion.coarse_convs), ("decoder", model.decoder)]:
         grads = [p.grad for p in module.parameters() if p.grad is not None]
         assert grads and any(float(g.abs().sum()) > 0 for g in grads), f"no gradient reaches the {name}"
 
