@@ -11,23 +11,23 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from nerfconvert.distillnerf.param_space import contract_depth
 
 
-def block_mean_depth(depth: Tensor, valid: Tensor, size: Tuple[int, int]) -> Tuple[Tensor, Tensor]:
+def block_mean_depth(depth: Tensor, valid: Tensor, size: Tuple[int, int], min_fraction: float = 0.0
+                     ) -> Tuple[Tensor, Tensor]:
     """Full-resolution depth [N, H, W] with a validity mask -> the mean of the valid pixels in each
-    cell of a ``size`` grid, and the cells' validity (sparse LiDAR stays sparse, never zero-filled)."""
+    cell of a ``size`` grid, and the cells' validity: more than ``min_fraction`` of their pixels
+    valid (sparse LiDAR stays sparse, never zero-filled)."""
     v = valid.to(depth.dtype)[:, None]
     sums = F.adaptive_avg_pool2d(depth[:, None] * v, size)
-    counts = F.adaptive_avg_pool2d(v, size)
-    return (sums / counts.clamp_min(1e-9))[:, 0], counts[:, 0] > 0
+    fraction = F.adaptive_avg_pool2d(v, size)
+    return (sums / fraction.clamp_min(1e-9))[:, 0], fraction[:, 0] > min_fraction
 
 
-def depth_l1(pred_s: Tensor, target_z: Tensor, valid: Tensor, inner: float, alpha: float) -> Tensor:
-    """L1 between predicted parameterized depth and a metric z-depth target on valid pixels."""
+def depth_l1(pred_s: Tensor, target_s: Tensor, valid: Tensor) -> Tensor:
+    """L1 in parameterized depth on the valid cells."""
     if not bool(valid.any()):
         return pred_s.sum() * 0.0
-    target_s = contract_depth(target_z, inner, alpha)
     return (pred_s - target_s).abs()[valid].mean()
 
 

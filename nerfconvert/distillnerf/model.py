@@ -239,8 +239,11 @@ class DistillNerfModel(Model):
         target, valid = depth_target(depth, sky, self.config.depth_range[1], self.config.sky_at_far)
         if target is None:
             return None
-        target, valid = block_mean_depth(target.to(self.device), valid.to(self.device), tuple(pred_s.shape[-2:]))
-        return depth_l1(pred_s, target, valid, self.depth_inner, self.config.alpha)
+        # pooled to the prediction's resolution in parameterized depth: a cell half sky, half
+        # at 20 m averages to a finite depth between the two, not to 500 m
+        target_s = contract_depth(target.to(self.device), self.depth_inner, self.config.alpha)
+        target_s, valid = block_mean_depth(target_s, valid.to(self.device), tuple(pred_s.shape[-2:]))
+        return depth_l1(pred_s, target_s, valid)
 
     def get_loss_dict(self, outputs, batch, metrics_dict=None) -> Dict[str, Tensor]:
         cfg, coef = self.config, self.config.loss_coefficients
@@ -305,11 +308,13 @@ class DistillNerfModel(Model):
 
 def depth_abs_rel(pred_z: Tensor, gt_z: Tensor, sky: Optional[Tensor] = None, max_depth: float = 80.0) -> float:
     """AbsRel = mean |d - d*| / d* over pixels with ground truth in (0, max_depth] and not sky;
-    ``pred_z`` may be at a lower resolution (the ground truth is block-averaged to it)."""
+    ``pred_z`` may be at a lower resolution (the ground truth is block-averaged to it, and only
+    cells entirely covered by ground truth count)."""
     valid = (gt_z > 0) & (gt_z <= max_depth)
     if sky is not None:
         valid = valid & ~sky.to(gt_z.device, torch.bool)
-    gt_small, valid_small = block_mean_depth(gt_z, valid, tuple(pred_z.shape[-2:]))
+    # only cells whose pixels all have ground truth: a cell straddling the sky line has no single depth
+    gt_small, valid_small = block_mean_depth(gt_z, valid, tuple(pred_z.shape[-2:]), min_fraction=0.999)
     if not bool(valid_small.any()):
         return float("nan")
     return float(((pred_z - gt_small).abs() / gt_small)[valid_small].mean())
