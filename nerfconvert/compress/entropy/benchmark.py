@@ -1,0 +1,356 @@
+"""The ECTensoRF benchmark (``nerfconvert bench entropy``, ``benchmarks/entropy_quick.py``): a
+rate-distortion sweep over lambda for both presets, vq-compression's codebook sweep on the same
+teacher, BD-rate / BD-PSNR of entropy against vq, and the Fig. 5 ablations (no importance
+weights; plain factorised prior instead of the masked one).
+
+Generates the 64x64 procedural object scene (seed 0), trains a stock ``tensorf`` teacher through
+nerfstudio's trainer, compresses it with ``ns-train entropy-compression`` / ``vq-compression``
+(same code path as the commands), and scores teacher and compressed runs on the same test views,
+each reloaded from disk with ``eval_setup``.
+
+    nerfconvert bench entropy                  # quick: generated 64x64 scene, CPU
+    nerfconvert bench entropy --mode smoke     # minutes: checks the plumbing
+    nerfconvert bench entropy --mode real      # ../shared/data/lego, longer teacher and runs
+    nerfconvert bench entropy --mode full      # the paper's settings (30k steps, all lambdas): a GPU
+    python benchmarks/entropy_quick.py --help  # every knob
+
+Size before = the teacher's weights zipped (deflate), measured as the vq benchmark does; size
+after = the .ncz file. Rate: the bits the entropy model estimates for the coded latents against
+the real CompressAI bitstream. Writes benchmarks/results/entropy_<tag>.{md,json,png}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import torch
+
+REPO = Path(__file__).resolve().parents[3]
+PAPER_LAMBDAS = [2e-2, 1e-2, 5e-3, 1e-3, 5e-4, 2e-4, 1e-4]
+TARGET_RATIO = 15.0
+MAX_DROP_DB = 0.3
+TARGET_LAMBDA = 1e-3
+
+
+def _quiet(config) -> None:
+    config.vis = "tensorboard"
+    config.machine.device_type = "cuda" if torch.cuda.is_available() else "cpu"
+    config.steps_per_eval_batch = config.steps_per_eval_image = config.steps_per_eval_all_images = 10**9
+    config.logging.local_writer.enable = False
+    config.mixed_precision = False
+
+
+def train_teacher(data: Path, out: Path, steps: int, rays: int, resolution: Optional[int]) -> Path:
+    """A stock tensorf run. ``resolution`` fixes the plane size (init = final, no upsampling);
+    None keeps tensorf's schedule (128 -> 300 over steps 2000..7000)."""
+    from nerfstudio.configs.method_configs import all_methods
+    from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig
+    from nerfstudio.scripts import train
+
+    config = copy.deepcopy(all_methods["tensorf"])
+    config.pipeline.datamanager.dataparser = BlenderDataParserConfig(data=data)
+    config.output_dir = out
+    config.experiment_name = "teacher"
+    config.timestamp = f"tensorf_{steps}_{resolution or 'stock'}"
+    _quiet(config)
+    config.max_num_iterations = steps
+    config.steps_per_save = steps
+    config.pipeline.datamanager.train_num_rays_per_batch = rays
+    if resolution is not None:
+        config.pipeline.model.init_resolution = resolution
+        config.pipeline.model.final_resolution = resolution
+    path = config.get_base_dir() / "config.yml"
+    if path.exists() and any((config.get_base_dir() / "nerfstudio_models").glob("*.ckpt")):
+        return path  # trained by an earlier invocation
+    train.main(config)
+    return path
+
+
+def run_entropy(teacher: Path, data: Path, out: Path, name: str, steps: int, rays: int, preset: str, lmbda: float,
+                masked: bool = True, use_importance: bool = True, importance_max_rays: Optional[int] = None) -> Dict:
+    from nerfstudio.configs.method_configs import all_methods
+    from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig
+    from nerfstudio.scripts import train
+
+    config = copy.deepcopy(all_methods["entropy-compression"])
+    config.pipeline.teacher_ckpt = teacher
+    config.pipeline.datamanager.dataparser = BlenderDataParserConfig(data=data)
+    config.pipeline.datamanager.train_num_rays_per_batch = rays
+    config.output_dir = out
+    config.experiment_name = "entropy"
+    config.timestamp = name
+    _quiet(config)
+    config.max_num_iterations = steps
+    config.steps_per_save = steps
+    for opt in config.optimizers.values():  # the exponential decay spans the shorter run
+        opt["scheduler"].max_steps = steps
+    model = config.pipeline.model
+    model.preset, model.lmbda, model.masked, model.use_importance = preset, lmbda, masked, use_importance
+    model.importance_max_rays = importance_max_rays
+    model.importance_cache_dir = out / "importance_cache"
+    start = time.perf_counter()
+    train.main(config)
+    seconds = time.perf_counter() - start
+    run = config.get_base_dir()
+    report = json.loads((run / "entropy_report.json").read_text())
+    return {"config": run / "config.yml", "seconds": seconds, "bytes": (run / "scene.ncz").stat().st_size, "report": report}
+
+
+@torch.no_grad()
+def evaluate(config_path: Path, every: int = 1) -> Dict[str, float]:
+    """Mean PSNR / SSIM over every ``every``-th test view, as ns-eval computes them per image."""
+    from nerfstudio.utils.eval_utils import eval_setup
+
+    _, pipeline, _, _ = eval_setup(config_path, test_mode="test")
+    dataset = pipeline.datamanager.eval_dataset
+    cameras = dataset.cameras.to(pipeline.device)
+    psnr, ssim = [], []
+    for i in range(0, len(dataset), max(every, 1)):
+        outputs = pipeline.model.get_outputs_for_camera(cameras[i : i + 1])
+        metrics, _ = pipeline.model.get_image_metrics_and_images(outputs, dataset[i])
+        psnr.append(float(metrics["psnr"]))
+        ssim.append(float(metrics["ssim"]))
+    return {"psnr": sum(psnr) / len(psnr), "ssim": sum(ssim) / len(ssim), "views": len(psnr)}
+
+
+def _curve(rows: List[Dict], curve: str) -> List[Dict]:
+    return sorted((r for r in rows if r["curve"] == curve), key=lambda r: r["after_mb"])
+
+
+def bd_summary(rows: List[Dict]) -> Dict[str, Dict[str, Optional[float]]]:
+    from nerfconvert.compress.entropy.bjontegaard import bd_psnr, bd_rate
+
+    out = {}
+    vq = _curve(rows, "vq")
+    for curve in ("entropy-L", "entropy-H"):
+        pts = _curve(rows, curve)
+        entry: Dict[str, Optional[float]] = {"bd_rate_percent": None, "bd_psnr_db": None}
+        if len(pts) >= 2 and len(vq) >= 2:
+            args = ([r["after_mb"] for r in vq], [r["psnr_after"] for r in vq],
+                    [r["after_mb"] for r in pts], [r["psnr_after"] for r in pts])
+            for key, fn in (("bd_psnr_db", bd_psnr), ("bd_rate_percent", bd_rate)):
+                try:
+                    entry[key] = fn(*args)
+                except ValueError:  # the curves do not overlap on that axis
+                    entry[key] = None
+        out[curve] = entry
+    return out
+
+
+def plot(rows: List[Dict], teacher: Dict, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.0, 4.0))
+    styles = {"entropy-L": "o-", "entropy-H": "s-", "vq": "^--",
+              "entropy-L no importance": "x", "entropy-L factorised prior": "+"}
+    for curve, style in styles.items():
+        pts = _curve(rows, curve)
+        if not pts:
+            continue
+        ax.plot([r["after_mb"] for r in pts], [r["psnr_after"] for r in pts], style, label=curve, ms=7)
+        for r in pts:
+            label = f"K={r['codebook_size']}" if curve == "vq" else f"{r['lmbda']:g}"
+            ax.annotate(label, (r["after_mb"], r["psnr_after"]), fontsize=6, textcoords="offset points", xytext=(3, 3))
+    ax.axhline(teacher["psnr"], ls=":", lw=1, color="k", label=f"tensorf teacher ({teacher['mb']:.1f} MB zipped)")
+    ax.set_xscale("log")
+    ax.set_xlabel("size (MB, .ncz)")
+    ax.set_ylabel("test PSNR (dB)")
+    ax.set_title("Rate-distortion: entropy-compression vs vq-compression")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+
+
+def write_report(rows: List[Dict], teacher: Dict, command: str, results: Path, settings: Dict, tag: str) -> str:
+    def fmt(r):
+        knob = f"K={r['codebook_size']}" if r["curve"] == "vq" else f"{r['lmbda']:g}"
+        rate = "-" if r.get("bitstream_bytes") is None else (
+            f"{r['estimated_bitstream_bytes'] / 1e3:.1f} / {r['bitstream_bytes'] / 1e3:.1f} ({100 * r['rate_mismatch']:+.2f}%)")
+        decode = "-" if r.get("decode_seconds") is None else f"{r['decode_seconds']:.2f}"
+        coded = "-" if r.get("coded_fraction") is None else f"{100 * r['coded_fraction']:.0f}%"
+        return (f"| {r['curve']} | {knob} | {r['after_mb']:.3f} | {r['ratio']:.1f}x | {r['psnr_after']:.2f} | "
+                f"{r['psnr_after'] - teacher['psnr']:+.2f} | {r['ssim_after']:.4f} | {rate} | {coded} | {decode} | {r['seconds']:.0f} |")
+
+    bd = bd_summary(rows)
+    lines = [
+        f"# entropy-compression (ECTensoRF), {tag} mode",
+        "",
+        f"Command: `{command}`",
+        "",
+        f"Date: {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}. Machine: "
+        f"{platform.machine()}, {os.cpu_count()} CPU cores (shared with other jobs), torch {torch.__version__}, "
+        f"{'CUDA' if torch.cuda.is_available() else 'CPU only, no GPU'}.",
+        "",
+        f"Scene: {settings.get('scene')} (test split, every {settings.get('eval_every')}-th view: {teacher.get('views')} views). "
+        f"Settings: {json.dumps(settings)}.",
+        "",
+        f"Teacher (stock tensorf): PSNR {teacher['psnr']:.2f} dB, SSIM {teacher['ssim']:.4f}, "
+        f"size before {teacher['mb']:.3f} MB (weights zipped, as the vq benchmark measures; full checkpoint zipped "
+        f"{teacher['ckpt_zip_mb']:.3f} MB), planes {teacher.get('plane_shape')}.",
+        "",
+        "| curve | lambda / K | size (MB, .ncz) | ratio | PSNR | dPSNR | SSIM | latent rate kB: estimated / real bitstream (mismatch) | coded locations | decode (s) | time (s) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        *[fmt(r) for r in sorted(rows, key=lambda r: (r["curve"], r["after_mb"]))],
+        "",
+        f"![rate-distortion](entropy_{tag}.png)",
+        "",
+        "## BD metrics against vq-compression (anchor: the vq curve; Bjontegaard, cubic fit in log-rate)",
+        "",
+    ]
+    for curve, entry in bd.items():
+        if entry["bd_rate_percent"] is None and entry["bd_psnr_db"] is None:
+            lines.append(f"- {curve}: n/a (fewer than two points on a curve, or the curves do not overlap).")
+            continue
+        br = "n/a (no PSNR overlap)" if entry["bd_rate_percent"] is None else f"{entry['bd_rate_percent']:+.1f}%"
+        bp = "n/a (no rate overlap)" if entry["bd_psnr_db"] is None else f"{entry['bd_psnr_db']:+.3f} dB"
+        lines.append(f"- {curve}: BD-rate {br}, BD-PSNR {bp} (paper, Synthetic-NeRF: -28.8% / +0.279 dB).")
+    lines += ["", "## Acceptance", ""]
+    target = [r for r in rows if r["curve"] == "entropy-L" and abs(r["lmbda"] - TARGET_LAMBDA) < 1e-12]
+    if target:
+        r = target[0]
+        drop = teacher["psnr"] - r["psnr_after"]
+        ok = r["ratio"] >= TARGET_RATIO and drop <= MAX_DROP_DB
+        lines.append(f"- L preset at lambda=1e-3: ratio {r['ratio']:.1f}x (target >= {TARGET_RATIO:.0f}x), PSNR drop "
+                     f"{drop:+.2f} dB (target <= {MAX_DROP_DB} dB): **{'PASS' if ok else 'FAIL'}**.")
+    mism = [abs(r["rate_mismatch"]) for r in rows if r.get("rate_mismatch") is not None]
+    if mism:
+        lines.append(f"- estimated vs real latent bitstream: largest mismatch {100 * max(mism):.2f}% over {len(mism)} runs "
+                     f"(target <= 2%): **{'PASS' if max(mism) <= 0.02 else 'FAIL'}**.")
+    lines.append("")
+    text = "\n".join(lines)
+    (results / f"entropy_{tag}.md").write_text(text)
+    (results / f"entropy_{tag}.json").write_text(json.dumps({"rows": rows, "teacher": teacher, "bd": bd, "command": command,
+                                                            "settings": settings}, indent=2, default=str))
+    plot(rows, teacher, results / f"entropy_{tag}.png")
+    return text
+
+
+def main(argv=None) -> int:
+    from nerfconvert.compress.vq.benchmark import run_vq, zipped_checkpoint_bytes
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work-dir", type=Path, default=Path("/tmp/nerfconvert_bench/entropy"))
+    parser.add_argument("--results-dir", type=Path, default=REPO / "benchmarks" / "results")
+    parser.add_argument("--tag", default="quick", help="results file names: entropy_<tag>.md/.json/.png")
+    parser.add_argument("--data", type=Path, default=None, help="a blender-format scene (default: the generated 64x64 one)")
+    parser.add_argument("--teacher", type=Path, default=None, help="an existing tensorf run's config.yml (default: train one)")
+    parser.add_argument("--teacher-steps", type=int, default=300)
+    parser.add_argument("--teacher-rays", type=int, default=1024)
+    parser.add_argument("--teacher-resolution", type=int, default=None,
+                        help="plane resolution of the teacher (init = final); default: tensorf's 128 -> 300 schedule")
+    parser.add_argument("--steps", type=int, default=100, help="entropy-compression steps per run (paper: 30000)")
+    parser.add_argument("--rays", type=int, default=1024, help="rays per step")
+    parser.add_argument("--lambdas", type=float, nargs="+", default=PAPER_LAMBDAS)
+    parser.add_argument("--presets", nargs="+", default=["low", "high"], choices=["low", "high"])
+    parser.add_argument("--high-lambdas", type=float, nargs="*", default=None, help="lambdas of the H preset (default: --lambdas)")
+    parser.add_argument("--ablation-lambdas", type=float, nargs="*", default=[TARGET_LAMBDA],
+                        help="lambdas of the Fig. 5 ablations (L preset); none: skip them")
+    parser.add_argument("--vq-sizes", type=int, nargs="*", default=[256, 1024, 4096, 16384], help="vq codebook sizes; none: skip vq")
+    parser.add_argument("--vq-steps", type=int, default=100)
+    parser.add_argument("--importance-max-rays", type=int, default=16384)
+    parser.add_argument("--eval-every", type=int, default=1, help="score every N-th test view")
+    args = parser.parse_args(argv)
+
+    from nerfconvert.scenes import generate_object_scene, is_generated_scene
+
+    args.work_dir.mkdir(parents=True, exist_ok=True)
+    args.results_dir.mkdir(parents=True, exist_ok=True)
+    data = args.data
+    if data is None:
+        data = args.work_dir / "scene64"
+        if not (data.exists() and is_generated_scene(data)):
+            generate_object_scene(data, seed=0, resolution=64)
+    command = ("python benchmarks/entropy_quick.py " + " ".join(argv if argv is not None else sys.argv[1:])).strip()
+    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in ("work_dir", "results_dir")}
+    settings["scene"] = str(data)
+
+    teacher_cfg = args.teacher or train_teacher(data, args.work_dir / "teacher", args.teacher_steps, args.teacher_rays,
+                                                args.teacher_resolution)
+    t_eval = evaluate(teacher_cfg, args.eval_every)
+    from nerfconvert.views import load_run
+
+    pipeline, _ = load_run(teacher_cfg, device="cpu")
+    plane_shape = list(pipeline.model.field.color_encoding.plane_coef.shape)
+    del pipeline
+    teacher = {"config": str(teacher_cfg), "psnr": t_eval["psnr"], "ssim": t_eval["ssim"], "views": t_eval["views"],
+               "mb": zipped_checkpoint_bytes(teacher_cfg) / 1e6,
+               "ckpt_zip_mb": zipped_checkpoint_bytes(teacher_cfg, weights_only=False) / 1e6, "plane_shape": plane_shape}
+    rows: List[Dict] = []
+
+    def record(row: Dict) -> None:
+        rows.append(row)
+        print(json.dumps(row, default=str), flush=True)
+        write_report(rows, teacher, command, args.results_dir, settings, args.tag)  # an interrupted run keeps its figures
+
+    def entropy_row(curve: str, preset: str, lmbda: float, masked: bool = True, use_importance: bool = True) -> None:
+        name = f"{preset}_{lmbda:g}" + ("" if masked else "_factorised") + ("" if use_importance else "_noimp")
+        out = run_entropy(teacher_cfg, data, args.work_dir, name, args.steps, args.rays, preset, lmbda, masked, use_importance,
+                          args.importance_max_rays)
+        after = evaluate(out["config"], args.eval_every)
+        rep = out["report"]
+        record({
+            "curve": curve, "preset": preset, "lmbda": lmbda, "after_mb": out["bytes"] / 1e6,
+            "ratio": teacher["mb"] * 1e6 / out["bytes"], "psnr_after": after["psnr"], "ssim_after": after["ssim"],
+            "seconds": out["seconds"], "bitstream_bytes": rep["bitstream_bytes"],
+            "estimated_bitstream_bytes": rep["estimated_bitstream_bytes"], "rate_mismatch": rep["rate_mismatch"],
+            "last_training_rate_bytes": rep.get("last_training_rate_bits", float("nan")) / 8.0,
+            "coded_fraction": rep["coded_fraction"], "decode_seconds": rep["decode_seconds"],
+        })
+
+    # the acceptance point first, then the vq anchor, the ablations, and the rest of the sweep
+    order = []
+    if "low" in args.presets and TARGET_LAMBDA in args.lambdas:
+        order.append(("low", TARGET_LAMBDA))
+    for preset in args.presets:
+        lambdas = args.lambdas if preset == "low" or args.high_lambdas is None else args.high_lambdas
+        order += [(preset, lm) for lm in lambdas if (preset, lm) not in order]
+    entropy_row("entropy-L" if order[0][0] == "low" else "entropy-H", *order[0])
+    for k in args.vq_sizes:
+        out = run_vq(teacher_cfg, data, args.work_dir, f"k{k}", args.vq_steps, k, None, args.importance_max_rays)
+        after = evaluate(out["config"], args.eval_every)
+        record({"curve": "vq", "codebook_size": k, "lmbda": None, "after_mb": out["bytes"] / 1e6,
+                "ratio": teacher["mb"] * 1e6 / out["bytes"], "psnr_after": after["psnr"], "ssim_after": after["ssim"],
+                "seconds": out["seconds"]})
+    for lm in args.ablation_lambdas:
+        entropy_row("entropy-L no importance", "low", lm, use_importance=False)
+        entropy_row("entropy-L factorised prior", "low", lm, masked=False)
+    for preset, lm in order[1:]:
+        entropy_row("entropy-L" if preset == "low" else "entropy-H", preset, lm)
+    print(write_report(rows, teacher, command, args.results_dir, settings, args.tag))
+    return 0
+
+
+LEGO = str(REPO.parent / "shared" / "data" / "lego")
+MODES = {
+    "smoke": ["--teacher-steps", "30", "--teacher-resolution", "32", "--steps", "3", "--rays", "256", "--lambdas", "1e-3", "1e-2",
+              "--presets", "high", "--ablation-lambdas", "--vq-sizes", "16", "64", "--vq-steps", "3",
+              "--importance-max-rays", "2048", "--eval-every", "10"],
+    # what benchmarks/README.md records, sized for a shared 2-core CPU (see there for why the planes are 64^2)
+    "quick": ["--teacher-steps", "300", "--teacher-resolution", "64", "--steps", "100", "--rays", "1024",
+              "--lambdas", "1e-2", "1e-3", "1e-4", "--high-lambdas", "1e-2", "1e-3", "--vq-sizes", "64", "256", "1024", "4096",
+              "--eval-every", "4"],
+    "real": ["--data", LEGO, "--teacher-steps", "7500", "--teacher-rays", "4096", "--steps", "3000", "--rays", "4096",
+             "--lambdas", "1e-2", "1e-3", "1e-4", "--vq-sizes", "256", "1024", "4096", "16384", "--vq-steps", "1000",
+             "--importance-max-rays", "1000000", "--eval-every", "8"],
+    "full": ["--data", LEGO, "--teacher-steps", "30000", "--teacher-rays", "4096", "--steps", "30000", "--rays", "4096",
+             "--vq-sizes", "256", "1024", "4096", "16384", "--vq-steps", "10000", "--importance-max-rays", "10000000"],
+}
+
+
+def run(mode: str, work_dir: Optional[Path], results_dir: Path) -> int:
+    """Entry of ``nerfconvert bench entropy`` (see ``nerfconvert.bench.RUNNERS``)."""
+    work_dir = work_dir or Path(f"/tmp/nerfconvert-bench-entropy-{mode}")
+    suffix = [] if mode == "quick" else ["--tag", mode]
+    return main(MODES[mode] + ["--work-dir", str(work_dir), "--results-dir", str(results_dir)] + suffix)
