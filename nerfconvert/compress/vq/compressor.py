@@ -20,13 +20,23 @@ from nerfconvert.compress.vq.families import Family
 
 @dataclass
 class VQSettings:
+    """The VQRF settings (the model config inherits them, so each default and its help live here)."""
+
     prune_quantile: float = 0.001
+    """beta_p (Eq. 6): share of the total importance whose least important voxels are pruned."""
     keep_quantile: Optional[float] = None
+    """beta_k (Eq. 10): share of the importance carried by voxels kept out of the codebook (8-bit instead).
+    Default per family: 0.6 voxel grid and hash grid, 0.7 VM."""
     codebook_size: int = 4096
+    """K: codes per codebook (indices take ceil(log2 K) bits)."""
     kmeans_iterations: int = 100
+    """Mini-batch iterations of the weighted codebook fit (Eq. 8-9)."""
     kmeans_batch_size: int = 10000
+    """Voxels per codebook iteration."""
     ema_decay: float = 0.8
+    """lambda_d of the code EMA (Eq. 9)."""
     num_expire: int = 10
+    """Codes of lowest capacity re-seeded per codebook iteration."""
     seed: int = 0
 
 

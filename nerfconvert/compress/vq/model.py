@@ -38,27 +38,12 @@ NCZ_KEY = "ncz"
 
 
 @dataclass
-class VQCompressionModelConfig(ModelConfig):
-    """VQRF (Li et al. 2023) on a trained voxel-grid, VM or hash-grid scene."""
+class VQCompressionModelConfig(ModelConfig, VQSettings):
+    """VQRF (Li et al. 2023) on a trained voxel-grid, VM or hash-grid scene (VQ settings: ``VQSettings``)."""
 
     _target: Type = field(default_factory=lambda: VQCompressionModel)
     enable_collider: bool = False
     """The compressed model applies its own collider."""
-    prune_quantile: float = 0.001
-    """beta_p (Eq. 6): share of the total importance whose least important voxels are pruned."""
-    keep_quantile: Optional[float] = None
-    """beta_k (Eq. 10): share of the importance carried by voxels kept out of the codebook (8-bit instead).
-    Default per family: 0.6 voxel grid and hash grid, 0.7 VM."""
-    codebook_size: int = 4096
-    """K: codes per codebook (indices take ceil(log2 K) bits)."""
-    kmeans_iterations: int = 100
-    """Mini-batch iterations of the weighted codebook fit (Eq. 8-9)."""
-    kmeans_batch_size: int = 10000
-    """Voxels per codebook iteration."""
-    ema_decay: float = 0.8
-    """lambda_d of the code EMA (Eq. 9)."""
-    num_expire: int = 10
-    """Codes of lowest capacity re-seeded per codebook iteration."""
     sync_every: int = 5
     """Joint fine-tuning: every this many steps each code becomes the importance-weighted mean of its voxels."""
     importance_rays_per_batch: int = 4096
@@ -70,19 +55,6 @@ class VQCompressionModelConfig(ModelConfig):
     (re-runs with other codebook sizes or quantiles skip the pass). None: no cache."""
     ncz_name: str = "scene.ncz"
     """File name of the compressed scene, written into the run directory at the end of training."""
-    seed: int = 0
-
-    def settings(self) -> VQSettings:
-        return VQSettings(
-            prune_quantile=self.prune_quantile,
-            keep_quantile=self.keep_quantile,
-            codebook_size=self.codebook_size,
-            kmeans_iterations=self.kmeans_iterations,
-            kmeans_batch_size=self.kmeans_batch_size,
-            ema_decay=self.ema_decay,
-            num_expire=self.num_expire,
-            seed=self.seed,
-        )
 
 
 class VQCompressionModel(Model):
@@ -118,7 +90,7 @@ class VQCompressionModel(Model):
             CONSOLE.print(f"vq-compression: importance read from the cache {cache}")
         self.report["importance_seconds"] = time.time() - start
         start = time.time()
-        self.states = build_states(self.family, importance, self.config.settings())
+        self.states = build_states(self.family, importance, self.config)
         self.report["codebook_seconds"] = time.time() - start
         self.report.update(info)
 
