@@ -163,11 +163,8 @@ class DistillNerfPipeline(VanillaPipeline):
 
 def eval_frames(datamanager: Any, limit: Optional[int] = None):
     """Every validation frame once, as (cameras, batch)."""
-    if hasattr(datamanager, "iter_eval"):
-        iterator = datamanager.iter_eval()
-    else:
-        count = int(getattr(datamanager, "num_eval_frames", 1))
-        iterator = (datamanager.next_eval(i) for i in range(count))
+    count = int(getattr(datamanager, "num_eval_frames", 1))
+    iterator = (datamanager.next_eval(i) for i in range(count))
     for i, item in enumerate(iterator):
         if limit is not None and i >= limit:
             break
