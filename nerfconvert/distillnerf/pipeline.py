@@ -116,6 +116,8 @@ class DistillNerfPipeline(VanillaPipeline):
             images[name] = torch.cat([gt.flatten(0, 1), render["rgb"].clamp(0, 1).flatten(0, 1)], dim=1)
         metrics["psnr"] = metrics["recon_psnr"]
         metrics["ssim"] = metrics["recon_ssim"]
+        metrics["num_rays"] = float(sum(t["image"].shape[0] * t["image"].shape[1] * t["image"].shape[2]
+                                        for t in batch["targets"]))  # the trainer's rays/s figure
         return metrics, images
 
     @torch.no_grad()
@@ -147,7 +149,7 @@ class DistillNerfPipeline(VanillaPipeline):
         if not per_frame:
             CONSOLE.print("[yellow]No validation frames to evaluate.[/yellow]")
             return {}
-        keys = sorted({k for m in per_frame for k in m})
+        keys = sorted({k for m in per_frame for k in m} - {"num_rays"})
         result: Dict[str, float] = {}
         for key in keys:
             values = torch.tensor([m[key] for m in per_frame if key in m], dtype=torch.float64)
