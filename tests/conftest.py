@@ -26,6 +26,14 @@ def object_scene(tmp_path_factory) -> Path:
     return generate_object_scene(out, seed=0, resolution=32, num_train=8, num_val=2, num_test=2)
 
 
+@pytest.fixture(scope="session")
+def distillnerf_scenes(tmp_path_factory) -> Path:
+    """3 procedural driving scenes x 4 time steps x 6 cameras at 64x36 (scene-000..scene-002)."""
+    from nerfconvert.scenes.driving import generate_driving_dataset
+
+    return generate_driving_dataset(tmp_path_factory.mktemp("driving"), num_scenes=3, num_steps=4, width=64, height=36)
+
+
 def tiny_config(method: str, data: Path, output_dir: Path, steps: int = TINY_STEPS):
     """The stock config of ``method``, shrunk so that it trains in seconds on a CPU."""
     from nerfstudio.configs.method_configs import all_methods
