@@ -52,6 +52,12 @@ class Scale:
     teacher_rays: int = 1024
     distill_steps: int = 600
     distill_rays: int = 1024
+    scratch_rays: Optional[int] = None
+    """Rays per step of the from-scratch runs (None: ``teacher_rays``)."""
+    teacher_cache_batches: int = 1
+    """PVDPipelineConfig.teacher_cache_batches: batches the teacher labels at once."""
+    teacher_reuse: int = 1
+    """PVDPipelineConfig.teacher_reuse: steps each teacher-labelled ray is used in."""
     stage_fractions: Tuple[float, float] = (0.15, 0.4)
     """Stage 2 and 3 start at these fractions of the steps (PVD: 3k and 8k of 20k)."""
     ablation_steps: int = 300
@@ -79,8 +85,9 @@ CORE_ABLATIONS = ("w/all", "w/o L_v", "w/o sigma clamp", "w/o block-wise", "w/o 
 MODES = {
     # sized for two shared CPU cores: one hash teacher, the VM and voxel students, core ablations
     "quick": Scale(resolution=40, num_train=24, num_test=4, teacher_steps={"nerfacto": 300, "tensorf": 300, "vanilla-nerf": 300, "plenoxels": 300},
-                   teacher_rays=256, distill_steps=150, distill_rays=256, ablation_steps=60, students=("tensorf", "plenoxels"),
-                   ablation_names=CORE_ABLATIONS, model_overrides={"nerfacto": LIGHT_NERFACTO}),
+                   teacher_rays=256, distill_steps=80, distill_rays=1024, scratch_rays=256, teacher_cache_batches=4, teacher_reuse=2,
+                   ablation_steps=40, students=("tensorf", "plenoxels", "nerfacto", "vanilla-nerf"),
+                   ablation_names=CORE_ABLATIONS + ("w/o teacher cache",), model_overrides={"nerfacto": LIGHT_NERFACTO}),
     "smoke": Scale(resolution=32, num_train=8, num_test=2, teacher_steps={k: 30 for k in FAMILY}, distill_steps=12,
                    ablation_steps=8, teacher_rays=256, distill_rays=256, students=("tensorf", "plenoxels"),
                    model_overrides={"nerfacto": LIGHT_NERFACTO}),
@@ -193,6 +200,8 @@ def pvd_config(teacher: Path, student: str, out: Path, steps: int, scale: Scale,
     s2, s3 = int(scale.stage_fractions[0] * steps), int(scale.stage_fractions[1] * steps)
     config = make_pvd_config(teacher, student, out, max_num_iterations=steps, stage_steps=(s2, s3), num_rays=scale.distill_rays)
     config.experiment_name, config.timestamp = "bench", name
+    config.pipeline.teacher_cache_batches = scale.teacher_cache_batches
+    config.pipeline.teacher_reuse = scale.teacher_reuse
     dm = config.pipeline.datamanager
     dm.steps_per_epoch = max(10, steps // 20)
     if hasattr(config.pipeline.model, "implementation"):
@@ -245,12 +254,17 @@ def run(
     results_dir: Path = Path("benchmarks/results"),
     reuse_teachers: bool = False,
     skip_ablations: bool = False,
+    teachers_only: bool = False,
+    students: Optional[Tuple[str, ...]] = None,
+    skip_matrix: bool = False,
 ) -> Dict:
     """``reuse_teachers``: teachers already trained in ``work_dir`` are scored, not retrained.
     ``skip_ablations``: keep the ablation rows of the previous results file (marked as such)."""
     from nerfconvert.scenes import generate_object_scene
 
     scale = copy.deepcopy(MODES[mode])
+    if students:
+        scale.students = tuple(students)
     work = Path(work_dir or (Path("/tmp") / f"nerfconvert-bench-pvd-{mode}"))
     work.mkdir(parents=True, exist_ok=True)
     out = work / "outputs"
@@ -267,30 +281,51 @@ def run(
     def log(msg):
         print(f"[pvd-bench {time.perf_counter() - t_start:7.1f}s] {msg}", flush=True)
 
+    command = f"python benchmarks/pvd_quick.py --mode {mode}" + (" --reuse-teachers" if reuse_teachers else "") + (" --skip-ablations" if skip_ablations else "") + (
+        f" --threads {torch.get_num_threads()}" if torch.get_num_threads() == 1 else "") + (
+        f" --students {' '.join(students)}" if students else "") + (" --skip-matrix" if skip_matrix else "")
+    cpu_start = time.process_time()
+
+    def save(final: bool = False) -> None:
+        """Write the tables so far (a run cut short still leaves what it measured)."""
+        results["total_wall_s"] = time.perf_counter() - t_start
+        results["total_cpu_s"] = time.process_time() - cpu_start
+        results["complete"] = final
+        results["hardware"] = hardware()
+        results["load_average"] = os.getloadavg()
+        results["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        results["command"] = command
+        write_results(results, scale, results_dir)
+
     # 1. teachers
     teacher_cfgs = {}
     for t in scale.teachers:
-        name = f"teacher-{t}"
+        # the run's name carries its size, so a cached teacher is only reused for the same settings
+        name = f"teacher-{t}-{scale.teacher_steps[t]}x{scale.teacher_rays}"
         cfg = method_config(t, data, out, scale.teacher_steps[t], scale.teacher_rays, name, scale.model_overrides.get(t))
-        previous = json.loads(prev_path.read_text()).get("teachers", {}).get(t) if prev_path.exists() else None
-        if reuse_teachers and (cfg.get_base_dir() / "config.yml").exists() and previous:
-            timing = {k: previous[k] for k in ("steps", "cpu_s", "wall_s", "total_wall_s", "stage_step_s") if k in previous}
+        timing_file = cfg.get_base_dir() / "bench_timing.json"
+        if reuse_teachers and (cfg.get_base_dir() / "config.yml").exists() and timing_file.exists():
+            timing = {**json.loads(timing_file.read_text()), "reused": True}
         else:
             timing = run_training(cfg)
+            timing_file.write_text(json.dumps(timing))
         teacher_cfgs[t] = cfg.get_base_dir() / "config.yml"
         results["teachers"][t] = {**timing, **score(teacher_cfgs[t])}
         log(f"teacher {t}: {results['teachers'][t]['psnr']:.2f} dB in {timing['wall_s']:.0f}s")
+    if teachers_only:
+        return results
 
     # 2. distillation matrix, 3. from scratch for the same CPU time
     for t in scale.teachers:
-        for s in scale.students:
+        for s in (() if skip_matrix else scale.students):
             name = f"{t}-to-{s}"
             timing = run_training(pvd_config(teacher_cfgs[t], s, out, scale.distill_steps, scale, name))
             results["matrix"][name] = {"teacher": t, "student": s, **timing, **score(student_run(out, s, name), teacher_cfgs[t])}
             log(f"distil {name}: {results['matrix'][name]['psnr']:.2f} dB ({results['matrix'][name]['psnr_vs_teacher']:.2f} vs teacher) in {timing['wall_s']:.0f}s")
+            save()
             if s not in results["scratch"] or results["scratch"][s]["budget_cpu_s"] < timing["cpu_s"]:
                 sname = f"scratch-{s}"
-                cfg = method_config(s, data, out, 10**6, scale.teacher_rays, sname, scale.model_overrides.get(s))
+                cfg = method_config(s, data, out, 10**6, scale.scratch_rays or scale.teacher_rays, sname, scale.model_overrides.get(s))
                 for group in cfg.optimizers.values():  # schedules sized for the teacher-length run
                     sched = group.get("scheduler")
                     if sched is not None and hasattr(sched, "max_steps"):
@@ -299,12 +334,15 @@ def run(
                 st = run_training(cfg, cpu_budget_s=timing["cpu_s"])
                 results["scratch"][s] = {"budget_cpu_s": timing["cpu_s"], "for": name, **st, **score(cfg.get_base_dir() / "config.yml")}
                 log(f"scratch {s}: {results['scratch'][s]['psnr']:.2f} dB in {st['cpu_s']:.0f}s CPU")
+                save()
 
     # 4. ablations (Table 6) on hash -> VM
-    if skip_ablations and prev_path.exists():
-        previous = json.loads(prev_path.read_text())
-        results["ablations"] = previous.get("ablations", {})
-        results["ablations_note"] = previous.get("ablations_note") or f"ablation rows from the earlier run of {previous.get('date')}"
+    if skip_ablations:
+        if prev_path.exists():
+            previous = json.loads(prev_path.read_text())
+            results["ablations"] = previous.get("ablations", {})
+            if results["ablations"]:
+                results["ablations_note"] = previous.get("ablations_note") or f"ablation rows from the earlier run of {previous.get('date')}"
     elif scale.ablations and "nerfacto" in teacher_cfgs:
         variants = {
             "w/all": {},
@@ -317,6 +355,8 @@ def run(
             "w/o poses^AL": {"active_learning.hard_poses": False},
             "w/o rays^AL": {"active_learning.hard_rays": False},
             "w/o points^AL": {"active_learning.hard_points": False},
+            # not in Table 6: fresh teacher targets every step instead of 4 batches labelled at once, each ray used twice
+            "w/o teacher cache": {"teacher_cache_batches": 1, "teacher_reuse": 1},
         }
         for label, changes in variants.items():
             if scale.ablation_names is not None and label not in scale.ablation_names:
@@ -326,12 +366,29 @@ def run(
             timing = run_training(cfg)
             results["ablations"][label] = {**timing, **score(student_run(out, "tensorf", name), teacher_cfgs["nerfacto"])}
             log(f"ablation {label}: {results['ablations'][label]['psnr']:.2f} dB")
+            save()
 
-    results["total_wall_s"] = time.perf_counter() - t_start
-    results["hardware"] = hardware()
-    results["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    results["command"] = f"python benchmarks/pvd_quick.py --mode {mode}" + (" --reuse-teachers" if reuse_teachers else "") + (" --skip-ablations" if skip_ablations else "")
-    write_results(results, scale, results_dir)
+    save(final=True)
+    return results
+
+
+def merge(paths: List[Path], mode: str, results_dir: Path) -> Dict:
+    """Combine the results of benchmark parts run side by side (e.g. the matrix and the
+    ablations in two processes): tables are joined, CPU times add up, wall time is the longest."""
+    parts = [json.loads(Path(p).read_text()) for p in paths]
+    results: Dict = {"mode": mode, "teachers": {}, "matrix": {}, "scratch": {}, "ablations": {}}
+    for part in parts:
+        for key in ("teachers", "matrix", "scratch", "ablations"):
+            results[key].update(part.get(key, {}))
+    results["total_wall_s"] = max(p["total_wall_s"] for p in parts)
+    results["total_cpu_s"] = sum(p.get("total_cpu_s", 0.0) for p in parts)
+    results["complete"] = all(p.get("complete", False) for p in parts)
+    results["load_average"] = parts[-1].get("load_average", ())
+    results["hardware"] = parts[-1]["hardware"]
+    results["date"] = max(p["date"] for p in parts)
+    results["command"] = " & ".join(p["command"] for p in parts) + " (run side by side, then --merge)"
+    results["parts"] = [str(p) for p in paths]
+    write_results(results, MODES[mode], results_dir)
     return results
 
 
@@ -356,13 +413,17 @@ def write_results(results: Dict, scale: Scale, results_dir: Path) -> None:
     (results_dir / f"pvd_{mode}.json").write_text(json.dumps(results, indent=2))
     L = [f"# pvd-al benchmark ({mode})", "",
          f"Command: `{results['command']}`  ", f"Date: {results['date']}  ", f"Hardware: {results['hardware']}  ",
-         f"Total wall time: {results['total_wall_s'] / 60:.1f} min", "",
+         f"Total wall time: {results['total_wall_s'] / 60:.1f} min (process CPU time {results.get('total_cpu_s', float('nan')) / 60:.1f} min; "
+         f"load average at the end {', '.join(f'{x:.1f}' for x in results.get('load_average', ()))} on {os.cpu_count()} cores)"
+         + ("" if results.get("complete", True) else " -- PARTIAL: the run had not finished when this was written"), "",
          f"Scene: {'generated object scene %dx%d, %d train / %d test views' % (scale.resolution, scale.resolution, scale.num_train, scale.num_test) if scale.data is None else scale.data}. "
          f"Distillation: {scale.distill_steps} steps x {scale.distill_rays} rays, stages at {scale.stage_fractions[0]:.0%} / {scale.stage_fractions[1]:.0%}; "
-         "students from scratch get the same process CPU time on the real images.", "",
-         "## Teachers", "", "| teacher | PSNR | SSIM | steps | wall s |", "|---|---|---|---|---|"]
+         f"teacher targets: {scale.teacher_cache_batches} batches labelled at once, each ray used {scale.teacher_reuse}x; "
+         f"students from scratch get the same process CPU time on the real images ({scale.scratch_rays or scale.teacher_rays} rays/step).", "",
+         "## Teachers", "", "| teacher | PSNR | SSIM | steps | wall s | CPU s |", "|---|---|---|---|---|---|"]
     for t, r in results["teachers"].items():
-        L.append(f"| {t} ({FAMILY[t]}) | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['steps']} | {r['wall_s']:.0f} |")
+        reused = " (cached from an earlier run, not in the total)" if r.get("reused") else ""
+        L.append(f"| {t} ({FAMILY[t]}) | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['steps']} | {r['wall_s']:.0f}{reused} | {r.get('cpu_s', float('nan')):.0f} |")
     L += ["", "## Teacher -> student (test views)", "",
           "| teacher -> student | PSNR | SSIM | PSNR vs teacher | distil wall s | CPU s | from scratch, same CPU time: PSNR | SSIM | steps | distilled - scratch |",
           "|---|---|---|---|---|---|---|---|---|---|"]
@@ -427,8 +488,19 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--results-dir", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--reuse-teachers", action="store_true", help="score teachers already trained in --work-dir instead of retraining")
     parser.add_argument("--skip-ablations", action="store_true", help="keep the ablation rows of the previous results file")
+    parser.add_argument("--teachers-only", action="store_true", help="train (or reuse) and score the teachers, then stop")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (1 on a shared machine: idle OpenMP threads spin and inflate process CPU time)")
+    parser.add_argument("--students", nargs="+", choices=sorted(FAMILY), default=None, help="students of the matrix (default: the mode's)")
+    parser.add_argument("--skip-matrix", action="store_true", help="teachers and ablations only")
+    parser.add_argument("--merge", nargs="+", type=Path, default=None, help="combine these results JSONs (parts run side by side) into --results-dir")
     args = parser.parse_args(argv)
-    run(args.mode, args.work_dir, args.results_dir, args.reuse_teachers, args.skip_ablations)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.merge:
+        merge(args.merge, args.mode, args.results_dir)
+        return
+    run(args.mode, args.work_dir, args.results_dir, args.reuse_teachers, args.skip_ablations, args.teachers_only, args.students, args.skip_matrix)
 
 
 if __name__ == "__main__":

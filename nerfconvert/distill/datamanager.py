@@ -49,6 +49,8 @@ class PseudoCameraDataManagerConfig(DataManagerConfig):
     poses re-drawn (jittered) from the pool. 0 switches hard poses off."""
     hard_pose_pool_size: int = 30
     """Capacity of the hard-pose pool (first in, first out)."""
+    resolution_scale: float = 1.0
+    """Pseudo cameras' image size relative to the teacher's training cameras (intrinsics scaled)."""
 
 
 class PseudoViewDataset:
@@ -110,9 +112,14 @@ class PseudoCameraDataManager(DataManager):
         # fixed eval pseudo cameras.
         self.train_dataset = PseudoViewDataset(teacher_cameras.to("cpu"), scene_box)
         eval_gen = torch.Generator().manual_seed(config.eval_seed)
-        self.eval_cameras = self.distribution.sample_cameras(config.num_eval_poses, eval_gen)
+        self.eval_cameras = self._scaled(self.distribution.sample_cameras(config.num_eval_poses, eval_gen))
         self.eval_dataset = PseudoViewDataset(self.eval_cameras, scene_box)
         super().__init__()
+
+    def _scaled(self, cameras: Cameras) -> Cameras:
+        if self.config.resolution_scale != 1.0:
+            cameras.rescale_output_resolution(self.config.resolution_scale)
+        return cameras
 
     # ---- epochs and hard poses ------------------------------------------------------------
     def _start_epoch(self, epoch: int) -> None:
@@ -128,7 +135,7 @@ class PseudoCameraDataManager(DataManager):
             redrawn = self.distribution.jitter_poses(self.pose_pool.draw(n_hard, self.generator), generator=self.generator)
             fresh = torch.cat([fresh, redrawn])
         self.epoch_c2w = fresh
-        self.epoch_cameras = self.distribution.make_cameras(fresh, self.generator).to(self.device)
+        self.epoch_cameras = self._scaled(self.distribution.make_cameras(fresh, self.generator)).to(self.device)
         self.tracker = PoseErrorTracker(n)
         self.epoch = epoch
 
@@ -153,12 +160,13 @@ class PseudoCameraDataManager(DataManager):
         )
         return bundle, pose
 
-    def next_train(self, step: int) -> Tuple[RayBundle, Dict]:
+    def next_train(self, step: int, num_rays: Optional[int] = None) -> Tuple[RayBundle, Dict]:
+        """Rays of this epoch's pseudo cameras (``num_rays``, default one batch)."""
         self.train_count += 1
         epoch = step // max(1, self.config.steps_per_epoch)
         if epoch != self.epoch or self.epoch_cameras is None:
             self._start_epoch(epoch)
-        bundle, pose = self.rays_from(self.epoch_cameras, self.config.train_num_rays_per_batch, self.generator)
+        bundle, pose = self.rays_from(self.epoch_cameras, num_rays or self.config.train_num_rays_per_batch, self.generator)
         return bundle, {"pose_index": pose.to(self.device)}
 
     def next_eval(self, step: int) -> Tuple[RayBundle, Dict]:

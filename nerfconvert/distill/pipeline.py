@@ -88,6 +88,12 @@ class PVDPipelineConfig(VanillaPipelineConfig):
     active_learning: ActiveLearningConfig = field(default_factory=ActiveLearningConfig)
     teacher_chunk: int = 1 << 16
     """Sample points per teacher query (bounds the teacher's memory)."""
+    teacher_cache_batches: int = 1
+    """The teacher labels this many batches of rays at once (samples, phi1, phi2, rendered RGB),
+    kept for the steps that use them. 1: fresh rays and teacher targets every step (PVD)."""
+    teacher_reuse: int = 1
+    """Steps each teacher-labelled ray is used in (within one epoch). >1 spends less time in the
+    teacher per student step; 1: every ray is used once (PVD)."""
     mlp_split_layer: int = 4
     """K of PVD Table 1 for MLP teachers and students: phi1 = the first K layers."""
     coarse_sync_every: int = 100
@@ -112,6 +118,59 @@ def interlevel_loss_metric(weights_list: List[Tensor], samples_list: List[RaySam
     for samples, wp in zip(samples_list[:-1], weights_list[:-1]):
         loss = loss + torch.mean(lossfun_outer(c, w, _tdist(samples), wp[..., 0]))
     return loss
+
+
+@dataclass
+class TeacherBatch:
+    """The teacher's targets for a set of rays: its samples (shared with the student), phi1
+    features, phi2 outputs (stage >= 2) and render (stage 3), with each ray's pose index."""
+
+    rays: Dict[str, Tensor]
+    pose_index: Tensor
+    samples: RaySamples
+    features: Optional[Tensor]
+    decoded: Optional[Decoded]
+    weights: Optional[Tensor]
+    rgb: Optional[Tensor]
+    stage: int
+
+    def __len__(self) -> int:
+        return self.pose_index.shape[0]
+
+    def select(self, idx: Tensor) -> "TeacherBatch":
+        pick = lambda x: None if x is None else x[idx]  # noqa: E731
+        decoded = None
+        if self.decoded is not None:
+            decoded = Decoded(density=self.decoded.density[idx], raw_density=self.decoded.raw_density[idx], rgb=self.decoded.rgb[idx])
+        return TeacherBatch(
+            rays={k: v[idx] for k, v in self.rays.items()}, pose_index=self.pose_index[idx], samples=self.samples[idx],
+            features=pick(self.features), decoded=decoded, weights=pick(self.weights), rgb=pick(self.rgb), stage=self.stage,
+        )
+
+
+class TeacherCache:
+    """Teacher targets for ``batches`` batches of rays, handed out ``reuse`` times in random
+    batches. Refilled when used up, at an epoch's end (so that each ray's error is recorded
+    against a pose of the current epoch) and when the stage needs more from the teacher."""
+
+    def __init__(self, batches: int, reuse: int) -> None:
+        self.batches, self.reuse = max(1, batches), max(1, reuse)
+        self.data: Optional[TeacherBatch] = None
+        self.order: List[Tensor] = []
+        self.epoch, self.active = -1, False
+
+    def valid(self, stage: int, epoch: int, active: bool) -> bool:
+        return bool(self.order) and self.data is not None and self.data.stage == stage and self.epoch == epoch and self.active == active
+
+    def fill(self, data: TeacherBatch, num_rays: int, epoch: int, active: bool, generator: torch.Generator) -> None:
+        n = len(data)
+        order = torch.cat([torch.randperm(n, generator=generator) for _ in range(self.reuse)])
+        self.order = [order[i : i + num_rays].to(data.pose_index.device) for i in range(0, order.shape[0], num_rays)]
+        self.data, self.epoch, self.active = data, epoch, active
+
+    def next(self) -> TeacherBatch:
+        assert self.data is not None
+        return self.data.select(self.order.pop(0))
 
 
 class PVDPipeline(Pipeline):
@@ -155,6 +214,10 @@ class PVDPipeline(Pipeline):
             scene_box=scene_box,
         )
         self.datamanager.to(device)
+        if teacher_view.family == "hash" and hasattr(config.model, "average_init_density"):
+            # hash -> hash: the same density scale, so that phi1's raw density (L_v) and the raw
+            # density of Eq. 8 (L_sigma) ask the student for the same value
+            config.model.average_init_density = float(teacher_view.field.average_init_density)
         # the student is the stock model of its method, set up for the teacher's scene
         self._model = config.model.setup(
             scene_box=scene_box,
@@ -183,6 +246,8 @@ class PVDPipeline(Pipeline):
         al = config.active_learning
         self.ray_pool = HardRayPool(al.ray_pool_size if al.hard_rays else 0)
         self.al_start = al.start_step if al.start_step is not None else config.stage_steps[1]
+        self.teacher_cache = TeacherCache(config.teacher_cache_batches, config.teacher_reuse)
+        self._cache_generator = torch.Generator().manual_seed(self.datamanager.config.seed + 7)
 
         from nerfstudio.viewer.viewer_elements import ViewerDropdown
 
@@ -274,21 +339,40 @@ class PVDPipeline(Pipeline):
         pose_index = torch.cat([pose_index[:keep], torch.full((n,), -1, dtype=pose_index.dtype, device=pose_index.device)])
         return mixed, pose_index
 
-    def distill_losses(self, bundle: RayBundle, step: int, stage: int, active: bool) -> Tuple[Dict[str, Tensor], Dict[str, Tensor], Dict[str, Tensor]]:
-        """Losses of Eq. 7 for one batch of rays -> (losses, metrics, per-ray outputs)."""
-        cfg, w = self.config, self.config.loss
-        al = cfg.active_learning
+    @torch.no_grad()
+    def teacher_targets(self, bundle: RayBundle, stage: int, pose_index: Optional[Tensor] = None) -> TeacherBatch:
+        """The teacher's samples and targets for a batch of rays, only as deep as ``stage`` needs."""
         rays = {
             "origins": bundle.origins,
             "directions": bundle.directions,
             "pixel_area": bundle.pixel_area,
             "camera_indices": bundle.camera_indices,
         }
-        with torch.no_grad():
-            samples = self.teacher_view.sample(bundle)  # shared samples: the teacher's sampler
+        samples = self.teacher_view.sample(bundle)  # shared samples: the teacher's sampler
+        positions = samples.frustums.get_positions()
+        directions = samples.frustums.directions
+        features, decoded = self.teacher_query(positions, directions, decode=stage >= 2)
+        weights = rgb = None
+        if decoded is not None:
+            weights = samples.get_weights(decoded.density)
+            if stage >= 3:
+                rgb = self.teacher_render(samples, decoded)["rgb"]
+        if pose_index is None:
+            pose_index = torch.full((len(bundle),), -1, dtype=torch.long, device=bundle.origins.device)
+        return TeacherBatch(rays, pose_index, samples, features, decoded, weights, rgb, stage)
+
+    def distill_losses(self, bundle: RayBundle, step: int, stage: int, active: bool) -> Tuple[Dict[str, Tensor], Dict[str, Tensor], Dict[str, Tensor]]:
+        """Losses of Eq. 7 for one batch of rays -> (losses, metrics, per-ray outputs)."""
+        return self.student_losses(self.teacher_targets(bundle, stage), stage, active)
+
+    def student_losses(self, teacher: TeacherBatch, stage: int, active: bool) -> Tuple[Dict[str, Tensor], Dict[str, Tensor], Dict[str, Tensor]]:
+        """Losses of Eq. 7 for the student at the teacher's samples -> (losses, metrics, per-ray outputs)."""
+        cfg, w = self.config, self.config.loss
+        al = cfg.active_learning
+        rays, samples = teacher.rays, teacher.samples
         positions = samples.frustums.get_positions().detach()
         directions = samples.frustums.directions.detach()
-        t_features, t_decoded = self.teacher_query(positions, directions, decode=stage >= 2)
+        t_features, t_decoded = teacher.features, teacher.decoded
 
         losses: Dict[str, Tensor] = {}
         metrics: Dict[str, Tensor] = {"stage": torch.tensor(float(stage))}
@@ -302,11 +386,10 @@ class PVDPipeline(Pipeline):
 
         s_decoded = self.student_view.phi2(s_features, directions)
         mask = None
-        t_weights = samples.get_weights(t_decoded.density).detach()
+        t_weights = teacher.weights
         if stage >= 3:
-            t_out = self.teacher_render(samples, t_decoded)
             s_out = self.student_view.render_decoded(samples, s_decoded)
-            t_rgb, s_rgb = t_out["rgb"].detach(), s_out["rgb"]
+            t_rgb, s_rgb = teacher.rgb, s_out["rgb"]
             if w.rgb_weight > 0:
                 losses["rgb_loss"] = w.rgb_weight * F.mse_loss(s_rgb, t_rgb)  # L_rgb
             ray_error = ((s_rgb.detach() - t_rgb) ** 2).mean(dim=-1)
@@ -344,11 +427,20 @@ class PVDPipeline(Pipeline):
         stage = self.stage(step)
         active = self.active_learning_on(step)
         al = self.config.active_learning
-        bundle, batch = self.datamanager.next_train(step)
-        pose_index = batch["pose_index"]
-        if active and al.hard_rays:
-            bundle, pose_index = self._mix_hard_rays(bundle, pose_index)
-        losses, metrics, extras = self.distill_losses(bundle, step, stage, active)
+        dm = self.datamanager
+        epoch = step // max(1, dm.config.steps_per_epoch)
+        cache = self.teacher_cache
+        if not cache.valid(stage, epoch, active):
+            # fresh pseudo rays (and pooled hard rays), labelled by the teacher in one go
+            num_rays = dm.config.train_num_rays_per_batch
+            bundle, batch = dm.next_train(step, num_rays * cache.batches)
+            pose_index = batch["pose_index"]
+            if active and al.hard_rays:
+                bundle, pose_index = self._mix_hard_rays(bundle, pose_index)
+            cache.fill(self.teacher_targets(bundle, stage, pose_index), num_rays, epoch, active, self._cache_generator)
+        teacher = cache.next()
+        pose_index = teacher.pose_index
+        losses, metrics, extras = self.student_losses(teacher, stage, active)
         if active and "ray_error" in extras:
             if al.hard_rays:
                 self.ray_pool.add(extras["rays"], extras["ray_error"], al.ray_fraction)
