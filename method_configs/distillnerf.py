@@ -8,10 +8,11 @@ CPU) through nerfstudio's ``--machine.num-devices``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from nerfstudio.configs.base_config import MachineConfig, ViewerConfig
+from nerfstudio.configs.dataparser_configs import AnnotatedDataParserUnion
 from nerfstudio.engine.optimizers import AdamOptimizerConfig
 from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig
 from nerfstudio.engine.trainer import TrainerConfig
@@ -22,6 +23,15 @@ from nerfconvert.distillnerf.model import DistillNerfModelConfig
 from nerfconvert.distillnerf.pipeline import DistillNerfPipelineConfig
 
 MAX_STEPS = 3000
+
+
+@dataclass
+class DistillNerfDataCLIConfig(DistillNerfDataManagerConfig):
+    """The data manager, with its dataparser typed as nerfstudio's dataparser union (as
+    VanillaDataManagerConfig does), so that ``ns-train distillnerf distillnerf-data --data <root>``
+    parses: tyro offers dataparser subcommands only for a field of that type."""
+
+    dataparser: AnnotatedDataParserUnion = field(default_factory=DistillNerfDataParserConfig)
 
 
 @dataclass
@@ -52,7 +62,7 @@ distillnerf = MethodSpecification(
         mixed_precision=False,
         machine=MachineConfig(device_type="cuda" if torch.cuda.is_available() else "cpu"),
         pipeline=DistillNerfPipelineConfig(
-            datamanager=DistillNerfDataManagerConfig(dataparser=DistillNerfDataParserConfig()),
+            datamanager=DistillNerfDataCLIConfig(dataparser=DistillNerfDataParserConfig()),
             model=DistillNerfModelConfig(),
         ),
         optimizers={"encoder": _adam(2e-3), "voxels": _adam(2e-3), "decoder": _adam(2e-3)},

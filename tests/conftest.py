@@ -122,3 +122,65 @@ def stock_viewer_page(tmp_path) -> Callable[[Path], str]:
                     proc.kill()
 
     return _serve
+
+
+# ---- distillnerf (model side) ------------------------------------------------------------------
+DISTILLNERF_TINY_STEPS = 10
+
+
+def tiny_distillnerf_config(data: Path, output_dir: Path, steps: int = DISTILLNERF_TINY_STEPS):
+    """``ns-train distillnerf``'s config with a tiny model, training ``steps`` steps on CPU."""
+    from nerfstudio.configs.method_configs import all_methods
+
+    config = copy.deepcopy(all_methods["distillnerf"])
+    config.pipeline.datamanager.data = data
+    config.output_dir = output_dir
+    config.experiment_name = "distillnerf"
+    config.timestamp = "run"
+    config.vis = "tensorboard"
+    config.machine.device_type = "cuda" if torch.cuda.is_available() else "cpu"
+    config.max_num_iterations = steps
+    config.steps_per_save = steps
+    config.steps_per_eval_batch = config.steps_per_eval_image = config.steps_per_eval_all_images = 10**6
+    config.mixed_precision = False
+    model = config.pipeline.model
+    model.backbone_channels = (8, 16, 16, 16)
+    model.depth_channels = 16
+    model.num_depth_bins = 16
+    model.num_depth_candidates = 4
+    model.num_uniform_samples = 16
+    model.num_importance_samples = 8
+    model.decoder_channels = 8
+    return config
+
+
+@pytest.fixture(scope="session")
+def distillnerf_training(distillnerf_scenes, tmp_path_factory):
+    """A tiny ``distillnerf`` run trained once per session through nerfstudio's Trainer, with the
+    total training loss of every step: (config.yml, [loss per step])."""
+    config = tiny_distillnerf_config(distillnerf_scenes, tmp_path_factory.mktemp("distillnerf_run"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a shared CPU: one thread is several times faster than two contended ones
+    losses = []
+    try:
+        config.save_config()
+        trainer = config.setup(local_rank=0, world_size=1)
+        trainer.setup()
+        original = trainer.pipeline.get_train_loss_dict
+
+        def recording(step: int):
+            out = original(step)
+            losses.append(float(sum(v.detach() for v in out[1].values())))
+            return out
+
+        trainer.pipeline.get_train_loss_dict = recording
+        trainer.train()
+    finally:
+        torch.set_num_threads(threads)
+    return config.get_base_dir() / "config.yml", losses
+
+
+@pytest.fixture(scope="session")
+def distillnerf_run(distillnerf_training) -> Path:
+    """config.yml of the session's tiny distillnerf run."""
+    return distillnerf_training[0]

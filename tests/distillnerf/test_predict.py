@@ -1,0 +1,114 @@
+"""``nerfconvert distillnerf-predict``: one frame -> a run that stock ns-viewer serves and
+ns-export pointcloud exports; clear errors for frames the model cannot take."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from nerfconvert import NerfconvertError
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from test_stock_tools import bin_, free_port, read_ply_vertex_count  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def predicted_run(distillnerf_run, distillnerf_scenes, tmp_path_factory):
+    from nerfconvert.cli import main
+
+    out = tmp_path_factory.mktemp("predicted")
+    frame = distillnerf_scenes / "scene-000" / "1"  # <scene>/<t>
+    main(["distillnerf-predict", "--model", str(distillnerf_run.parent), "--frame", str(frame),
+          "--output-dir", str(out), "--timestamp", "p"])
+    configs = list(out.glob("*/distillnerf-scene/p/config.yml"))
+    assert len(configs) == 1
+    return configs[0]
+
+
+def test_predicted_run_opens_in_ns_viewer_and_exports_a_point_cloud(predicted_run, tmp_path):
+    port = free_port()
+    log = open(tmp_path / "viewer.log", "w")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # two processes on a shared CPU
+    viewer = subprocess.Popen(
+        [bin_("ns-viewer"), "--load-config", str(predicted_run), "--viewer.websocket-port", str(port),
+         "--viewer.websocket-host", "127.0.0.1"], stdout=log, stderr=subprocess.STDOUT, env=env,
+    )
+    try:
+        # the export runs while the viewer starts
+        export = subprocess.run(
+            [bin_("ns-export"), "pointcloud", "--load-config", str(predicted_run), "--output-dir", str(tmp_path),
+             "--normal-method", "open3d", "--num-points", "500", "--num-rays-per-batch", "1024",
+             "--remove-outliers", "False"],
+            capture_output=True, text=True, timeout=600, env=env,
+        )
+        assert export.returncode == 0, export.stdout[-2000:] + export.stderr[-3000:]
+        assert read_ply_vertex_count(tmp_path / "point_cloud.ply") > 0
+        deadline, page = time.time() + 180, None
+        while time.time() < deadline and viewer.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
+                    page = response.read().decode("utf-8", "replace")
+                    break
+            except OSError:
+                time.sleep(1.0)
+        assert viewer.poll() is None, "ns-viewer exited:\n" + (tmp_path / "viewer.log").read_text()[-3000:]
+        assert page is not None and "<html" in page.lower()
+    finally:
+        viewer.terminate()
+        try:
+            viewer.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            viewer.kill()
+
+
+def test_predicted_scene_renders_the_frame(predicted_run):
+    """Reloaded with nerfstudio's eval_setup, the run renders the frame's cameras (decoder path)
+    and rays (point-cloud path), with the voxels from the checkpoint."""
+    from nerfstudio.utils.eval_utils import eval_setup
+
+    _, pipeline, _, _ = eval_setup(predicted_run, test_mode="test")
+    model = pipeline.model
+    assert model.fine_keys.numel() > 0 and model.coarse_keys.numel() > 0
+    cameras = pipeline.datamanager.train_dataset.cameras
+    assert cameras.shape[0] == 6
+    out = model.get_outputs_for_camera(cameras[0:1])
+    assert out["rgb"].shape == (36, 64, 3) and out["depth"].shape == (36, 64, 1)
+    metrics = pipeline.get_average_eval_image_metrics()
+    assert metrics["psnr"] > 5.0
+
+
+def _copy_frame(src: Path, dst: Path, edit) -> Path:
+    shutil.copytree(src, dst)
+    meta = json.loads((dst / "transforms.json").read_text())
+    edit(meta)
+    (dst / "transforms.json").write_text(json.dumps(meta))
+    return dst
+
+
+def test_predict_errors(distillnerf_run, distillnerf_scenes, tmp_path):
+    from nerfconvert.distillnerf.predict import predict
+
+    frame = distillnerf_scenes / "scene-000" / "t001"
+    five = _copy_frame(frame, tmp_path / "five" / "t001", lambda m: m["frames"].pop())
+    with pytest.raises(NerfconvertError, match="5 cameras but this model was trained with 6"):
+        predict(distillnerf_run, five, tmp_path / "out")
+
+    def lift(meta):  # every camera 30 m up: outside the +-6.4 m inner region
+        for f in meta["frames"]:
+            f["transform_matrix"][2][3] += 30.0
+
+    high = _copy_frame(frame, tmp_path / "high" / "t001", lift)
+    with pytest.raises(NerfconvertError, match="outside the parameterized space's inner region"):
+        predict(distillnerf_run, high, tmp_path / "out")
+    with pytest.raises(NerfconvertError, match="no frame at"):
+        predict(distillnerf_run, distillnerf_scenes / "scene-000" / "t999", tmp_path / "out")
+    with pytest.raises(NerfconvertError, match="not a trained run"):
+        predict(tmp_path, frame, tmp_path / "out")
