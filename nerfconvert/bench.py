@@ -15,6 +15,7 @@ RUNNERS = {
     "pvd": "nerfconvert.distill.benchmark:run",
     "vq": "nerfconvert.compress.vq.benchmark:run",
     "entropy": "nerfconvert.compress.entropy.benchmark:run",
+    "distillnerf": "nerfconvert.distillnerf.benchmark:run",
 }
 
 
@@ -23,7 +24,7 @@ class Bench:
     """Run a benchmark and record its figures (pvd: pvd-al teacher -> student matrix,
     from-scratch students for the same CPU time, PVD-AL Table 6 ablations)."""
 
-    name: tyro.conf.Positional[Literal["pvd", "vq", "entropy"]]
+    name: tyro.conf.Positional[Literal["pvd", "vq", "entropy", "distillnerf"]]
     """Which benchmark."""
     mode: Literal["smoke", "quick", "real", "full"] = "quick"
     """quick: a generated scene on CPU (< 20 min); real / full: ../shared/data/lego (full: on a GPU); smoke: seconds."""

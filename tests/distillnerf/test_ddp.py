@@ -27,7 +27,7 @@ def test_ns_train_two_cpu_processes(distillnerf_scenes, tmp_path):
     cmd = [
         str(Path(sys.executable).parent / "ns-train"), "distillnerf",
         "--machine.num-devices", "2", "--machine.device-type", "cpu",
-        "--max-num-iterations", "3", "--steps-per-save", "3", "--steps-per-eval-batch", "1000000",
+        "--max-num-iterations", "2", "--steps-per-save", "2", "--steps-per-eval-batch", "1000000",
         "--steps-per-eval-image", "1000000", "--steps-per-eval-all-images", "1000000",
         "--vis", "tensorboard", "--output-dir", str(tmp_path), "--timestamp", "ddp", "--experiment-name", "ddp",
         *TINY_MODEL_FLAGS,

@@ -1,0 +1,340 @@
+"""The DistillNeRF benchmark (``nerfconvert bench distillnerf``, ``benchmarks/distillnerf_quick.py``):
+the columns of the paper's Table 1 on held-out procedural driving scenes.
+
+1. Generates seeded driving scenes (6 cameras, ``nerfconvert.scenes.driving``); the data
+   manager splits them by scene, so the evaluated scenes were never trained on.
+2. Trains the per-scene teachers (``nerfconvert distillnerf-teachers``: stock nerfacto on all
+   time steps of a scene) and caches their dense depth; their wall time per scene is recorded.
+3. Trains ``distillnerf`` twice through nerfstudio's trainer: with distillation (L_depth' on) and
+   without (the paper's "no distillation" row), same steps and seed.
+4. Evaluates both as ``ns-eval`` does (``get_average_eval_image_metrics``): reconstruction on
+   the input cameras, novel views at the previous / next time step, depth AbsRel against the
+   generator's ground truth. The teachers (upper bound) are rendered at the same input cameras.
+5. Times one forward pass per 6-camera frame set, writes a PNG of input / predictions / teacher
+   / ground truth for a few frames, and a markdown + JSON table.
+
+    nerfconvert bench distillnerf                  # quick: tiny scenes on CPU (< 20 min)
+    nerfconvert bench distillnerf --mode smoke     # plumbing only, a minute or two
+    nerfconvert bench distillnerf --mode full      # 228x128 scenes, longer training: for a GPU
+    python benchmarks/distillnerf_quick.py --help  # every knob
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _hardware() -> str:
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), no GPU, {torch.get_num_threads()} torch thread(s)"
+
+
+def train_model(root: Path, out: Path, name: str, steps: int, distill: bool, seed: int,
+                train_fraction: float) -> Dict[str, Any]:
+    """``ns-train distillnerf`` (nerfstudio's trainer, in process); returns the run and its wall time."""
+    from nerfstudio.configs.method_configs import all_methods
+    from nerfstudio.scripts import train
+
+    config = copy.deepcopy(all_methods["distillnerf"])
+    config.pipeline.datamanager.data = root
+    config.pipeline.datamanager.dataparser.train_split_fraction = train_fraction
+    config.pipeline.datamanager.dataparser.val_split_fraction = 0.0
+    config.pipeline.datamanager.use_dense_depth = distill
+    config.pipeline.model.use_dense_depth = distill  # L_depth' off = the paper's "no distillation" row
+    config.output_dir = out
+    config.experiment_name = "distillnerf"
+    config.timestamp = name
+    config.vis = "tensorboard"
+    config.machine.device_type = "cuda" if torch.cuda.is_available() else "cpu"
+    config.machine.seed = seed
+    config.max_num_iterations = steps
+    config.steps_per_save = steps
+    config.steps_per_eval_batch = config.steps_per_eval_image = config.steps_per_eval_all_images = 10**9
+    config.logging.local_writer.enable = False
+    for opt in config.optimizers.values():
+        opt["scheduler"].max_steps = steps
+    base = config.get_base_dir()
+    record = base / "bench_time.json"
+    if record.exists():  # trained by an earlier invocation
+        return {"config": base / "config.yml", "seconds": json.loads(record.read_text())["seconds"]}
+    start = time.perf_counter()
+    train.main(config)
+    seconds = time.perf_counter() - start
+    record.write_text(json.dumps({"seconds": seconds}))
+    return {"config": base / "config.yml", "seconds": seconds}
+
+
+def train_teachers(root: Path, steps: int, rays: int) -> Dict[str, float]:
+    """Per-scene teachers (``nerfconvert distillnerf-teachers``), one scene at a time so that each
+    scene's wall time is known; finished scenes are skipped (and keep their recorded time)."""
+    from nerfconvert.distillnerf.dataparser import read_scenes
+    from nerfconvert.distillnerf.teachers import run_teachers
+
+    def hook(config) -> None:
+        config.pipeline.datamanager.train_num_rays_per_batch = rays
+        config.pipeline.datamanager.eval_num_rays_per_batch = rays
+        config.vis = "tensorboard"
+        config.logging.local_writer.enable = False
+        if hasattr(config.pipeline.model, "implementation"):
+            config.pipeline.model.implementation = "torch"
+
+    times: Dict[str, float] = {}
+    record = root / "bench_teacher_times.json"
+    if record.exists():
+        times = json.loads(record.read_text())
+    for scene in read_scenes(root):
+        start = time.perf_counter()
+        status = run_teachers(root, "nerfacto", steps, scenes=(scene.name,), config_hook=hook)
+        if status.get(scene.name) == "done" or scene.name not in times:
+            times[scene.name] = time.perf_counter() - start
+        record.write_text(json.dumps(times, indent=1))
+    return times
+
+
+@torch.no_grad()
+def evaluate_model(config_path: Path, png_frames: int) -> Dict[str, Any]:
+    """ns-eval's metrics (test scenes), per-frame inference time, and a few frames for the figure."""
+    from nerfstudio.utils.eval_utils import eval_setup
+
+    from nerfconvert.distillnerf.pipeline import eval_frames
+
+    _, pipeline, _, _ = eval_setup(config_path, test_mode="test")
+    metrics = pipeline.get_average_eval_image_metrics(get_std=True)
+    model = pipeline.model
+    times: List[float] = []
+    samples: List[Dict[str, Any]] = []
+    for cameras, batch in eval_frames(pipeline.datamanager):
+        images = batch["image"].to(model.device)
+        model.encode(cameras, images, batch["ego_to_world"])  # warm-up
+        if model.device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        scene, _ = model.encode(cameras, images, batch["ego_to_world"])  # the forward pass: 6 images -> voxels
+        if model.device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+        render = model.render_view(scene, cameras)
+        samples.append({
+            "key": f"{batch['scene']}/t{int(batch['time']):03d}",
+            "image": batch["image"].cpu().numpy(), "pred": render["rgb"].cpu().numpy(),
+            "pred_depth": render["z_depth"].cpu().numpy(),
+            "gt_depth": batch["gt_depth"].cpu().numpy() if "gt_depth" in batch else None,
+            "sky": batch["sky_mask"].cpu().numpy() if "sky_mask" in batch else None,
+            "teacher_depth": batch["dense_depth"].cpu().numpy() if "dense_depth" in batch else None,
+        })
+    metrics["forward_seconds_per_frame"] = float(np.median(times)) if times else float("nan")
+    metrics["num_cameras"] = int(model.trained_num_cameras)
+    metrics["num_parameters"] = int(sum(p.numel() for p in model.parameters()))
+    return {"metrics": metrics, "samples": samples, "eval_scenes": pipeline.datamanager.scene_names("test")}
+
+
+@torch.no_grad()
+def evaluate_teacher(root: Path, samples: List[Dict[str, Any]], render_size) -> Dict[str, Any]:
+    """The per-scene teachers at the same input cameras: PSNR/SSIM of their renders, AbsRel of
+    their cached depth (block-averaged to the model's render resolution, same cells)."""
+    from nerfstudio.utils.eval_utils import eval_setup
+    from torchmetrics.functional import peak_signal_noise_ratio, structural_similarity_index_measure
+
+    from nerfconvert.distillnerf.dataparser import read_cache_meta, read_scenes
+    from nerfconvert.distillnerf.losses import block_mean_depth
+    from nerfconvert.distillnerf.model import depth_abs_rel
+
+    scenes = {s.name: s for s in read_scenes(root)}
+    pipelines: Dict[str, Any] = {}
+    psnrs, ssims, absrels = [], [], []
+    for sample in samples:
+        scene_name, step = sample["key"].split("/")
+        scene = scenes[scene_name]
+        if scene_name not in pipelines:
+            meta = read_cache_meta(scene)
+            _, pipelines[scene_name], _, _ = eval_setup(scene.root / meta["config"], test_mode="inference")
+        pipeline = pipelines[scene_name]
+        dataset = pipeline.datamanager.train_dataset
+        wanted = [i for i, f in enumerate(dataset.image_filenames) if f"/{step}/" in str(f)]
+        renders, gts = [], []
+        for i in wanted:
+            out = pipeline.model.get_outputs_for_camera(dataset.cameras[i : i + 1].to(pipeline.device))
+            renders.append(out["rgb"].clamp(0, 1).cpu())
+            gts.append(dataset.get_image_float32(i)[..., :3])
+            if Path(str(dataset.image_filenames[i])).stem == "CAM_FRONT":
+                sample["teacher_front"] = renders[-1].numpy()
+        teacher, gt = torch.stack(renders), torch.stack(gts)
+        psnrs.append(float(peak_signal_noise_ratio(teacher, gt, data_range=1.0)))
+        ssims.append(float(structural_similarity_index_measure(teacher.permute(0, 3, 1, 2), gt.permute(0, 3, 1, 2),
+                                                               data_range=1.0)))
+        if sample["teacher_depth"] is not None and sample["gt_depth"] is not None:
+            tz = torch.from_numpy(sample["teacher_depth"])
+            small, _ = block_mean_depth(tz, torch.ones_like(tz, dtype=torch.bool), render_size)
+            absrels.append(depth_abs_rel(small, torch.from_numpy(sample["gt_depth"]),
+                                         torch.from_numpy(sample["sky"]) if sample["sky"] is not None else None))
+    return {"recon_psnr": float(np.mean(psnrs)), "recon_ssim": float(np.mean(ssims)),
+            "recon_depth_abs_rel": float(np.nanmean(absrels)) if absrels else float("nan")}
+
+
+def plot_frames(models: Dict[str, Dict[str, Any]], frames: int, path: Path) -> None:
+    """Front camera of a few held-out frames: input, each model's prediction, the teacher, and the
+    depths (ground truth, models, teacher)."""
+    import matplotlib.pyplot as plt
+
+    names = list(models)
+    first = models[names[0]]["samples"][:frames]
+    cols = ["input (= ground truth RGB)"] + [f"{n}" for n in names] + ["teacher", "GT depth"] + \
+           [f"{n} depth" for n in names] + ["teacher depth"]
+    fig, axes = plt.subplots(len(first), len(cols), figsize=(2.2 * len(cols), 1.5 * len(first) + 0.6), squeeze=False)
+    for r, sample in enumerate(first):
+        gt_depth = sample["gt_depth"][0] if sample["gt_depth"] is not None else None
+        vmax = 60.0
+
+        def depth(ax, z):
+            if z is None:
+                ax.set_facecolor("lightgrey")
+                return
+            ax.imshow(np.clip(z, 0, vmax), cmap="turbo_r", vmin=0, vmax=vmax, interpolation="nearest")
+
+        row = [lambda ax: ax.imshow(sample["image"][0])]
+        for n in names:
+            row.append(lambda ax, n=n: ax.imshow(np.clip(models[n]["samples"][r]["pred"][0], 0, 1)))
+        row.append(lambda ax: ax.imshow(sample["teacher_front"]) if "teacher_front" in sample else ax.set_facecolor("lightgrey"))
+        row.append(lambda ax: depth(ax, gt_depth))
+        for n in names:
+            row.append(lambda ax, n=n: depth(ax, models[n]["samples"][r]["pred_depth"][0]))
+        row.append(lambda ax: depth(ax, sample["teacher_depth"][0] if sample["teacher_depth"] is not None else None))
+        for c, draw in enumerate(row):
+            ax = axes[r, c]
+            draw(ax)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(cols[c], fontsize=7)
+        axes[r, 0].set_ylabel(sample["key"], fontsize=7)
+    fig.suptitle("DistillNeRF on held-out scenes (front camera; depth 0-60 m, sky/far clipped)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(rows: List[Dict[str, Any]], settings: Dict[str, Any], command: str, results: Path, tag: str,
+                 eval_scenes: List[str]) -> str:
+    def f(v, d=2):
+        return "n/a" if v is None or v != v else f"{v:.{d}f}"
+
+    lines = [
+        f"# DistillNeRF benchmark ({tag})",
+        "",
+        f"Command: `{command}`",
+        f"Date: {datetime.date.today().isoformat()}. Hardware: {_hardware()}.",
+        f"Held-out (test) scenes: {', '.join(eval_scenes)}; settings: {json.dumps(settings)}.",
+        "",
+        "| method | recon PSNR | recon SSIM | prev PSNR | prev SSIM | next PSNR | next SSIM | depth AbsRel | train time | per-frame forward |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['method']} | {f(r.get('recon_psnr'))} | {f(r.get('recon_ssim'), 3)} | {f(r.get('prev_psnr'))} | "
+            f"{f(r.get('prev_ssim'), 3)} | {f(r.get('next_psnr'))} | {f(r.get('next_ssim'), 3)} | "
+            f"{f(r.get('recon_depth_abs_rel'), 3)} | {r.get('train_time', 'n/a')} | {r.get('forward', 'n/a')} |"
+        )
+    lines += [
+        "",
+        "recon: the input cameras of a frame; prev/next: the same rig one time step earlier/later (novel views).",
+        "Depth AbsRel: rendered z-depth vs the generator's exact depth, at the model's render resolution (1/4),",
+        "cells fully covered by ground truth within 80 m, no sky. Teachers: per-scene nerfacto on all time steps",
+        "(their cached dense depth block-averaged to the same cells); novel views are not defined for them.",
+        "",
+    ]
+    text = "\n".join(lines)
+    results.mkdir(parents=True, exist_ok=True)
+    (results / f"distillnerf_model_{tag}.md").write_text(text)
+    (results / f"distillnerf_model_{tag}.json").write_text(
+        json.dumps({"rows": rows, "settings": settings, "command": command, "hardware": _hardware(),
+                    "date": datetime.date.today().isoformat(), "eval_scenes": eval_scenes}, indent=1)
+    )
+    return text
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work-dir", type=Path, default=Path("/tmp/nerfconvert-bench-distillnerf-quick"))
+    parser.add_argument("--results-dir", type=Path, default=REPO / "benchmarks" / "results")
+    parser.add_argument("--tag", default="quick")
+    parser.add_argument("--num-scenes", type=int, default=6, help="generated scenes (split by scene)")
+    parser.add_argument("--train-fraction", type=float, default=0.67, help="share of scenes trained on; the rest are held out")
+    parser.add_argument("--num-steps", type=int, default=4, help="time steps per scene")
+    parser.add_argument("--width", type=int, default=64)
+    parser.add_argument("--height", type=int, default=36)
+    parser.add_argument("--teacher-steps", type=int, default=300)
+    parser.add_argument("--teacher-rays", type=int, default=1024)
+    parser.add_argument("--train-steps", type=int, default=300, help="distillnerf steps (each model)")
+    parser.add_argument("--png-frames", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest on a shared CPU)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if not torch.cuda.is_available():
+        torch.set_num_threads(args.threads)
+    command = "nerfconvert bench distillnerf" + ("" if args.tag == "quick" else f" --mode {args.tag}")
+    from nerfconvert.scenes.driving import generate_driving_dataset
+
+    root = args.work_dir / "scenes"
+    if not (root / "scene-000" / "scene.json").exists():
+        generate_driving_dataset(root, num_scenes=args.num_scenes, num_steps=args.num_steps, width=args.width,
+                                 height=args.height, seed=args.seed)
+    teacher_times = train_teachers(root, args.teacher_steps, args.teacher_rays)
+    settings = {k: getattr(args, k) for k in ("num_scenes", "train_fraction", "num_steps", "width", "height",
+                                               "teacher_steps", "teacher_rays", "train_steps", "threads", "seed")}
+    models: Dict[str, Dict[str, Any]] = {}
+    rows: List[Dict[str, Any]] = []
+    for name, distill in (("distilled", True), ("no-distillation", False)):
+        run = train_model(root, args.work_dir / "runs", name, args.train_steps, distill, args.seed, args.train_fraction)
+        models[name] = evaluate_model(run["config"], args.png_frames)
+        m = models[name]["metrics"]
+        rows.append({"method": f"DistillNeRF ({name})", **{k: v for k, v in m.items()},
+                     "train_time": f"{run['seconds']:.0f} s", "forward": f"{1000 * m['forward_seconds_per_frame']:.0f} ms"})
+        print(json.dumps(rows[-1]), flush=True)
+    eval_scenes = models["distilled"]["eval_scenes"]
+    samples = models["distilled"]["samples"]
+    h = -(-args.height // 4)
+    w = -(-args.width // 4)
+    teacher = evaluate_teacher(root, samples, (h, w))
+    held_out_times = [teacher_times[s] for s in eval_scenes if s in teacher_times]
+    rows.append({"method": "per-scene teacher (nerfacto, upper bound)", **teacher,
+                 "train_time": f"{np.mean(held_out_times):.0f} s per scene" if held_out_times else "n/a",
+                 "forward": "n/a (trained per scene)"})
+    plot_frames(models, args.png_frames, args.results_dir / f"distillnerf_model_{args.tag}.png")
+    print(write_report(rows, settings, command, args.results_dir, args.tag, eval_scenes))
+    return 0
+
+
+MODES = {
+    "smoke": ["--num-scenes", "3", "--num-steps", "3", "--teacher-steps", "20", "--train-steps", "5", "--png-frames", "1"],
+    # what benchmarks/README.md records, sized for a shared 2-core CPU
+    "quick": [],
+    # nuScenes-like resolution and longer training: meant for a GPU (not run on CPU)
+    "full": ["--num-scenes", "40", "--num-steps", "10", "--width", "228", "--height", "128", "--teacher-steps", "5000",
+             "--teacher-rays", "4096", "--train-steps", "20000", "--train-fraction", "0.8", "--threads", "8"],
+}
+
+
+def run(mode: str, work_dir: Optional[Path], results_dir: Path) -> int:
+    """Entry of ``nerfconvert bench distillnerf`` (see ``nerfconvert.bench.RUNNERS``)."""
+    if mode == "real":
+        mode = "full"
+    work_dir = work_dir or Path(f"/tmp/nerfconvert-bench-distillnerf-{mode}")
+    return main(MODES[mode] + ["--work-dir", str(work_dir), "--results-dir", str(results_dir), "--tag", mode])
