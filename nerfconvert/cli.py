@@ -21,6 +21,7 @@ from nerfconvert import NerfconvertError
 from nerfconvert.bench import Bench
 from nerfconvert.compress.cli import Decompress, Inspect
 from nerfconvert.distillnerf.predict import DistillNerfPredict
+from nerfconvert.distillnerf.teachers import DistillNerfTeachers
 
 
 @dataclass
@@ -109,6 +110,7 @@ Commands = Union[
     Annotated[Decompress, tyro.conf.subcommand("decompress")],
     Annotated[Bench, tyro.conf.subcommand("bench")],
     Annotated[DistillNerfPredict, tyro.conf.subcommand("distillnerf-predict")],
+    Annotated[DistillNerfTeachers, tyro.conf.subcommand("distillnerf-teachers")],
 ]
 
 

@@ -1,0 +1,46 @@
+"""DistillNeRF data benchmark: teacher depth vs ground truth on procedural driving scenes, next to
+the raw sparse LiDAR. Generates the scenes, trains one teacher per scene
+(``nerfconvert distillnerf-teachers``), then scores the cached depth.
+
+    nice -n 10 python benchmarks/distillnerf_data.py --num-scenes 2 --num-steps 3 --width 64 --height 36 --steps 200
+
+Code in ``nerfconvert/distillnerf/data_benchmark.py``; results in benchmarks/results/distillnerf_data.{json,md,png}.
+"""
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from nerfconvert.distillnerf.data_benchmark import run
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--num-scenes", type=int, default=2)
+    parser.add_argument("--num-steps", type=int, default=3)
+    parser.add_argument("--width", type=int, default=64)
+    parser.add_argument("--height", type=int, default=36)
+    parser.add_argument("--steps", type=int, default=200, help="teacher training steps per scene")
+    parser.add_argument("--method", default="nerfacto")
+    parser.add_argument("--work-dir", type=Path, default=Path("outputs/distillnerf_data_bench"))
+    parser.add_argument("--results", type=Path, default=Path("benchmarks/results"))
+    args = parser.parse_args()
+    result = run(args.work_dir, args.num_scenes, args.num_steps, args.width, args.height, args.steps, args.method)
+    args.results.mkdir(parents=True, exist_ok=True)
+    (args.results / "distillnerf_data.json").write_text(json.dumps(result, indent=2) + "\n")
+    shutil.copy(args.work_dir / "depth_scene-000.png", args.results / "distillnerf_data.png")
+    lines = ["| scene | teacher AbsRel | teacher δ<1.25 | teacher coverage | LiDAR AbsRel | LiDAR δ<1.25 | LiDAR coverage |",
+             "|---|---|---|---|---|---|---|"]
+    for name, r in list(result["scenes"].items()) + [("all", result["all"])]:
+        t, lid = r["teacher"], r["lidar"]
+        lines.append(f"| {name} | {t['abs_rel']:.3f} | {t['delta_1.25']:.3f} | {t['coverage']:.1%} | "
+                     f"{lid['abs_rel']:.3f} | {lid['delta_1.25']:.3f} | {lid['coverage']:.1%} |")
+    (args.results / "distillnerf_data.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,215 @@
+"""Per-scene teacher NeRFs and their dense depth cache (DistillNeRF's L_depth' targets).
+
+``nerfconvert distillnerf-teachers --scenes <root>`` trains one nerfstudio run per scene on all
+its time steps (stock ``nerfacto`` by default; any method nerfconvert has a view for), then
+renders depth and opacity for every frame into ``<scene>/teacher_cache/``::
+
+    teacher_cache/teacher.json          teacher method, run config, steps; written last ("complete")
+    teacher_cache/t000/<cam>_depth.npy  float32 [H, W] z-depth in metres
+    teacher_cache/t000/<cam>_opacity.npy float32 [H, W] accumulated opacity
+
+Teacher runs are normal nerfstudio runs in ``<scene>/teacher_runs/`` (open them with ns-viewer).
+A scene with a complete cache is skipped; an unfinished one (no teacher.json) is redone from scratch.
+
+The paper distils EmerNeRF, which separates static and dynamic parts; a stock static NeRF blurs
+moving cars, which the data benchmark measures (benchmarks/README.md).
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import json
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+
+from nerfconvert import NerfconvertError
+from nerfconvert.distillnerf.dataparser import CACHE_DIR, CACHE_META, SceneRecord, frames_to_cameras, read_cache_meta, read_scenes
+
+RUNS_DIR = "teacher_runs"
+
+
+def teacher_config(method: str, scene_dir: Path, max_num_iterations: int, device_type: str):
+    """The stock config of ``method`` on a scene's all-steps transforms.json, all frames used for training."""
+    from nerfstudio.configs.method_configs import all_methods
+    from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
+
+    if method not in all_methods:
+        raise NerfconvertError(f"Unknown teacher method {method!r}; pick one of `ns-train --help` (e.g. nerfacto).")
+    from nerfconvert.views.registry import view_class_for
+
+    view_class_for(all_methods[method].pipeline.model._target)  # no view -> clear error before training
+    config = copy.deepcopy(all_methods[method])
+    config.output_dir = scene_dir / RUNS_DIR
+    config.experiment_name = scene_dir.name
+    config.timestamp = "teacher"
+    config.vis = "tensorboard"
+    config.max_num_iterations = max_num_iterations
+    config.steps_per_save = max_num_iterations
+    config.save_only_latest_checkpoint = True
+    config.steps_per_eval_batch = 10**9
+    config.steps_per_eval_image = 10**9
+    config.steps_per_eval_all_images = 10**9
+    config.machine.device_type = device_type
+    config.mixed_precision = config.mixed_precision and device_type == "cuda"
+    config.pipeline.datamanager.dataparser = NerfstudioDataParserConfig(data=scene_dir, eval_mode="all")
+    # Poses are exact (procedural) or surveyed (nuScenes): pose refinement would only move the depth frame.
+    camera_optimizer = getattr(config.pipeline.model, "camera_optimizer", None)
+    if camera_optimizer is not None:
+        camera_optimizer.mode = "off"
+    if hasattr(config.pipeline.model, "implementation") and device_type != "cuda":
+        config.pipeline.model.implementation = "torch"
+    return config
+
+
+def render_cache(config_path: Path, scene: SceneRecord, cache_dir: Path, device: Optional[str] = None) -> int:
+    """Render z-depth and opacity of every frame of ``scene`` with the run at ``config_path``."""
+    from nerfconvert.distillnerf.data import z_depth_factor
+    from nerfconvert.views import load_run
+
+    pipeline, _ = load_run(config_path, device=device)
+    outputs = pipeline.datamanager.train_dataparser_outputs
+    transform = torch.eye(4)
+    transform[:3, :4] = outputs.dataparser_transform
+    scale = float(outputs.dataparser_scale)
+    count = 0
+    for step in scene.steps:
+        step_dir = cache_dir / f"t{step.time:03d}"
+        step_dir.mkdir(parents=True, exist_ok=True)
+        for frame in step.frames:
+            camera = frames_to_cameras([frame])
+            # World (metres) -> the teacher's dataparser frame, as nerfstudio's parser moved its cameras.
+            c2w = transform @ torch.cat([camera.camera_to_worlds[0], torch.tensor([[0.0, 0.0, 0.0, 1.0]])])
+            c2w[:3, 3] *= scale
+            camera.camera_to_worlds = c2w[None, :3, :4]
+            with torch.no_grad():
+                rendered = pipeline.model.get_outputs_for_camera(camera.to(pipeline.device))
+            distance = rendered["depth"][..., 0].cpu() / scale
+            depth = (distance * z_depth_factor(camera)[0]).numpy().astype(np.float32)
+            opacity = rendered["accumulation"][..., 0].cpu().numpy().astype(np.float32)
+            np.save(step_dir / f"{frame.camera}_depth.npy", depth)
+            np.save(step_dir / f"{frame.camera}_opacity.npy", opacity)
+            count += 1
+    return count
+
+
+def _write_json_atomic(path: Path, data: Dict) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def make_teacher(
+    scene: SceneRecord, method: str, max_num_iterations: int, device_type: str, config_hook=None
+) -> Path:
+    """Train the scene's teacher and fill its cache; returns the run's config.yml."""
+    from nerfstudio.scripts import train
+
+    if scene.root is None:
+        raise NerfconvertError(
+            f"Scene {scene.name} is not a scene folder (nuScenes scenes are read in place); teachers train on "
+            "scene folders with a transforms.json."
+        )
+    cache_dir = scene.cache_dir
+    run_dir = scene.root / RUNS_DIR
+    # An interrupted scene: drop whatever it left, then start over.
+    for leftover in (cache_dir, run_dir):
+        if leftover.exists():
+            shutil.rmtree(leftover)
+    config = teacher_config(method, scene.root, max_num_iterations, device_type)
+    if config_hook is not None:
+        config_hook(config)
+    train.main(config)
+    config_path = config.get_base_dir() / "config.yml"
+    frames = render_cache(config_path, scene, cache_dir, device="cuda" if device_type == "cuda" else "cpu")
+    _write_json_atomic(
+        cache_dir / CACHE_META,
+        {
+            "complete": True,
+            "teacher": method,
+            "config": str(config_path.relative_to(scene.root)),
+            "max_num_iterations": max_num_iterations,
+            "frames": frames,
+            "depth": "z-depth along the optical axis in metres",
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        },
+    )
+    return config_path
+
+
+def run_teachers(
+    root: Path,
+    method: str = "nerfacto",
+    max_num_iterations: int = 5000,
+    scenes: Tuple[str, ...] = (),
+    redo: bool = False,
+    device_type: Optional[str] = None,
+    config_hook=None,
+) -> Dict[str, str]:
+    """Teachers for every scene under ``root``; returns {scene: "done" | "skipped"}."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from nerfstudio.utils.rich_utils import CONSOLE
+
+    records = read_scenes(Path(root), tuple(scenes))
+    device_type = device_type or ("cuda" if torch.cuda.is_available() else "cpu")
+    status: Dict[str, str] = {}
+    todo: List[SceneRecord] = []
+    for scene in records:
+        meta = read_cache_meta(scene)
+        if meta is not None and not redo:
+            if meta.get("teacher") != method:
+                raise NerfconvertError(
+                    f"Scene {scene.name} already has a depth cache from teacher '{meta.get('teacher')}', not "
+                    f"'{method}'. Pass --redo to replace it, or --method {meta.get('teacher')}."
+                )
+            status[scene.name] = "skipped"
+        else:
+            todo.append(scene)
+    if status:
+        CONSOLE.print(f"Skipping {len(status)} scene(s) with a finished {method} cache: {', '.join(status)}")
+    columns = (TextColumn("[bold]teachers[/bold] {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=CONSOLE, transient=False) as progress:
+        task = progress.add_task("", total=len(records), completed=len(status))
+        for scene in todo:
+            progress.update(task, description=scene.name)
+            make_teacher(scene, method, max_num_iterations, device_type, config_hook)
+            status[scene.name] = "done"
+            progress.advance(task)
+    return status
+
+
+@dataclass
+class DistillNerfTeachers:
+    """Train one teacher NeRF per driving scene and cache its dense depth next to the data
+    (DistillNeRF's distillation targets). Finished scenes are skipped; interrupted ones redone."""
+
+    scenes: Path
+    """Folder of driving scene folders (each with scene.json and transforms.json)."""
+    method: str = "nerfacto"
+    """Teacher method: any nerfstudio method nerfconvert has a view for (nerfacto, tensorf, vanilla-nerf, plenoxels)."""
+    max_num_iterations: int = 5000
+    """Training steps per teacher."""
+    only: Tuple[str, ...] = ()
+    """Only these scene names."""
+    redo: bool = False
+    """Retrain scenes that already have a cache."""
+    device_type: Optional[str] = None
+    """cpu or cuda (default: cuda when available)."""
+
+    def main(self) -> None:
+        from nerfstudio.utils.rich_utils import CONSOLE
+
+        status = run_teachers(self.scenes, self.method, self.max_num_iterations, self.only, self.redo, self.device_type)
+        done = sum(v == "done" for v in status.values())
+        CONSOLE.print(f"[green]{done} teacher(s) trained, {len(status) - done} skipped; caches in <scene>/{CACHE_DIR}/[/green]")
+
+
+__all__ = ["DistillNerfTeachers", "make_teacher", "render_cache", "run_teachers", "teacher_config"]

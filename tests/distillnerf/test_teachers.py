@@ -1,0 +1,88 @@
+"""``nerfconvert distillnerf-teachers``: per-scene teachers, the depth cache, resuming, errors.
+
+Teachers are stock nerfacto trained through nerfstudio's real ``ns-train`` path for a few steps
+on a smaller set than the data tests (2 scenes x 2 steps x 6 cameras at 24x16) to stay cheap.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from nerfconvert import NerfconvertError
+
+
+def _tiny(config) -> None:
+    from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManagerConfig
+
+    dm = config.pipeline.datamanager
+    # In-process data manager (nerfacto's parallel one spawns workers: seconds of start-up each).
+    config.pipeline.datamanager = VanillaDataManagerConfig(dataparser=dm.dataparser, train_num_rays_per_batch=128)
+    model = config.pipeline.model
+    model.eval_num_rays_per_chunk = 4096
+    model.num_nerf_samples_per_ray = 8
+    model.num_proposal_samples_per_ray = (8, 8)
+    model.implementation = "torch"
+
+
+@pytest.fixture(scope="module")
+def teacher_root(tmp_path_factory):
+    from nerfconvert.distillnerf.teachers import run_teachers
+    from nerfconvert.scenes.driving import generate_driving_dataset
+
+    root = generate_driving_dataset(tmp_path_factory.mktemp("teachers"), num_scenes=2, num_steps=2, width=24, height=16)
+    # First run: one scene only (the second test runs on both).
+    status = run_teachers(root, scenes=("scene-000",), max_num_iterations=3, config_hook=_tiny, device_type="cpu")
+    assert status == {"scene-000": "done"}
+    return root
+
+
+def test_cache_written_and_loaded(teacher_root):
+    from nerfconvert.distillnerf.data import DistillNerfDataManagerConfig
+
+    for scene in ("scene-000",):
+        meta = json.loads((teacher_root / scene / "teacher_cache" / "teacher.json").read_text())
+        assert meta["complete"] and meta["teacher"] == "nerfacto" and meta["frames"] == 2 * 6
+        assert (teacher_root / scene / meta["config"]).is_file()  # a normal nerfstudio run
+        depth = np.load(teacher_root / scene / "teacher_cache" / "t001" / "CAM_FRONT_depth.npy")
+        assert depth.shape == (16, 24) and np.all(np.isfinite(depth)) and np.all(depth > 0)
+    dm = DistillNerfDataManagerConfig(data=teacher_root, eval_target_offsets=(1,)).setup(device="cpu")
+    _, batch = dm.get_frame("scene-000", 0, offsets=(0, 1))
+    _, uncached = dm.get_frame("scene-001", 0)
+    assert "dense_depth" not in uncached
+    assert batch["dense_depth"].shape == (6, 16, 24) and batch["dense_opacity"].shape == (6, 16, 24)
+    assert torch.all(batch["dense_depth"] > 0)
+    assert batch["targets"][1]["dense_depth"].shape == (6, 16, 24)
+    with pytest.raises(NerfconvertError, match="made by teacher 'nerfacto', not 'tensorf'"):
+        DistillNerfDataManagerConfig(data=teacher_root, teacher="tensorf").setup(device="cpu")
+
+
+def test_second_run_skips_finished_and_redoes_interrupted(teacher_root):
+    from nerfconvert.distillnerf.teachers import run_teachers
+
+    finished = teacher_root / "scene-000" / "teacher_cache" / "teacher.json"
+    stamp = finished.stat().st_mtime_ns
+    # scene-001 "interrupted": a half-written cache (no teacher.json) and a stray run folder.
+    partial = teacher_root / "scene-001" / "teacher_cache" / "t000"
+    partial.mkdir(parents=True)
+    (partial / "CAM_FRONT_depth.npy").write_bytes(b"truncated")
+    (teacher_root / "scene-001" / "teacher_runs" / "scene-001").mkdir(parents=True)
+    status = run_teachers(teacher_root, max_num_iterations=3, config_hook=_tiny, device_type="cpu")
+    assert status == {"scene-000": "skipped", "scene-001": "done"}
+    assert finished.stat().st_mtime_ns == stamp
+    assert (teacher_root / "scene-001" / "teacher_cache" / "teacher.json").is_file()
+    assert np.load(partial / "CAM_FRONT_depth.npy").shape == (16, 24)
+    with pytest.raises(NerfconvertError, match="already has a depth cache from teacher 'nerfacto'"):
+        run_teachers(teacher_root, method="tensorf", max_num_iterations=3, device_type="cpu")
+
+
+def test_cli_errors(tmp_path, capsys):
+    from nerfconvert.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["distillnerf-teachers", "--scenes", str(tmp_path / "missing")])
+    assert exit_info.value.code == 2
+    assert "does not exist" in capsys.readouterr().err
