@@ -82,7 +82,7 @@ def train_model(root: Path, out: Path, name: str, steps: int, distill: bool, see
     return {"config": base / "config.yml", "seconds": seconds}
 
 
-def train_teachers(root: Path, steps: int, rays: int) -> Dict[str, float]:
+def train_teachers(root: Path, steps: int, rays: int, only: Optional[List[str]] = None, part: str = "") -> Dict[str, float]:
     """Per-scene teachers (``nerfconvert distillnerf-teachers``), one scene at a time so that each
     scene's wall time is known; finished scenes are skipped (and keep their recorded time)."""
     from nerfconvert.distillnerf.dataparser import read_scenes
@@ -97,15 +97,17 @@ def train_teachers(root: Path, steps: int, rays: int) -> Dict[str, float]:
             config.pipeline.model.implementation = "torch"
 
     times: Dict[str, float] = {}
-    record = root / "bench_teacher_times.json"
-    if record.exists():
-        times = json.loads(record.read_text())
+    for earlier in sorted(root.glob("bench_teacher_times*.json")):  # parts may run side by side
+        times.update(json.loads(earlier.read_text()))
+    record = root / f"bench_teacher_times{part}.json"
     for scene in read_scenes(root):
+        if only is not None and scene.name not in only:
+            continue
         start = time.perf_counter()
         status = run_teachers(root, "nerfacto", steps, scenes=(scene.name,), config_hook=hook)
         if status.get(scene.name) == "done" or scene.name not in times:
             times[scene.name] = time.perf_counter() - start
-        record.write_text(json.dumps(times, indent=1))
+        record.write_text(json.dumps({k: v for k, v in times.items() if only is None or k in only}, indent=1))
     return times
 
 
@@ -324,8 +326,9 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 MODES = {
     "smoke": ["--num-scenes", "3", "--num-steps", "3", "--teacher-steps", "20", "--train-steps", "5", "--png-frames", "1"],
-    # what benchmarks/README.md records, sized for a shared 2-core CPU
-    "quick": [],
+    # what benchmarks/README.md records, sized for a 2-core CPU shared with many other jobs
+    "quick": ["--num-scenes", "4", "--num-steps", "3", "--train-fraction", "0.5", "--teacher-steps", "60",
+              "--teacher-rays", "512", "--train-steps", "120"],
     # nuScenes-like resolution and longer training: meant for a GPU (not run on CPU)
     "full": ["--num-scenes", "40", "--num-steps", "10", "--width", "228", "--height", "128", "--teacher-steps", "5000",
              "--teacher-rays", "4096", "--train-steps", "20000", "--train-fraction", "0.8", "--threads", "8"],
