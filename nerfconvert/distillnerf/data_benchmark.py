@@ -118,6 +118,11 @@ def run(output: Path, num_scenes: int, num_steps: int, width: int, height: int, 
 
 
 def _cpu_friendly(config) -> None:
-    """Smaller ray batches than nerfacto's 4096: the recorded runs are on a shared 2-core CPU."""
-    config.pipeline.datamanager.train_num_rays_per_batch = 1024
+    """Smaller ray batches than nerfacto's 4096 and the in-process data manager (no spawned
+    workers): the recorded runs are on a shared 2-core CPU."""
+    from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManagerConfig
+
+    config.pipeline.datamanager = VanillaDataManagerConfig(
+        dataparser=config.pipeline.datamanager.dataparser, train_num_rays_per_batch=1024
+    )
     config.pipeline.model.eval_num_rays_per_chunk = 4096
