@@ -20,6 +20,7 @@ from typing_extensions import Annotated
 from nerfconvert import NerfconvertError
 from nerfconvert.bench import Bench
 from nerfconvert.compress.cli import Decompress, Inspect
+from nerfconvert.viewer import View
 from nerfconvert.distillnerf.predict import DistillNerfPredict
 from nerfconvert.distillnerf.teachers import DistillNerfTeachers
 
@@ -108,6 +109,7 @@ Commands = Union[
     Annotated[Describe, tyro.conf.subcommand("describe")],
     Annotated[Inspect, tyro.conf.subcommand("inspect")],
     Annotated[Decompress, tyro.conf.subcommand("decompress")],
+    Annotated[View, tyro.conf.subcommand("view")],
     Annotated[Bench, tyro.conf.subcommand("bench")],
     Annotated[DistillNerfPredict, tyro.conf.subcommand("distillnerf-predict")],
     Annotated[DistillNerfTeachers, tyro.conf.subcommand("distillnerf-teachers")],

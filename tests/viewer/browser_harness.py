@@ -1,0 +1,229 @@
+"""The browser harness: a viewer process (stock ``ns-viewer``, ``nerfconvert view`` or ``ns-train --vis
+viewer``) on a free port, the page opened in headless Debian Chromium through Selenium, and the
+rendered frame read back from a screenshot.
+
+How a rendered frame is recognised: nerfstudio's viewer starts one render loop per connected
+browser (``Viewer.handle_new_client``); the page sends its camera on connect, and every frame the
+loop sends (``RenderStateMachine._send_output_to_viewer`` -> ``set_background_image``) also rewrites
+the "Resolution: WxHpx" line of the stats panel (it reads 0x0px until then). Once the static
+high-resolution frame (``max_res`` on its long side) is announced, the screenshot shows it."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional
+
+import numpy as np
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+WINDOW = (640, 480)
+MAX_RES = 512  # nerfstudio's default Max res: the long side of the static frame
+# Per-pixel standard deviation (0..255, over the scene part of the canvas) below which a frame
+# counts as blank or uniform. A constant-colour model gives 0 (the JPEG of a flat image is flat).
+MIN_PIXEL_STD = 2.0
+RESULTS = Path(os.environ.get("NERFCONVERT_VIEWER_RESULTS", Path(tempfile.gettempdir()) / "nerfconvert-viewer-results"))
+
+missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not Path(p).exists()]
+needs_browser = pytest.mark.skipif(
+    bool(missing), reason=f"{' and '.join(missing)} not installed (apt-get install -y chromium chromium-driver)"
+)
+
+
+def bin_(name: str) -> str:
+    return str(Path(sys.executable).parent / name)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def red_pixels(scene: np.ndarray) -> int:
+    """Pixels of the hard-pose frustums' red (230, 40, 40)."""
+    rgb = scene.astype(np.int32)
+    return int(((rgb[:, 0] > 150) & (rgb[:, 0] - rgb[:, 1] > 90) & (rgb[:, 0] - rgb[:, 2] > 90)).sum())
+
+
+class BlankRender(AssertionError):
+    """The viewer's frame is blank or uniform."""
+
+
+@dataclass
+class Frame:
+    screenshot: np.ndarray  # [H, W, 3] uint8, the whole page
+    scene: np.ndarray  # the canvas part that shows the render (panel and axes gizmo cut away)
+    path: Path
+
+    @property
+    def pixel_std(self) -> float:
+        return float(self.scene.astype(np.float64).reshape(-1, 3).std(axis=0).max())
+
+
+def check_not_blank(frame: Frame, threshold: float = MIN_PIXEL_STD) -> None:
+    if frame.pixel_std <= threshold:
+        raise BlankRender(
+            f"the viewer's frame is blank/uniform: pixel std {frame.pixel_std:.2f} <= {threshold} ({frame.path})"
+        )
+
+
+class ViewerProcess:
+    def __init__(self, command: List[str], log_path: Path, env: Optional[dict] = None):
+        self.log_path = log_path
+        self._log = open(log_path, "w")
+        self.proc = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT, env=env)
+
+    def log_tail(self) -> str:
+        return self.log_path.read_text(errors="replace")[-3000:]
+
+    def wait_for_page(self, url: str, timeout: float = 300) -> None:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            assert self.proc.poll() is None, "the viewer exited:\n" + self.log_tail()
+            try:
+                with urllib.request.urlopen(url, timeout=5) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.5)
+        raise AssertionError(f"no page at {url} after {timeout:.0f} s:\n" + self.log_tail())
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self._log.close()
+
+
+class Page:
+    """One viewer page in the shared browser."""
+
+    def __init__(self, driver, url: str):
+        from selenium.webdriver.common.by import By
+
+        self.driver, self.url, self.By = driver, url, By
+        driver.get(url)
+
+    def text(self) -> str:
+        return self.driver.find_element(self.By.TAG_NAME, "body").text
+
+    def input_values(self) -> List[str]:
+        return [e.get_attribute("value") or "" for e in self.driver.find_elements(self.By.TAG_NAME, "input")]
+
+    def resolution(self) -> tuple:
+        match = re.search(r"Resolution: (\d+)x(\d+)px", self.text().replace("×", "x"))
+        return (int(match.group(1)), int(match.group(2))) if match else (0, 0)
+
+    def wait_for(self, predicate, what: str, timeout: float = 180, process: Optional[ViewerProcess] = None):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if process is not None:
+                assert process.proc.poll() is None, "the viewer exited:\n" + process.log_tail()
+            value = predicate()
+            if value:
+                return value
+            time.sleep(0.3)
+        raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; page:\n{self.text()[:500]}"
+                             + ("\n" + process.log_tail() if process else ""))
+
+    def click_button(self, label: str) -> None:
+        self.driver.find_element(self.By.XPATH, f"//button[contains(., '{label}')]").click()
+
+    def select(self, current: str, option: str) -> None:
+        """In the viser dropdown that now shows ``current``, pick ``option``."""
+        box = self.wait_for(
+            lambda: self.driver.execute_script(
+                "for (const el of document.querySelectorAll('input')) { if (el.value === arguments[0]) {"
+                " el.scrollIntoView({block: 'center'}); return el; } } return null;", current),
+            f"a dropdown showing {current!r}", timeout=20)
+        box.click()
+        self.wait_for(
+            lambda: self.driver.find_elements(self.By.XPATH, f"//*[@role='option' and normalize-space(.)='{option}']"),
+            f"the option {option!r}", timeout=20)[0].click()
+
+    def scene_box(self):
+        """(x0, y0, x1, y1) of the canvas that is not covered by the control panel."""
+        return self.driver.execute_script(
+            """
+            const c = document.querySelector('canvas').getBoundingClientRect();
+            let right = c.right;
+            for (const el of document.querySelectorAll('button')) {
+              if (el.innerText.includes('Hide Train Cams') || el.innerText.includes('Show Train Cams')) {
+                right = Math.min(right, el.getBoundingClientRect().left - 10);
+              }
+            }
+            return [c.left, c.top, right, c.bottom];
+            """
+        )
+
+    def zoom_out(self, clicks: int) -> None:
+        """Wheel over the scene: the camera starts 0.5 scene units from the origin, inside the object."""
+        from selenium.webdriver.common.action_chains import ActionChains
+        from selenium.webdriver.common.actions.wheel_input import ScrollOrigin
+
+        x0, y0, x1, y1 = self.scene_box()
+        origin = ScrollOrigin.from_viewport(int((x0 + x1) / 2), int((y0 + y1) / 2))
+        for _ in range(clicks):
+            ActionChains(self.driver).scroll_from_origin(origin, 0, 200).perform()
+            time.sleep(0.05)
+
+    def mark(self) -> None:
+        """Start recording every frame resolution the stats panel shows from now on."""
+        self.driver.execute_script(
+            """
+            window.__resolutions = [];
+            if (window.__observer) window.__observer.disconnect();
+            window.__observer = new MutationObserver(() => {
+              const m = document.body.innerText.match(/Resolution: (\\d+)\\D(\\d+)px/);
+              if (m) window.__resolutions.push([+m[1], +m[2]]);
+            });
+            window.__observer.observe(document.body, {subtree: true, childList: true, characterData: true});
+            """
+        )
+
+    def wait_for_static_frame(self, process: Optional[ViewerProcess] = None, timeout: float = 180) -> None:
+        """The render loop has sent the full-resolution frame (after ``mark()``: of the view changed
+        since; a change first gives low-resolution frames, then the static frame at ``max_res``)."""
+
+        def done():
+            seen = self.driver.execute_script("return window.__resolutions")  # None: not marked
+            moved = seen is None or any(MAX_RES not in r for r in seen)
+            return moved and MAX_RES in self.resolution()
+
+        self.wait_for(done, "the full-resolution frame", timeout, process)
+        time.sleep(1.5)  # the browser decodes the JPEG and draws it on its next animation frame
+
+    def capture(self, name: str) -> Frame:
+        from PIL import Image
+
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        path = RESULTS / f"{name}.png"
+        png = self.driver.get_screenshot_as_png()
+        path.write_bytes(png)
+        image = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+        x0, y0, x1, y1 = (int(round(v)) for v in self.scene_box())
+        scene = image[y0:y1, x0:x1].copy()
+        gizmo = 90  # the axes gizmo in the bottom-left corner of viser's canvas is not the render
+        scene = np.concatenate([scene[:-gizmo].reshape(-1, 3), scene[-gizmo:, gizmo:].reshape(-1, 3)])
+        return Frame(image, scene, path)
+
+
+def render_screenshot(page: Page, process: ViewerProcess, name: str) -> Frame:
+    """Wait for the full-resolution frame of the current camera, screenshot it."""
+    page.wait_for_static_frame(process)
+    return page.capture(name)

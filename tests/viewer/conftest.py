@@ -1,0 +1,63 @@
+"""Fixtures of the browser harness (``browser_harness.py``): one headless Chromium per module."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from typing import List, Optional
+
+import pytest
+
+from browser_harness import CHROMEDRIVER, CHROMIUM, WINDOW, Page, ViewerProcess, free_port, missing
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """One headless Chromium for the whole module (the environment's flags, a fresh profile)."""
+    if missing:
+        pytest.skip(f"{' and '.join(missing)} not installed (apt-get install -y chromium chromium-driver)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    profile = tempfile.mkdtemp(prefix="nerfconvert-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 f"--user-data-dir={profile}", f"--window-size={WINDOW[0]},{WINDOW[1]}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    # the page, not the window, is 640x480
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                           {"width": WINDOW[0], "height": WINDOW[1], "deviceScaleFactor": 1, "mobile": False})
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture
+def open_viewer(browser, tmp_path):
+    """``open_viewer(command, name)`` -> (process, page): the viewer command (``{port}`` in it becomes a
+    free port) started, its page open, train cameras hidden, the camera moved out, a first frame shown."""
+    started: List[ViewerProcess] = []
+
+    def _open(command: List[str], name: str, env: Optional[dict] = None, timeout: float = 300, zoom_clicks: int = 10):
+        port = free_port()
+        process = ViewerProcess([part.replace("{port}", str(port)) for part in command],
+                                tmp_path / f"{name}.log", env=env)
+        started.append(process)
+        url = f"http://127.0.0.1:{port}/"
+        process.wait_for_page(url, timeout)
+        page = Page(browser, url)
+        page.wait_for(lambda: "Hide Train Cams" in page.text(), "the viewer's panel", timeout, process)
+        page.click_button("Hide Train Cams")  # their thumbnails are not the render
+        # the camera starts 0.5 scene units from the origin, inside the object: move it out before
+        # the render loop's full-resolution frame, so that every frame from here on sees the object
+        page.zoom_out(zoom_clicks)
+        page.wait_for(lambda: page.resolution()[0] > 0, "the first rendered frame", timeout, process)
+        return process, page
+
+    yield _open
+    for process in started:
+        process.stop()

@@ -1,0 +1,61 @@
+"""Screenshot a run in the web viewer with the test harness (headless Chromium, stock ns-viewer):
+
+    python tests/viewer/screenshot.py <run>/config.yml assets/viewer/<name>.png [--zoom-clicks 10]
+
+Used for the README's Viewing section; prints the frame's pixel standard deviation."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from browser_harness import CHROMEDRIVER, CHROMIUM, WINDOW, Page, ViewerProcess, bin_, check_not_blank, free_port, render_screenshot  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("config", type=Path)
+    parser.add_argument("output", type=Path)
+    parser.add_argument("--zoom-clicks", type=int, default=10)
+    args = parser.parse_args()
+
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    profile = tempfile.mkdtemp(prefix="nerfconvert-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 f"--user-data-dir={profile}", f"--window-size={WINDOW[0]},{WINDOW[1]}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                           {"width": WINDOW[0], "height": WINDOW[1], "deviceScaleFactor": 1, "mobile": False})
+    port = free_port()
+    process = ViewerProcess([bin_("ns-viewer"), "--load-config", str(args.config), "--viewer.websocket-port", str(port),
+                             "--viewer.websocket-host", "127.0.0.1"], Path(tempfile.mkdtemp()) / "viewer.log")
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        process.wait_for_page(url)
+        page = Page(driver, url)
+        page.wait_for(lambda: "Hide Train Cams" in page.text(), "the viewer's panel", 300, process)
+        page.click_button("Hide Train Cams")
+        page.zoom_out(args.zoom_clicks)
+        frame = render_screenshot(page, process, args.output.stem)
+        check_not_blank(frame)
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(frame.path, args.output)
+        print(f"{args.output}: pixel std {frame.pixel_std:.1f}")
+    finally:
+        process.stop()
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
