@@ -89,8 +89,12 @@ def train_teachers(root: Path, steps: int, rays: int, only: Optional[List[str]] 
     from nerfconvert.distillnerf.teachers import run_teachers
 
     def hook(config) -> None:
-        config.pipeline.datamanager.train_num_rays_per_batch = rays
-        config.pipeline.datamanager.eval_num_rays_per_batch = rays
+        from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManagerConfig
+
+        # nerfacto's ParallelDataManager spawns loader processes: slow to start on a small CPU
+        config.pipeline.datamanager = VanillaDataManagerConfig(
+            dataparser=config.pipeline.datamanager.dataparser, train_num_rays_per_batch=rays, eval_num_rays_per_batch=rays
+        )
         config.vis = "tensorboard"
         config.logging.local_writer.enable = False
         if hasattr(config.pipeline.model, "implementation"):
