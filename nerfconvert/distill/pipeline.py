@@ -164,7 +164,10 @@ class TeacherCache:
 
     def fill(self, data: TeacherBatch, num_rays: int, epoch: int, active: bool, generator: torch.Generator) -> None:
         n = len(data)
-        order = torch.cat([torch.randperm(n, generator=generator) for _ in range(self.reuse)])
+        if self.batches == 1 and self.reuse == 1:  # PVD: the batch as drawn, once
+            order = torch.arange(n)
+        else:
+            order = torch.cat([torch.randperm(n, generator=generator) for _ in range(self.reuse)])
         self.order = [order[i : i + num_rays].to(data.pose_index.device) for i in range(0, order.shape[0], num_rays)]
         self.data, self.epoch, self.active = data, epoch, active
 

@@ -31,8 +31,8 @@ def student_model_config(student: str) -> ModelConfig:
     if student == "nerfacto":
         from nerfstudio.models.nerfacto import NerfactoModelConfig
 
-        # stock average_init_density (1.0); a hash teacher's own value is copied in PVDPipeline
-        return NerfactoModelConfig(eval_num_rays_per_chunk=1 << 15, camera_optimizer=off)
+        # the nerfacto method's density scale (0.01); a hash teacher's own value is copied in PVDPipeline
+        return NerfactoModelConfig(eval_num_rays_per_chunk=1 << 15, average_init_density=0.01, camera_optimizer=off)
     if student == "tensorf":
         from nerfstudio.models.tensorf import TensoRFModelConfig
 

@@ -158,6 +158,30 @@ def test_student_samples_at_the_teachers_points_and_gradients_reach_only_phi1_in
     assert pipeline.projection is not None and pipeline.projection.linear is not None  # 16 + 1 vs 75 features
 
 
+def test_teacher_targets_are_labelled_in_batches_and_reused(trained_run, tmp_path):
+    pipeline = _pipeline(
+        trained_run, "nerfacto", "tensorf", tmp_path, stage_steps=(4, 8), teacher_cache_batches=2, teacher_reuse=2,
+        **{"datamanager.steps_per_epoch": 100},
+    )
+    calls = _Counter(pipeline.teacher_view, "sample")
+    used = []
+    for step in range(4):  # stage 1: one labelling of 2 batches, each ray handed out twice
+        pipeline.get_train_loss_dict(step)
+        used.append(pipeline.teacher_cache.data.samples.frustums.origins.shape[0])
+    assert calls.calls == 1 and used == [96] * 4
+    pipeline.get_train_loss_dict(4)  # stage 2 needs phi2 from the teacher: labelled again
+    assert calls.calls == 2 and pipeline.teacher_cache.data.decoded is not None
+    cache = pipeline.teacher_cache
+    counts = torch.bincount(torch.cat(cache.order), minlength=96)
+    assert len(cache.order) == 3 and counts.sum() == 3 * 48  # the first of 4 batches is in use
+
+
+def test_hash_student_takes_the_hash_teachers_density_scale(trained_run, tmp_path):
+    pipeline = _pipeline(trained_run, "nerfacto", "nerfacto", tmp_path, **{"model.average_init_density": 0.01})
+    assert pipeline.student.field.average_init_density == pipeline.teacher_view.field.average_init_density
+    assert pipeline.raw_target(torch.tensor([1.5]), torch.tensor([9.0])).item() == 1.5  # raw compared directly
+
+
 def test_active_learning_feeds_the_pools(trained_run, tmp_path):
     pipeline = _pipeline(trained_run, "nerfacto", "tensorf", tmp_path, stage_steps=(0, 0))
     dm = pipeline.datamanager
