@@ -30,7 +30,7 @@ import pytest
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 WINDOW = (640, 480)
-MAX_RES = 512  # nerfstudio's default Max res: the long side of the static frame
+MAX_RES = 256  # "Max res", set on the page (nerfstudio's default 512 is slow on a CPU): the static frame's long side
 # Per-pixel standard deviation (0..255, over the scene part of the canvas) below which a frame
 # counts as blank or uniform. A constant-colour model gives 0 (the JPEG of a flat image is flat).
 MIN_PIXEL_STD = 2.0
@@ -155,6 +155,19 @@ class Page:
         self.wait_for(
             lambda: self.driver.find_elements(self.By.XPATH, f"//*[@role='option' and normalize-space(.)='{option}']"),
             f"the option {option!r}", timeout=20)[0].click()
+
+    def set_number(self, current: str, value: str) -> None:
+        """Type ``value`` into the viser number field that now shows ``current``."""
+        from selenium.webdriver.common.keys import Keys
+
+        box = self.wait_for(
+            lambda: self.driver.execute_script(
+                "for (const el of document.querySelectorAll('input')) { if (el.value === arguments[0]) {"
+                " el.scrollIntoView({block: 'center'}); return el; } } return null;", current),
+            f"a field showing {current!r}", timeout=20)
+        box.click()
+        box.send_keys(Keys.CONTROL, "a")
+        box.send_keys(value, Keys.ENTER)
 
     def scene_box(self):
         """(x0, y0, x1, y1) of the canvas that is not covered by the control panel."""

@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import pytest
 
-from browser_harness import CHROMEDRIVER, CHROMIUM, WINDOW, Page, ViewerProcess, free_port, missing
+from browser_harness import CHROMEDRIVER, CHROMIUM, MAX_RES, WINDOW, Page, ViewerProcess, free_port, missing
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +52,7 @@ def open_viewer(browser, tmp_path):
         page = Page(browser, url)
         page.wait_for(lambda: "Hide Train Cams" in page.text(), "the viewer's panel", timeout, process)
         page.click_button("Hide Train Cams")  # their thumbnails are not the render
+        page.set_number("512", str(MAX_RES))
         # the camera starts 0.5 scene units from the origin, inside the object: move it out before
         # the render loop's full-resolution frame, so that every frame from here on sees the object
         page.zoom_out(zoom_clicks)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from browser_harness import CHROMEDRIVER, CHROMIUM, WINDOW, Page, ViewerProcess, bin_, check_not_blank, free_port, render_screenshot  # noqa: E402
+from browser_harness import CHROMEDRIVER, CHROMIUM, MAX_RES, WINDOW, Page, ViewerProcess, bin_, check_not_blank, free_port, render_screenshot  # noqa: E402
 
 
 def main() -> None:
@@ -45,6 +45,7 @@ def main() -> None:
         page = Page(driver, url)
         page.wait_for(lambda: "Hide Train Cams" in page.text(), "the viewer's panel", 300, process)
         page.click_button("Hide Train Cams")
+        page.set_number("512", str(MAX_RES))
         page.zoom_out(args.zoom_clicks)
         frame = render_screenshot(page, process, args.output.stem)
         check_not_blank(frame)
