@@ -26,7 +26,20 @@ def main() -> int:
     parser.add_argument("--method", default="nerfacto")
     parser.add_argument("--work-dir", type=Path, default=Path("outputs/distillnerf_data_bench"))
     parser.add_argument("--results", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--lidar-only", action="store_true", help="score the raw LiDAR of generated scenes only (no teachers)")
     args = parser.parse_args()
+    if args.lidar_only:
+        from nerfconvert.distillnerf.data_benchmark import lidar_only
+        from nerfconvert.scenes.driving import generate_driving_dataset
+
+        data = args.work_dir / "scenes_lidar"
+        if not data.exists():
+            generate_driving_dataset(data, args.num_scenes, args.num_steps, args.width, args.height)
+        result = lidar_only(data)
+        args.results.mkdir(parents=True, exist_ok=True)
+        (args.results / "distillnerf_data_lidar.json").write_text(json.dumps(result, indent=2) + "\n")
+        print(json.dumps(result, indent=2))
+        return 0
     result = run(args.work_dir, args.num_scenes, args.num_steps, args.width, args.height, args.steps, args.method)
     args.results.mkdir(parents=True, exist_ok=True)
     (args.results / "distillnerf_data.json").write_text(json.dumps(result, indent=2) + "\n")
