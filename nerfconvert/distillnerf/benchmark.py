@@ -31,7 +31,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
@@ -48,7 +48,7 @@ def _hardware() -> str:
 
 
 def train_model(root: Path, out: Path, name: str, steps: int, distill: bool, seed: int,
-                train_fraction: float) -> Dict[str, Any]:
+                train_fraction: float, scenes: Tuple[str, ...] = ()) -> Dict[str, Any]:
     """``ns-train distillnerf`` (nerfstudio's trainer, in process); returns the run and its wall time."""
     from nerfstudio.configs.method_configs import all_methods
     from nerfstudio.scripts import train
@@ -57,6 +57,7 @@ def train_model(root: Path, out: Path, name: str, steps: int, distill: bool, see
     config.pipeline.datamanager.data = root
     config.pipeline.datamanager.dataparser.train_split_fraction = train_fraction
     config.pipeline.datamanager.dataparser.val_split_fraction = 0.0
+    config.pipeline.datamanager.dataparser.scenes = tuple(scenes)
     config.pipeline.datamanager.use_dense_depth = distill
     config.pipeline.model.use_dense_depth = distill  # L_depth' off = the paper's "no distillation" row
     config.output_dir = out
@@ -171,7 +172,11 @@ def evaluate_teacher(root: Path, samples: List[Dict[str, Any]], render_size) -> 
         scene = scenes[scene_name]
         if scene_name not in pipelines:
             meta = read_cache_meta(scene)
+            if meta is None:  # no finished teacher for this scene
+                continue
             _, pipelines[scene_name], _, _ = eval_setup(scene.root / meta["config"], test_mode="inference")
+        if scene_name not in pipelines:
+            continue
         pipeline = pipelines[scene_name]
         dataset = pipeline.datamanager.train_dataset
         wanted = [i for i, f in enumerate(dataset.image_filenames) if f"/{step}/" in str(f)]
@@ -191,7 +196,7 @@ def evaluate_teacher(root: Path, samples: List[Dict[str, Any]], render_size) -> 
             small, _ = block_mean_depth(tz, torch.ones_like(tz, dtype=torch.bool), render_size)
             absrels.append(depth_abs_rel(small, torch.from_numpy(sample["gt_depth"]),
                                          torch.from_numpy(sample["sky"]) if sample["sky"] is not None else None))
-    return {"recon_psnr": float(np.mean(psnrs)), "recon_ssim": float(np.mean(ssims)),
+    return {"teacher_scenes": sorted(pipelines), "recon_psnr": float(np.mean(psnrs)) if psnrs else float("nan"), "recon_ssim": float(np.mean(ssims)) if ssims else float("nan"),
             "recon_depth_abs_rel": float(np.nanmean(absrels)) if absrels else float("nan")}
 
 
@@ -292,6 +297,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--png-frames", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest on a shared CPU)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--scenes", nargs="*", default=[], help="use only these scene folders (default: all)")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         torch.set_num_threads(args.threads)
@@ -302,13 +308,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not (root / "scene-000" / "scene.json").exists():
         generate_driving_dataset(root, num_scenes=args.num_scenes, num_steps=args.num_steps, width=args.width,
                                  height=args.height, seed=args.seed)
-    teacher_times = train_teachers(root, args.teacher_steps, args.teacher_rays)
+    teacher_times = train_teachers(root, args.teacher_steps, args.teacher_rays, only=args.scenes or None)
     settings = {k: getattr(args, k) for k in ("num_scenes", "train_fraction", "num_steps", "width", "height",
-                                               "teacher_steps", "teacher_rays", "train_steps", "threads", "seed")}
+                                               "teacher_steps", "teacher_rays", "train_steps", "threads", "seed", "scenes")}
     models: Dict[str, Dict[str, Any]] = {}
     rows: List[Dict[str, Any]] = []
     for name, distill in (("distilled", True), ("no-distillation", False)):
-        run = train_model(root, args.work_dir / "runs", name, args.train_steps, distill, args.seed, args.train_fraction)
+        run = train_model(root, args.work_dir / "runs", name, args.train_steps, distill, args.seed, args.train_fraction,
+                          tuple(args.scenes))
         models[name] = evaluate_model(run["config"], args.png_frames)
         m = models[name]["metrics"]
         rows.append({"method": f"DistillNeRF ({name})", **{k: v for k, v in m.items()},
@@ -331,8 +338,9 @@ def main(argv: Optional[List[str]] = None) -> int:
 MODES = {
     "smoke": ["--num-scenes", "3", "--num-steps", "3", "--teacher-steps", "20", "--train-steps", "5", "--png-frames", "1"],
     # what benchmarks/README.md records, sized for a 2-core CPU shared with many other jobs
-    "quick": ["--num-scenes", "4", "--num-steps", "3", "--train-fraction", "0.5", "--teacher-steps", "60",
-              "--teacher-rays", "512", "--train-steps", "120"],
+    # (1 training scene, 2 held out: the teachers alone take ~10 min per scene at this load)
+    "quick": ["--num-scenes", "4", "--num-steps", "3", "--scenes", "scene-000", "scene-001", "scene-003",
+              "--train-fraction", "0.34", "--teacher-steps", "60", "--teacher-rays", "512", "--train-steps", "100"],
     # nuScenes-like resolution and longer training: meant for a GPU (not run on CPU)
     "full": ["--num-scenes", "40", "--num-steps", "10", "--width", "228", "--height", "128", "--teacher-steps", "5000",
              "--teacher-rays", "4096", "--train-steps", "20000", "--train-fraction", "0.8", "--threads", "8"],
