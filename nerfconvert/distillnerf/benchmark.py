@@ -298,6 +298,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest on a shared CPU)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--scenes", nargs="*", default=[], help="use only these scene folders (default: all)")
+    parser.add_argument("--existing-teachers-only", action="store_true",
+                        help="train no teacher; evaluate against the teachers already finished (parts run side by side)")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         torch.set_num_threads(args.threads)
@@ -308,7 +310,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not (root / "scene-000" / "scene.json").exists():
         generate_driving_dataset(root, num_scenes=args.num_scenes, num_steps=args.num_steps, width=args.width,
                                  height=args.height, seed=args.seed)
-    teacher_times = train_teachers(root, args.teacher_steps, args.teacher_rays, only=args.scenes or None)
+    if args.existing_teachers_only:  # parts ran side by side: use what they finished, train none
+        teacher_times = {}
+        for part in sorted(root.glob("bench_teacher_times*.json")):
+            teacher_times.update(json.loads(part.read_text()))
+    else:
+        teacher_times = train_teachers(root, args.teacher_steps, args.teacher_rays, only=args.scenes or None)
     settings = {k: getattr(args, k) for k in ("num_scenes", "train_fraction", "num_steps", "width", "height",
                                                "teacher_steps", "teacher_rays", "train_steps", "threads", "seed", "scenes")}
     models: Dict[str, Dict[str, Any]] = {}
