@@ -148,7 +148,7 @@ class Page:
         """In the viser dropdown that now shows ``current``, pick ``option``."""
         box = self.wait_for(
             lambda: self.driver.execute_script(
-                "for (const el of document.querySelectorAll('input')) { if (el.value === arguments[0]) {"
+                "for (const el of document.querySelectorAll('input')) { if (el.value === arguments[0] && el.type !== 'hidden') {"
                 " el.scrollIntoView({block: 'center'}); return el; } } return null;", current),
             f"a dropdown showing {current!r}", timeout=20)
         box.click()
@@ -162,7 +162,7 @@ class Page:
 
         box = self.wait_for(
             lambda: self.driver.execute_script(
-                "for (const el of document.querySelectorAll('input')) { if (el.value === arguments[0]) {"
+                "for (const el of document.querySelectorAll('input')) { if (el.value === arguments[0] && el.type !== 'hidden') {"
                 " el.scrollIntoView({block: 'center'}); return el; } } return null;", current),
             f"a field showing {current!r}", timeout=20)
         box.click()
