@@ -62,6 +62,13 @@ def tiny_config(method: str, data: Path, output_dir: Path, steps: int = TINY_STE
 
 
 @pytest.fixture(scope="session")
+def make_tiny_config() -> Callable:
+    """``tiny_config`` for tests in sub-folders: ``from conftest import ...`` is ambiguous there,
+    since tests/viewer has a conftest of its own."""
+    return tiny_config
+
+
+@pytest.fixture(scope="session")
 def trained_run(object_scene, tmp_path_factory) -> Callable[[str], Path]:
     """``trained_run(method)`` -> config.yml of a tiny run of ``method``, trained once per session."""
     from nerfstudio.scripts import train

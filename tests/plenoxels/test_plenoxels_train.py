@@ -59,10 +59,10 @@ def test_tiny_run_through_the_trainer_loads_back(trained_run):
     assert torch.isfinite(outputs["rgb"]).all()
 
 
-def test_upsample_and_prune_inside_the_trainer_then_reload(object_scene, tmp_path):
+def test_upsample_and_prune_inside_the_trainer_then_reload(object_scene, tmp_path, make_tiny_config):
     """A run whose grid grows twice and is pruned, checkpointed at the final resolution, and
     loaded by ns-eval's loader into a model that is built at the first resolution."""
-    from conftest import tiny_config
+    tiny_config = make_tiny_config
     from nerfstudio.scripts import train
     from nerfstudio.utils.eval_utils import eval_setup
 
@@ -85,10 +85,10 @@ def test_upsample_and_prune_inside_the_trainer_then_reload(object_scene, tmp_pat
     assert "lpips" not in metrics
 
 
-def test_resume_after_an_upsample(object_scene, tmp_path):
+def test_resume_after_an_upsample(object_scene, tmp_path, make_tiny_config):
     """ns-train --load-dir: the optimizer is built at the first resolution, the checkpoint holds
     the grown grid and its Adam moments; training must continue from there."""
-    from conftest import tiny_config
+    tiny_config = make_tiny_config
     from nerfstudio.scripts import train
 
     def config_for(steps: int):
