@@ -75,16 +75,26 @@ def vq_run(trained_run, object_scene, tmp_path_factory) -> Path:
     return config.get_base_dir() / "config.yml"
 
 
-@pytest.mark.skip(reason="open: the tiny 3-step tensorf student of the 6-step plenoxels teacher renders near-uniform "
-                  "(pixel std 1.85-1.99 <= 2.0 on 2026-11-21), so the blank check rightly fails; needs a teacher with content")
-def test_pvd_al_student_renders(open_viewer, trained_run, tmp_path_factory):
+@pytest.fixture(scope="module")
+def pvd_teacher(object_scene, make_tiny_config, tmp_path_factory) -> Path:
+    """A plenoxels teacher with content to distil: the 6-step session run is near-empty, and a
+    student distilled from it renders near-uniform (pixel std < 2), which the blank check rejects."""
+    from nerfstudio.scripts import train
+
+    config = make_tiny_config("plenoxels", object_scene, tmp_path_factory.mktemp("pvd_teacher"), steps=80)
+    config.pipeline.datamanager.train_num_rays_per_batch = 1024
+    train.main(config)
+    return config.get_base_dir() / "config.yml"
+
+
+def test_pvd_al_student_renders(open_viewer, pvd_teacher, tmp_path_factory):
     from nerfstudio.scripts import train
 
     from nerfconvert.distill.students import make_pvd_config
 
     out = tmp_path_factory.mktemp("pvd")
-    config = make_pvd_config(trained_run("plenoxels"), "tensorf", out, max_num_iterations=3, stage_steps=(1, 2),
-                             num_rays=48, device_type="cpu")
+    config = make_pvd_config(pvd_teacher, "tensorf", out, max_num_iterations=30, stage_steps=(5, 10),
+                             num_rays=256, device_type="cpu")
     config.timestamp = "pvd"
     config.pipeline.datamanager.steps_per_epoch = 1
     config.pipeline.datamanager.poses_per_epoch = 10
@@ -139,22 +149,24 @@ def test_nerfconvert_view_rejects_a_corrupted_file(vq_run, tmp_path):
 
 
 # ---- pvd-al's viewer controls, during ns-train --vis viewer --------------------------------------
-@pytest.mark.skip(reason="open: the tiny 3-step tensorf student of the 6-step plenoxels teacher renders near-uniform "
-                  "(pixel std 1.85-1.99 <= 2.0 on 2026-11-21), so the blank check rightly fails; needs a teacher with content")
-def test_pvd_al_viewer_switches_to_the_teacher_and_draws_hard_poses(open_viewer, trained_run, tmp_path):
+@pytest.mark.skip(reason="open: on 2026-11-21 the switch to the teacher rendered and the frustums were visible in the "
+                  "screenshot (assets/viewer/pvd_al_teacher_view.png), but red_pixels() found 1 pixel: the frustums' thin "
+                  "anti-aliased lines miss its colour thresholds; the detector needs rework before this can gate CI")
+def test_pvd_al_viewer_switches_to_the_teacher_and_draws_hard_poses(open_viewer, pvd_teacher, tmp_path):
     from browser_harness import red_pixels
 
     command = [
-        bin_("ns-train"), "pvd-al", "--teacher-ckpt", str(trained_run("plenoxels")), "--student", "tensorf",
-        "--output-dir", str(tmp_path / "out"), "--machine.device-type", "cpu", "--max-num-iterations", "4",
-        "--pipeline.stage-steps", "1", "2", "--pipeline.datamanager.train-num-rays-per-batch", "48",
+        bin_("ns-train"), "pvd-al", "--teacher-ckpt", str(pvd_teacher), "--student", "tensorf",
+        "--output-dir", str(tmp_path / "out"), "--machine.device-type", "cpu", "--max-num-iterations", "30",
+        "--pipeline.stage-steps", "5", "10", "--pipeline.datamanager.train-num-rays-per-batch", "256",
         "--pipeline.datamanager.steps-per-epoch", "1", "--pipeline.datamanager.poses-per-epoch", "10",
         "--pipeline.active-learning.ray-pool-size", "64", "--pipeline.model.eval-num-rays-per-chunk", "1024",
         "--vis", "viewer", "--viewer.websocket-port", "{port}", "--viewer.websocket-host", "127.0.0.1",
+        "--hard-pose-frustum-scale", "0.4",
     ]
-    process, page = open_viewer(command, "pvd_al_training", zoom_clicks=14)
+    process, page = open_viewer(command, "pvd_al_training", zoom_clicks=30)
     # training ends after 4 steps; the trainer keeps serving the viewer, hard poses drawn
-    page.wait_for(lambda: "Step: 3" in page.text() or "Training Finished" in process.log_tail(),
+    page.wait_for(lambda: "Step: 29" in page.text() or "Training Finished" in process.log_tail(),
                   "the end of distillation", 240, process)
     student = render_screenshot(page, process, "pvd_al_student_view")
     check_not_blank(student)
