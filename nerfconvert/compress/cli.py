@@ -69,10 +69,9 @@ def decompress(path: Path, output_dir: Path, data: Optional[Path] = None, experi
         raise NerfconvertError(f"{path} was written by {ncz.method!r}, which is not installed; install its plugin.")
     if ncz.method == "entropy-compression":
         from nerfconvert.compress.entropy import codec
-        from nerfconvert.compress.entropy.model import NCZ_KEY
     else:
         from nerfconvert.compress.vq import codec
-        from nerfconvert.compress.vq.model import NCZ_KEY
+    from nerfconvert.compress.checkpoint import NCZ_KEY
     codec.decode(ncz)  # fail here, not in the viewer, if the file does not decode
     if data is None:
         recorded = ncz.metadata.get("data")

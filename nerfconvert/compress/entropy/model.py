@@ -31,6 +31,7 @@ from nerfstudio.utils.rich_utils import CONSOLE
 
 from nerfconvert import NerfconvertError
 from nerfconvert.compress import container
+from nerfconvert.compress.checkpoint import NCZ_KEY, NczCheckpointMixin  # noqa: F401 (NCZ_KEY re-exported)
 from nerfconvert.compress.entropy import codec
 from nerfconvert.compress.entropy.coder import (
     PRESETS,
@@ -43,7 +44,6 @@ from nerfconvert.compress.entropy.coder import (
     split_planes,
 )
 
-NCZ_KEY = "ncz"
 TENSORF_NEEDED = "entropy-compression needs a tensorf run; convert it first with pvd-al --student tensorf"
 
 
@@ -84,8 +84,9 @@ class EntropyCompressionModelConfig(ModelConfig):
     seed: int = 0
 
 
-class EntropyCompressionModel(Model):
+class EntropyCompressionModel(NczCheckpointMixin, Model):
     config: EntropyCompressionModelConfig
+    ncz_method = "entropy-compression"
 
     def populate_modules(self) -> None:
         super().populate_modules()
@@ -227,29 +228,6 @@ class EntropyCompressionModel(Model):
         self.load_ncz(data, source="the freshly packed .ncz")
         self.inner.train(was)
         return data
-
-    # ---- checkpoints: the .ncz bytes only -------------------------------------------------------------
-    def state_dict(self, *args, destination=None, prefix: str = "", keep_vars: bool = False):
-        if destination is None:
-            from collections import OrderedDict
-
-            destination = OrderedDict()
-        data = self.pack()
-        destination[prefix + NCZ_KEY] = torch.frombuffer(bytearray(data), dtype=torch.uint8).clone()
-        return destination
-
-    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        if NCZ_KEY not in state_dict:
-            raise NerfconvertError(
-                "This checkpoint has no compressed scene (no 'ncz' entry): it was not written by entropy-compression. "
-                "Load it with the method that trained it."
-            )
-        value = state_dict[NCZ_KEY]
-        data = value.cpu().numpy().tobytes() if isinstance(value, Tensor) else bytes(value)
-        self.load_ncz(data)
-
-    def update_to_step(self, step: int) -> None:
-        pass  # shapes come from the file
 
     # ---- training --------------------------------------------------------------------------------------
     def get_param_groups(self) -> Dict[str, List[Parameter]]:

@@ -30,11 +30,11 @@ from nerfstudio.utils.rich_utils import CONSOLE
 
 from nerfconvert import NerfconvertError
 from nerfconvert.compress import container
+from nerfconvert.compress.checkpoint import NCZ_KEY, NczCheckpointMixin  # noqa: F401 (NCZ_KEY re-exported)
 from nerfconvert.compress.vq import codec
 from nerfconvert.compress.vq.compressor import VQSettings, accumulate_importance, apply_states, build_states
 from nerfconvert.compress.vq.families import family_for
 
-NCZ_KEY = "ncz"
 
 
 @dataclass
@@ -57,8 +57,9 @@ class VQCompressionModelConfig(ModelConfig, VQSettings):
     """File name of the compressed scene, written into the run directory at the end of training."""
 
 
-class VQCompressionModel(Model):
+class VQCompressionModel(NczCheckpointMixin, Model):
     config: VQCompressionModelConfig
+    ncz_method = "vq-compression"
 
     def populate_modules(self) -> None:
         super().populate_modules()
@@ -126,29 +127,6 @@ class VQCompressionModel(Model):
         self.load_ncz(data, source="the freshly packed .ncz")
         self.inner.train(self.training)
         return data
-
-    # ---- checkpoints: the .ncz bytes only ------------------------------------------------------
-    def state_dict(self, *args, destination=None, prefix: str = "", keep_vars: bool = False):
-        if destination is None:
-            from collections import OrderedDict
-
-            destination = OrderedDict()
-        data = self.pack()
-        destination[prefix + NCZ_KEY] = torch.frombuffer(bytearray(data), dtype=torch.uint8).clone()
-        return destination
-
-    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        if NCZ_KEY not in state_dict:
-            raise NerfconvertError(
-                "This checkpoint has no compressed scene (no 'ncz' entry): it was not written by vq-compression. "
-                "Load it with the method that trained it."
-            )
-        value = state_dict[NCZ_KEY]
-        data = value.cpu().numpy().tobytes() if isinstance(value, Tensor) else bytes(value)
-        self.load_ncz(data)
-
-    def update_to_step(self, step: int) -> None:
-        pass  # shapes come from the file
 
     # ---- training -------------------------------------------------------------------------------
     def get_param_groups(self) -> Dict[str, List[Parameter]]:

@@ -1,0 +1,46 @@
+"""Compressed models keep only their ``.ncz`` bytes in nerfstudio checkpoints.
+
+Shared by vq-compression and entropy-compression: ``state_dict()`` packs the model into the file,
+``load_state_dict()`` decodes it, so ``ns-viewer``, ``ns-eval`` and ``ns-export`` load the
+compressed scene through nerfstudio's own checkpoint loading.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+from nerfconvert import NerfconvertError
+
+NCZ_KEY = "ncz"
+"""The one state-dict entry of a compressed model: the .ncz file as a uint8 tensor."""
+
+
+class NczCheckpointMixin:
+    """Put before ``Model`` in the bases; the class provides ``pack() -> bytes`` and ``load_ncz(bytes)``."""
+
+    ncz_method: ClassVar[str]
+    """The method named in the error for a checkpoint without the file."""
+
+    def state_dict(self, *args, destination=None, prefix: str = "", keep_vars: bool = False):
+        if destination is None:
+            destination = OrderedDict()
+        data = self.pack()
+        destination[prefix + NCZ_KEY] = torch.frombuffer(bytearray(data), dtype=torch.uint8).clone()
+        return destination
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        if NCZ_KEY not in state_dict:
+            raise NerfconvertError(
+                f"This checkpoint has no compressed scene (no '{NCZ_KEY}' entry): it was not written by "
+                f"{self.ncz_method}. Load it with the method that trained it."
+            )
+        value = state_dict[NCZ_KEY]
+        data = value.cpu().numpy().tobytes() if isinstance(value, Tensor) else bytes(value)
+        self.load_ncz(data)
+
+    def update_to_step(self, step: int) -> None:
+        pass  # shapes come from the file
