@@ -187,12 +187,13 @@ def test_vq_compression_end_to_end(vq_run, method, object_scene, tmp_path):
 
 
 @pytest.mark.slow
-def test_compressed_run_opens_in_stock_viewer_and_export(vq_run, tmp_path):
+@pytest.mark.parametrize("method", ["plenoxels", "tensorf", "nerfacto"])
+def test_compressed_run_opens_in_stock_viewer_and_export(vq_run, method, tmp_path):
     import socket
     import time
     import urllib.request
 
-    config_path = vq_run("plenoxels")
+    config_path = vq_run(method)
     result = subprocess.run(
         [bin_("ns-export"), "pointcloud", "--load-config", str(config_path), "--output-dir", str(tmp_path),
          "--normal-method", "open3d", "--num-points", "2000", "--remove-outliers", "False"],
