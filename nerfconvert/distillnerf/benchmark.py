@@ -3,8 +3,9 @@ the columns of the paper's Table 1 on held-out procedural driving scenes.
 
 1. Generates seeded driving scenes (6 cameras, ``nerfconvert.scenes.driving``); the data
    manager splits them by scene, so the evaluated scenes were never trained on.
-2. Trains the per-scene teachers (``nerfconvert distillnerf-teachers``: stock nerfacto on all
-   time steps of a scene) and caches their dense depth; their wall time per scene is recorded.
+2. Trains the per-scene teachers (``nerfconvert distillnerf-teachers``: stock depth-nerfacto on
+   the images and LiDAR of all time steps of a scene, as the paper's LiDAR-supervised teachers)
+   and caches their dense depth; their wall time per scene is recorded.
 3. Trains ``distillnerf`` twice through nerfstudio's trainer: with distillation (L_depth' on) and
    without (the paper's "no distillation" row), same steps and seed.
 4. Evaluates both as ``ns-eval`` does (``get_average_eval_image_metrics``): reconstruction on
@@ -48,7 +49,7 @@ def _hardware() -> str:
 
 
 def train_model(root: Path, out: Path, name: str, steps: int, distill: bool, seed: int,
-                train_fraction: float, scenes: Tuple[str, ...] = ()) -> Dict[str, Any]:
+                train_fraction: float, scenes: Tuple[str, ...] = (), teacher: Optional[str] = None) -> Dict[str, Any]:
     """``ns-train distillnerf`` (nerfstudio's trainer, in process); returns the run and its wall time."""
     from nerfstudio.configs.method_configs import all_methods
     from nerfstudio.scripts import train
@@ -59,6 +60,8 @@ def train_model(root: Path, out: Path, name: str, steps: int, distill: bool, see
     config.pipeline.datamanager.dataparser.val_split_fraction = 0.0
     config.pipeline.datamanager.dataparser.scenes = tuple(scenes)
     config.pipeline.datamanager.use_dense_depth = distill
+    if teacher is not None:
+        config.pipeline.datamanager.teacher = teacher
     config.pipeline.model.use_dense_depth = distill  # L_depth' off = the paper's "no distillation" row
     config.output_dir = out
     config.experiment_name = "distillnerf"
@@ -83,23 +86,37 @@ def train_model(root: Path, out: Path, name: str, steps: int, distill: bool, see
     return {"config": base / "config.yml", "seconds": seconds}
 
 
-def train_teachers(root: Path, steps: int, rays: int, only: Optional[List[str]] = None, part: str = "") -> Dict[str, float]:
+def train_teachers(root: Path, steps: int, rays: int, only: Optional[List[str]] = None, part: str = "",
+                   method: Optional[str] = None, small: bool = False) -> Dict[str, float]:
     """Per-scene teachers (``nerfconvert distillnerf-teachers``), one scene at a time so that each
-    scene's wall time is known; finished scenes are skipped (and keep their recorded time)."""
+    scene's wall time is known; finished scenes are skipped (and keep their recorded time).
+    ``small``: a smaller hash grid and fewer samples per ray, for the quick mode's 64x36 images on a CPU."""
     from nerfconvert.distillnerf.dataparser import read_scenes
-    from nerfconvert.distillnerf.teachers import run_teachers
+    from nerfconvert.distillnerf.teachers import DEFAULT_METHOD, run_teachers
+
+    method = method or DEFAULT_METHOD
 
     def hook(config) -> None:
         from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManagerConfig
+        from nerfstudio.data.datamanagers.parallel_datamanager import ParallelDataManagerConfig
 
-        # nerfacto's ParallelDataManager spawns loader processes: slow to start on a small CPU
-        config.pipeline.datamanager = VanillaDataManagerConfig(
-            dataparser=config.pipeline.datamanager.dataparser, train_num_rays_per_batch=rays, eval_num_rays_per_batch=rays
-        )
+        dm = config.pipeline.datamanager
+        if isinstance(dm, ParallelDataManagerConfig):
+            # nerfacto's ParallelDataManager spawns loader processes: slow to start on a small CPU
+            config.pipeline.datamanager = dm = VanillaDataManagerConfig(dataparser=dm.dataparser)
+        dm.train_num_rays_per_batch = dm.eval_num_rays_per_batch = rays  # depth-nerfacto's keeps its depth dataset
         config.vis = "tensorboard"
         config.logging.local_writer.enable = False
-        if hasattr(config.pipeline.model, "implementation"):
-            config.pipeline.model.implementation = "torch"
+        model = config.pipeline.model
+        if hasattr(model, "implementation"):
+            model.implementation = "torch"
+        if small and hasattr(model, "num_proposal_samples_per_ray"):
+            # 64x36 images need no 2048^3 grid: 8 levels up to 512, 2^15 entries, 64+32 proposal and
+            # 32 NeRF samples per ray (stock 16 / 2048 / 2^19 / 256+96 / 48) cut a CPU step several-fold.
+            model.num_levels, model.max_res, model.log2_hashmap_size = 8, 512, 15
+            model.num_proposal_samples_per_ray, model.num_nerf_samples_per_ray = (64, 32), 32
+            model.proposal_warmup = steps  # stock 5000: the proposal-weight anneal ends within the run
+            model.eval_num_rays_per_chunk = 4096
 
     times: Dict[str, float] = {}
     for earlier in sorted(root.glob("bench_teacher_times*.json")):  # parts may run side by side
@@ -109,7 +126,7 @@ def train_teachers(root: Path, steps: int, rays: int, only: Optional[List[str]] 
         if only is not None and scene.name not in only:
             continue
         start = time.perf_counter()
-        status = run_teachers(root, "nerfacto", steps, scenes=(scene.name,), config_hook=hook)
+        status = run_teachers(root, method, steps, scenes=(scene.name,), config_hook=hook)
         if status.get(scene.name) == "done" or scene.name not in times:
             times[scene.name] = time.perf_counter() - start
         record.write_text(json.dumps({k: v for k, v in times.items() if only is None or k in only}, indent=1))
@@ -243,7 +260,7 @@ def plot_frames(models: Dict[str, Dict[str, Any]], frames: int, path: Path) -> N
 
 
 def write_report(rows: List[Dict[str, Any]], settings: Dict[str, Any], command: str, results: Path, tag: str,
-                 eval_scenes: List[str]) -> str:
+                 eval_scenes: List[str], teacher_method: str = "depth-nerfacto") -> str:
     def f(v, d=2):
         return "n/a" if v is None or v != v else f"{v:.{d}f}"
 
@@ -267,7 +284,7 @@ def write_report(rows: List[Dict[str, Any]], settings: Dict[str, Any], command: 
         "",
         "recon: the input cameras of a frame; prev/next: the same rig one time step earlier/later (novel views).",
         "Depth AbsRel: rendered z-depth vs the generator's exact depth, at the model's render resolution (1/4),",
-        "cells fully covered by ground truth within 80 m, no sky. Teachers: per-scene nerfacto on all time steps",
+        f"cells fully covered by ground truth within 80 m, no sky. Teachers: per-scene {teacher_method} on all time steps",
         "(their cached dense depth block-averaged to the same cells); novel views are not defined for them.",
         "",
     ]
@@ -293,6 +310,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--height", type=int, default=36)
     parser.add_argument("--teacher-steps", type=int, default=300)
     parser.add_argument("--teacher-rays", type=int, default=1024)
+    parser.add_argument("--teacher-method", default=None,
+                        help="teacher method (default: distillnerf-teachers' default, depth-nerfacto on images + LiDAR)")
+    parser.add_argument("--small-teachers", action="store_true",
+                        help="smaller hash grid and fewer samples per ray for the teachers (tiny images on a CPU)")
     parser.add_argument("--train-steps", type=int, default=300, help="distillnerf steps (each model)")
     parser.add_argument("--png-frames", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest on a shared CPU)")
@@ -304,8 +325,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not torch.cuda.is_available():
         torch.set_num_threads(args.threads)
     command = "nerfconvert bench distillnerf" + ("" if args.tag == "quick" else f" --mode {args.tag}")
+    from nerfconvert.distillnerf.teachers import DEFAULT_METHOD
     from nerfconvert.scenes.driving import generate_driving_dataset
 
+    teacher_method = args.teacher_method or DEFAULT_METHOD
     root = args.work_dir / "scenes"
     if not (root / "scene-000" / "scene.json").exists():
         generate_driving_dataset(root, num_scenes=args.num_scenes, num_steps=args.num_steps, width=args.width,
@@ -315,14 +338,17 @@ def main(argv: Optional[List[str]] = None) -> int:
         for part in sorted(root.glob("bench_teacher_times*.json")):
             teacher_times.update(json.loads(part.read_text()))
     else:
-        teacher_times = train_teachers(root, args.teacher_steps, args.teacher_rays, only=args.scenes or None)
+        teacher_times = train_teachers(root, args.teacher_steps, args.teacher_rays, only=args.scenes or None,
+                                       method=teacher_method, small=args.small_teachers)
     settings = {k: getattr(args, k) for k in ("num_scenes", "train_fraction", "num_steps", "width", "height",
-                                               "teacher_steps", "teacher_rays", "train_steps", "threads", "seed", "scenes")}
+                                               "teacher_steps", "teacher_rays", "small_teachers", "train_steps",
+                                               "threads", "seed", "scenes")}
+    settings["teacher_method"] = teacher_method
     models: Dict[str, Dict[str, Any]] = {}
     rows: List[Dict[str, Any]] = []
     for name, distill in (("distilled", True), ("no-distillation", False)):
         run = train_model(root, args.work_dir / "runs", name, args.train_steps, distill, args.seed, args.train_fraction,
-                          tuple(args.scenes))
+                          tuple(args.scenes), teacher=teacher_method)
         models[name] = evaluate_model(run["config"], args.png_frames)
         m = models[name]["metrics"]
         rows.append({"method": f"DistillNeRF ({name})", **{k: v for k, v in m.items()},
@@ -334,20 +360,22 @@ def main(argv: Optional[List[str]] = None) -> int:
     w = -(-args.width // 4)
     teacher = evaluate_teacher(root, samples, (h, w))
     held_out_times = [teacher_times[s] for s in eval_scenes if s in teacher_times]
-    rows.append({"method": "per-scene teacher (nerfacto, upper bound)", **teacher,
+    rows.append({"method": f"per-scene teacher ({teacher_method}, upper bound)", **teacher,
                  "train_time": f"{np.mean(held_out_times):.0f} s per scene" if held_out_times else "n/a",
                  "forward": "n/a (trained per scene)"})
     plot_frames(models, args.png_frames, args.results_dir / f"distillnerf_model_{args.tag}.png")
-    print(write_report(rows, settings, command, args.results_dir, args.tag, eval_scenes))
+    print(write_report(rows, settings, command, args.results_dir, args.tag, eval_scenes, teacher_method))
     return 0
 
 
 MODES = {
-    "smoke": ["--num-scenes", "3", "--num-steps", "3", "--teacher-steps", "20", "--train-steps", "5", "--png-frames", "1"],
+    "smoke": ["--num-scenes", "3", "--num-steps", "3", "--teacher-steps", "20", "--small-teachers", "--train-steps", "5",
+              "--png-frames", "1"],
     # what benchmarks/README.md records, sized for a 2-core CPU shared with many other jobs
-    # (1 training scene, 2 held out: the teachers alone take ~10 min per scene at this load)
+    # (1 training scene, 2 held out). 80 LiDAR-supervised teacher steps (150 steps: depth AbsRel 0.038 on scene-001).
     "quick": ["--num-scenes", "4", "--num-steps", "3", "--scenes", "scene-000", "scene-001", "scene-003",
-              "--train-fraction", "0.34", "--teacher-steps", "60", "--teacher-rays", "512", "--train-steps", "100"],
+              "--train-fraction", "0.34", "--teacher-steps", "80", "--teacher-rays", "1024", "--small-teachers",
+              "--train-steps", "100"],
     # nuScenes-like resolution and longer training: meant for a GPU (not run on CPU)
     "full": ["--num-scenes", "40", "--num-steps", "10", "--width", "228", "--height", "128", "--teacher-steps", "5000",
              "--teacher-rays", "4096", "--train-steps", "20000", "--train-fraction", "0.8", "--threads", "8"],

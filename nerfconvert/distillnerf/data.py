@@ -86,8 +86,9 @@ class DistillNerfDataManagerConfig(DataManagerConfig):
     """Integer image downscale at load time (1 = stored resolution)."""
     use_dense_depth: bool = True
     """Load the teacher's dense depth where a scene has a complete cache (L_depth')."""
-    teacher: Optional[str] = "nerfacto"
-    """Teacher method the caches must come from; a cache from another teacher is an error. None accepts any."""
+    teacher: Optional[str] = "depth-nerfacto"
+    """Teacher method the caches must come from (``nerfconvert distillnerf-teachers``' default); a cache from
+    another teacher is an error. None accepts any."""
     teacher_sky_depth: float = 150.0
     """nuScenes sky from the teacher: pixels deeper than this (metres) or with opacity < 0.5."""
     seed: int = 0

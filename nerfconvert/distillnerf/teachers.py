@@ -1,14 +1,17 @@
 """Per-scene teacher NeRFs and their dense depth cache (DistillNeRF's L_depth' targets).
 
 ``nerfconvert distillnerf-teachers --scenes <root>`` trains one nerfstudio run per scene on all
-its time steps (stock ``nerfacto`` by default; any method nerfconvert has a view for), then
+its time steps (stock ``depth-nerfacto`` on the images and the scene's LiDAR by default, as the
+paper's teachers are LiDAR-supervised; any method nerfconvert has a view for), then
 renders depth and opacity for every frame into ``<scene>/teacher_cache/``::
 
     teacher_cache/teacher.json          teacher method, run config, steps; written last ("complete")
     teacher_cache/t000/<cam>_depth.npy  float32 [H, W] z-depth in metres
     teacher_cache/t000/<cam>_opacity.npy float32 [H, W] accumulated opacity
 
-Teacher runs are normal nerfstudio runs in ``<scene>/teacher_runs/`` (open them with ns-viewer).
+Teacher runs are normal nerfstudio runs in ``<scene>/teacher_runs/`` (open them with ns-viewer);
+a depth-supervised teacher reads ``<scene>/transforms_lidar.json`` (transforms.json plus each
+frame's LiDAR as ``depth_file_path``).
 A scene with a complete cache is skipped; an unfinished one (no teacher.json) is redone from scratch.
 
 The paper distils EmerNeRF, which separates static and dynamic parts; a stock static NeRF blurs
@@ -34,10 +37,42 @@ from nerfconvert import NerfconvertError
 from nerfconvert.distillnerf.dataparser import CACHE_DIR, CACHE_META, SceneRecord, frames_to_cameras, read_cache_meta, read_scenes
 
 RUNS_DIR = "teacher_runs"
+LIDAR_TRANSFORMS = "transforms_lidar.json"
+DEFAULT_METHOD = "depth-nerfacto"
+# depth-nerfacto's DS-NeRF loss on the LiDAR. With its stock weight 1e-3 a 300-step CPU teacher's
+# depth stayed at AbsRel 0.63 (floaters near the cameras win); weight 0.1 reached 0.038 in 150 steps
+# (benchmarks/README.md). sigma: nerfstudio's default, in the teacher's normalised units (depth images
+# are scaled with the poses); 0.1 measured no better (0.046).
+DEPTH_LOSS_MULT = 0.1
+DEPTH_SIGMA = 0.01
 
 
-def teacher_config(method: str, scene_dir: Path, max_num_iterations: int, device_type: str):
-    """The stock config of ``method`` on a scene's all-steps transforms.json, all frames used for training."""
+def reads_depth_images(config) -> bool:
+    """Whether a method trains on per-frame depth images (nerfstudio's depth-nerfacto and its kin)."""
+    return hasattr(config.pipeline.model, "is_euclidean_depth")
+
+
+def write_lidar_transforms(scene_dir: Path) -> Path:
+    """``<scene>/transforms_lidar.json``: the scene's all-steps transforms.json with every frame's
+    ``depth_file_path`` set to its projected LiDAR, which nerfstudio's depth dataset reads.
+    Written next to transforms.json so that the relative image paths stay valid."""
+    meta = json.loads((scene_dir / "transforms.json").read_text())
+    for frame in meta["frames"]:
+        if "lidar_path" not in frame:
+            raise NerfconvertError(
+                f"Scene {scene_dir.name}: frame {frame.get('file_path')} has no lidar_path, so a depth-supervised "
+                "teacher has nothing to read; regenerate the scene, or pick --method nerfacto."
+            )
+        frame["depth_file_path"] = frame["lidar_path"]
+    path = scene_dir / LIDAR_TRANSFORMS
+    _write_json_atomic(path, meta)
+    return path
+
+
+def teacher_config(method: str, scene_dir: Path, max_num_iterations: int, device_type: str,
+                   depth_loss_mult: float = DEPTH_LOSS_MULT, depth_sigma: float = DEPTH_SIGMA):
+    """The stock config of ``method`` on a scene's all-steps transforms.json, all frames used for training;
+    depth-supervised methods get the LiDAR as depth images and the two depth-loss settings."""
     from nerfstudio.configs.method_configs import all_methods
     from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
 
@@ -60,6 +95,14 @@ def teacher_config(method: str, scene_dir: Path, max_num_iterations: int, device
     config.machine.device_type = device_type
     config.mixed_precision = config.mixed_precision and device_type == "cuda"
     config.pipeline.datamanager.dataparser = NerfstudioDataParserConfig(data=scene_dir, eval_mode="all")
+    if reads_depth_images(config):
+        # LiDAR-supervised teacher (the paper distils LiDAR-supervised EmerNeRF): nerfstudio reads
+        # each frame's `depth_file_path`, here the projected LiDAR (z-depth in metres, 0 = no return).
+        config.pipeline.datamanager.dataparser.data = write_lidar_transforms(scene_dir)
+        config.pipeline.datamanager.dataparser.depth_unit_scale_factor = 1.0
+        config.pipeline.model.is_euclidean_depth = False
+        config.pipeline.model.depth_loss_mult = depth_loss_mult
+        config.pipeline.model.depth_sigma = depth_sigma
     # Poses are exact (procedural) or surveyed (nuScenes): pose refinement would only move the depth frame.
     camera_optimizer = getattr(config.pipeline.model, "camera_optimizer", None)
     if camera_optimizer is not None:
@@ -107,7 +150,8 @@ def _write_json_atomic(path: Path, data: Dict) -> None:
 
 
 def make_teacher(
-    scene: SceneRecord, method: str, max_num_iterations: int, device_type: str, config_hook=None
+    scene: SceneRecord, method: str, max_num_iterations: int, device_type: str, config_hook=None,
+    depth_loss_mult: float = DEPTH_LOSS_MULT, depth_sigma: float = DEPTH_SIGMA,
 ) -> Path:
     """Train the scene's teacher and fill its cache; returns the run's config.yml."""
     from nerfstudio.scripts import train
@@ -123,7 +167,7 @@ def make_teacher(
     for leftover in (cache_dir, run_dir):
         if leftover.exists():
             shutil.rmtree(leftover)
-    config = teacher_config(method, scene.root, max_num_iterations, device_type)
+    config = teacher_config(method, scene.root, max_num_iterations, device_type, depth_loss_mult, depth_sigma)
     if config_hook is not None:
         config_hook(config)
     train.main(config)
@@ -136,6 +180,7 @@ def make_teacher(
             "teacher": method,
             "config": str(config_path.relative_to(scene.root)),
             "max_num_iterations": max_num_iterations,
+            "lidar_supervised": reads_depth_images(config),
             "frames": frames,
             "depth": "z-depth along the optical axis in metres",
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -146,12 +191,14 @@ def make_teacher(
 
 def run_teachers(
     root: Path,
-    method: str = "nerfacto",
+    method: str = DEFAULT_METHOD,
     max_num_iterations: int = 5000,
     scenes: Tuple[str, ...] = (),
     redo: bool = False,
     device_type: Optional[str] = None,
     config_hook=None,
+    depth_loss_mult: float = DEPTH_LOSS_MULT,
+    depth_sigma: float = DEPTH_SIGMA,
 ) -> Dict[str, str]:
     """Teachers for every scene under ``root``; returns {scene: "done" | "skipped"}."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -180,7 +227,7 @@ def run_teachers(
         task = progress.add_task("", total=len(records), completed=len(status))
         for scene in todo:
             progress.update(task, description=scene.name)
-            make_teacher(scene, method, max_num_iterations, device_type, config_hook)
+            make_teacher(scene, method, max_num_iterations, device_type, config_hook, depth_loss_mult, depth_sigma)
             status[scene.name] = "done"
             progress.advance(task)
     return status
@@ -193,8 +240,10 @@ class DistillNerfTeachers:
 
     scenes: Path
     """Folder of driving scene folders (each with scene.json and transforms.json)."""
-    method: str = "nerfacto"
-    """Teacher method: any nerfstudio method nerfconvert has a view for (nerfacto, tensorf, vanilla-nerf, plenoxels)."""
+    method: str = DEFAULT_METHOD
+    """Teacher method: any nerfstudio method nerfconvert has a view for. depth-nerfacto (default) also trains
+    on the scene's LiDAR, as the paper's LiDAR-supervised teachers; nerfacto, tensorf, vanilla-nerf, plenoxels
+    train on the images alone."""
     max_num_iterations: int = 5000
     """Training steps per teacher."""
     only: Tuple[str, ...] = ()
@@ -203,13 +252,19 @@ class DistillNerfTeachers:
     """Retrain scenes that already have a cache."""
     device_type: Optional[str] = None
     """cpu or cuda (default: cuda when available)."""
+    depth_loss_mult: float = DEPTH_LOSS_MULT
+    """Weight of the LiDAR depth loss (depth-supervised methods only)."""
+    depth_sigma: float = DEPTH_SIGMA
+    """Width of the LiDAR depth loss, in the teacher's normalised units (depth-supervised methods only)."""
 
     def main(self) -> None:
         from nerfstudio.utils.rich_utils import CONSOLE
 
-        status = run_teachers(self.scenes, self.method, self.max_num_iterations, self.only, self.redo, self.device_type)
+        status = run_teachers(self.scenes, self.method, self.max_num_iterations, self.only, self.redo, self.device_type,
+                              depth_loss_mult=self.depth_loss_mult, depth_sigma=self.depth_sigma)
         done = sum(v == "done" for v in status.values())
         CONSOLE.print(f"[green]{done} teacher(s) trained, {len(status) - done} skipped; caches in <scene>/{CACHE_DIR}/[/green]")
 
 
-__all__ = ["DistillNerfTeachers", "make_teacher", "render_cache", "run_teachers", "teacher_config"]
+__all__ = ["DEFAULT_METHOD", "DistillNerfTeachers", "make_teacher", "render_cache", "run_teachers", "teacher_config",
+           "write_lidar_transforms"]

@@ -183,6 +183,6 @@ def test_cache_from_another_teacher_is_an_error(distillnerf_scenes, tmp_path):
     cache = root / "scene-000" / "teacher_cache"
     cache.mkdir()
     (cache / "teacher.json").write_text(json.dumps({"teacher": "tensorf", "complete": True}))
-    with pytest.raises(NerfconvertError, match="made by teacher 'tensorf', not 'nerfacto'"):
+    with pytest.raises(NerfconvertError, match="made by teacher 'tensorf', not 'depth-nerfacto'"):
         make_dm(root)
     make_dm(root, use_dense_depth=False)  # ignoring caches is always allowed

@@ -1,7 +1,8 @@
 """``nerfconvert distillnerf-teachers``: per-scene teachers, the depth cache, resuming, errors.
 
-Teachers are stock nerfacto trained through nerfstudio's real ``ns-train`` path for a few steps
-on a smaller set than the data tests (2 scenes x 2 steps x 6 cameras at 24x16) to stay cheap.
+Teachers are stock depth-nerfacto (the default: images + the scene's LiDAR) trained through
+nerfstudio's real ``ns-train`` path for a few steps on a smaller set than the data tests
+(2 scenes x 2 steps x 6 cameras at 24x16) to stay cheap.
 """
 
 from __future__ import annotations
@@ -17,14 +18,20 @@ from nerfconvert import NerfconvertError
 
 def _tiny(config) -> None:
     from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManagerConfig
+    from nerfstudio.data.datamanagers.parallel_datamanager import ParallelDataManagerConfig
 
     dm = config.pipeline.datamanager
-    # In-process data manager (nerfacto's parallel one spawns workers: seconds of start-up each).
-    config.pipeline.datamanager = VanillaDataManagerConfig(dataparser=dm.dataparser, train_num_rays_per_batch=128)
+    if not isinstance(dm, ParallelDataManagerConfig):  # depth-nerfacto's (keeps its depth dataset)
+        dm.train_num_rays_per_batch = 128
+    else:  # In-process data manager (nerfacto's parallel one spawns workers: seconds of start-up each).
+        config.pipeline.datamanager = VanillaDataManagerConfig(dataparser=dm.dataparser, train_num_rays_per_batch=128)
     model = config.pipeline.model
     model.eval_num_rays_per_chunk = 4096
     model.num_nerf_samples_per_ray = 8
     model.num_proposal_samples_per_ray = (8, 8)
+    # Small hash tables: Adam over stock nerfacto's 2^19 x 16 levels dominated a step.
+    model.num_levels, model.max_res, model.log2_hashmap_size = 4, 64, 12
+    model.proposal_net_args_list = [dict(args, log2_hashmap_size=12) for args in model.proposal_net_args_list]
     model.implementation = "torch"
 
 
@@ -45,7 +52,10 @@ def test_cache_written_and_loaded(teacher_root):
 
     for scene in ("scene-000",):
         meta = json.loads((teacher_root / scene / "teacher_cache" / "teacher.json").read_text())
-        assert meta["complete"] and meta["teacher"] == "nerfacto" and meta["frames"] == 2 * 6
+        assert meta["complete"] and meta["teacher"] == "depth-nerfacto" and meta["frames"] == 2 * 6
+        assert meta["lidar_supervised"]
+        lidar = json.loads((teacher_root / scene / "transforms_lidar.json").read_text())
+        assert all(f["depth_file_path"] == f["lidar_path"] for f in lidar["frames"]) and len(lidar["frames"]) == 12
         assert (teacher_root / scene / meta["config"]).is_file()  # a normal nerfstudio run
         depth = np.load(teacher_root / scene / "teacher_cache" / "t001" / "CAM_FRONT_depth.npy")
         assert depth.shape == (16, 24) and np.all(np.isfinite(depth)) and np.all(depth > 0)
@@ -56,7 +66,7 @@ def test_cache_written_and_loaded(teacher_root):
     assert batch["dense_depth"].shape == (6, 16, 24) and batch["dense_opacity"].shape == (6, 16, 24)
     assert torch.all(batch["dense_depth"] > 0)
     assert batch["targets"][1]["dense_depth"].shape == (6, 16, 24)
-    with pytest.raises(NerfconvertError, match="made by teacher 'nerfacto', not 'tensorf'"):
+    with pytest.raises(NerfconvertError, match="made by teacher 'depth-nerfacto', not 'tensorf'"):
         DistillNerfDataManagerConfig(data=teacher_root, teacher="tensorf").setup(device="cpu")
 
 
@@ -75,7 +85,7 @@ def test_second_run_skips_finished_and_redoes_interrupted(teacher_root):
     assert finished.stat().st_mtime_ns == stamp
     assert (teacher_root / "scene-001" / "teacher_cache" / "teacher.json").is_file()
     assert np.load(partial / "CAM_FRONT_depth.npy").shape == (16, 24)
-    with pytest.raises(NerfconvertError, match="already has a depth cache from teacher 'nerfacto'"):
+    with pytest.raises(NerfconvertError, match="already has a depth cache from teacher 'depth-nerfacto'"):
         run_teachers(teacher_root, method="tensorf", max_num_iterations=3, device_type="cpu")
 
 
@@ -86,3 +96,11 @@ def test_cli_errors(tmp_path, capsys):
         main(["distillnerf-teachers", "--scenes", str(tmp_path / "missing")])
     assert exit_info.value.code == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_lidar_transforms_need_lidar(tmp_path):
+    from nerfconvert.distillnerf.teachers import write_lidar_transforms
+
+    (tmp_path / "transforms.json").write_text(json.dumps({"frames": [{"file_path": "t000/images/CAM_FRONT.png"}]}))
+    with pytest.raises(NerfconvertError, match="has no lidar_path.*--method nerfacto"):
+        write_lidar_transforms(tmp_path)
