@@ -2,18 +2,22 @@
 
 Shared by vq-compression and entropy-compression: ``state_dict()`` packs the model into the file,
 ``load_state_dict()`` decodes it, so ``ns-viewer``, ``ns-eval`` and ``ns-export`` load the
-compressed scene through nerfstudio's own checkpoint loading.
+compressed scene through nerfstudio's own checkpoint loading. Both hold the decoded stock model
+as ``self.inner`` and answer for it.
 """
 
 from __future__ import annotations
 
+import json
 from collections import OrderedDict
-from typing import ClassVar
+from pathlib import Path
+from typing import Any, ClassVar, Dict
 
 import torch
 from torch import Tensor
 
 from nerfconvert import NerfconvertError
+from nerfconvert.compress import container
 
 NCZ_KEY = "ncz"
 """The one state-dict entry of a compressed model: the .ncz file as a uint8 tensor."""
@@ -44,3 +48,21 @@ class NczCheckpointMixin:
 
     def update_to_step(self, step: int) -> None:
         pass  # shapes come from the file
+
+    def __getattr__(self, name: str):
+        # tools reach into the model (ns-export reads renderer_rgb): answer for the stock model inside
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            inner = self.__dict__.get("_modules", {}).get("inner")
+            if inner is None:
+                raise
+            return getattr(inner, name)
+
+    def write_outputs(self, run_dir: Path, name: str, data: bytes, report: Dict[str, Any], report_name: str) -> Path:
+        """``<run_dir>/<name>`` (atomically) and the run's JSON report of plain values."""
+        path = run_dir / name
+        container.write_bytes_atomic(path, data)
+        plain = {k: v for k, v in report.items() if isinstance(v, (int, float, str))}
+        (run_dir / report_name).write_text(json.dumps(plain, indent=2))
+        return path

@@ -14,8 +14,6 @@ plain TensoRF.
 
 from __future__ import annotations
 
-import json
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Literal, Optional, Type
@@ -279,13 +277,10 @@ class EntropyCompressionModel(NczCheckpointMixin, Model):
         before = self._render_probe(probe)
         data = self.finalize()
         after = self._render_probe(probe)
-        path = run_dir / self.config.ncz_name
-        container.write_bytes_atomic(path, data)
         self.report["ncz_bytes"] = len(data)
         if before is not None:
             self.report["max_pixel_diff_decoded_vs_in_memory"] = float((before - after).abs().max())
-        report = {k: v for k, v in self.report.items() if isinstance(v, (int, float, str))}
-        (run_dir / "entropy_report.json").write_text(json.dumps(report, indent=2))
+        path = self.write_outputs(run_dir, self.config.ncz_name, data, self.report, "entropy_report.json")
         CONSOLE.print(
             f"[green]entropy-compression: wrote {path} ({len(data) / 1e6:.3f} MB; latent bitstream "
             f"{self.report['bitstream_bytes']:,} B, estimated {self.report['estimated_bitstream_bytes']:,.0f} B, "
@@ -302,16 +297,6 @@ class EntropyCompressionModel(NczCheckpointMixin, Model):
             return self.get_outputs_for_camera_ray_bundle(bundle)["rgb"].detach().cpu()
         finally:
             self.train(was)
-
-    def __getattr__(self, name: str):
-        # tools reach into the model (ns-export reads renderer_rgb): answer for the TensoRF inside
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            inner = self.__dict__.get("_modules", {}).get("inner")
-            if inner is None:
-                raise
-            return getattr(inner, name)
 
     # ---- rendering: plain TensoRF on the decoded planes ---------------------------------------------------
     def _prepare(self) -> Model:

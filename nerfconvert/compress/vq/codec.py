@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 import torch
@@ -219,9 +218,7 @@ def decode(ncz: container.NczFile, device: Optional[torch.device] = None, num_tr
     model = config.setup(scene_box=scene_box, num_train_data=num_train_data or arch["num_train_data"], metadata={},
                          device=device or torch.device("cpu"))
     family = family_cls(model)
-    tables = {t.param_name: t for t in family.tables()}
     state: Dict[str, Tensor] = {}
-    covered_rows: Dict[str, List[Table]] = {}
     for key, spec in arch["state"].items():
         shape = tuple(spec["shape"])
         dtype = getattr(torch, spec["dtype"])

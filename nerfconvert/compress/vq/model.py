@@ -12,13 +12,11 @@ as ``ns-viewer``, ``ns-eval`` and ``ns-export`` do, decodes the file. No teacher
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Type
 
-import numpy as np
 import torch
 from torch import Tensor
 from torch.nn import Parameter
@@ -32,7 +30,7 @@ from nerfconvert import NerfconvertError
 from nerfconvert.compress import container
 from nerfconvert.compress.checkpoint import NCZ_KEY, NczCheckpointMixin  # noqa: F401 (NCZ_KEY re-exported)
 from nerfconvert.compress.vq import codec
-from nerfconvert.compress.vq.compressor import VQSettings, accumulate_importance, apply_states, build_states
+from nerfconvert.compress.vq.compressor import VQSettings, apply_states, build_states
 from nerfconvert.compress.vq.families import family_for
 
 
@@ -71,25 +69,13 @@ class VQCompressionModel(NczCheckpointMixin, Model):
         self.report: Dict[str, Any] = {}
 
     # ---- building -------------------------------------------------------------------------
-    def start_from_teacher(self, teacher_model: Model, teacher_step: int, ray_bundles, info: Dict[str, Any],
-                           cache_key: Optional[str] = None) -> None:
-        """Importance, pruning, codebooks: the model fine-tuning starts from (a copy; the teacher's
-        files are only read)."""
+    def start_from_teacher(self, teacher_model: Model, teacher_step: int, importance: Dict[str, Tensor],
+                           info: Dict[str, Any]) -> None:
+        """Pruning and codebooks from the Eq. 4 ``importance``: the model fine-tuning starts from
+        (a copy; the teacher's files are only read)."""
         self.inner = teacher_model
         self.family = family_for(teacher_model)
         self.teacher_step = teacher_step
-        start = time.time()
-        cache = None
-        if cache_key is not None and self.config.importance_cache_dir is not None:
-            cache = Path(self.config.importance_cache_dir).expanduser() / f"{cache_key}.npz"
-        importance = _load_importance(cache) if cache is not None else None
-        if importance is None:
-            importance = accumulate_importance(self.family, ray_bundles)
-            if cache is not None:
-                _save_importance(cache, importance)
-        else:
-            CONSOLE.print(f"vq-compression: importance read from the cache {cache}")
-        self.report["importance_seconds"] = time.time() - start
         start = time.time()
         self.states = build_states(self.family, importance, self.config)
         self.report["codebook_seconds"] = time.time() - start
@@ -176,13 +162,10 @@ class VQCompressionModel(NczCheckpointMixin, Model):
         before = self._render_probe(probe)
         data = self.finalize()
         after = self._render_probe(probe)
-        path = run_dir / self.config.ncz_name
-        container.write_bytes_atomic(path, data)
         self.report["ncz_bytes"] = len(data)
         if before is not None:
             self.report["max_pixel_diff_vs_unpacked"] = float((before - after).abs().max())
-        report = {k: v for k, v in self.report.items() if isinstance(v, (int, float, str))}
-        (run_dir / "vq_report.json").write_text(json.dumps(report, indent=2))
+        path = self.write_outputs(run_dir, self.config.ncz_name, data, self.report, "vq_report.json")
         CONSOLE.print(f"[green]vq-compression: wrote {path} ({len(data) / 1e6:.3f} MB)[/green]")
         return path
 
@@ -196,16 +179,6 @@ class VQCompressionModel(NczCheckpointMixin, Model):
             return inner.get_outputs_for_camera_ray_bundle(bundle)["rgb"].detach().cpu()
         finally:
             inner.train(was)
-
-    def __getattr__(self, name: str):
-        # tools reach into the model (ns-export reads renderer_rgb): answer for the compressed model
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            inner = self.__dict__.get("_modules", {}).get("inner")
-            if inner is None:
-                raise
-            return getattr(inner, name)
 
     # ---- rendering: the compressed model's own ------------------------------------------------
     def forward(self, ray_bundle):
@@ -225,22 +198,3 @@ class VQCompressionModel(NczCheckpointMixin, Model):
 
     def get_image_metrics_and_images(self, outputs, batch):
         return self._require_inner().get_image_metrics_and_images(outputs, batch)
-
-
-def _load_importance(path: Path) -> Optional[Dict[str, Tensor]]:
-    if not path.is_file():
-        return None
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            return {k: torch.from_numpy(data[k]) for k in data.files}
-    except (OSError, ValueError):  # a broken cache entry is recomputed
-        return None
-
-
-def _save_importance(path: Path, importance: Dict[str, Tensor]) -> None:
-    import io
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    buffer = io.BytesIO()
-    np.savez(buffer, **{k: v.detach().cpu().numpy() for k, v in importance.items()})
-    container.write_bytes_atomic(path, buffer.getvalue())
