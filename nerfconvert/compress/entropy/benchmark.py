@@ -36,6 +36,8 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 import torch
 
+from nerfconvert.compress.vq.benchmark import evaluate, quiet_config, run_vq, zipped_checkpoint_bytes  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[3]
 PAPER_LAMBDAS = [2e-2, 1e-2, 5e-3, 1e-3, 5e-4, 2e-4, 1e-4]
 TARGET_RATIO = 15.0
@@ -43,38 +45,18 @@ MAX_DROP_DB = 0.3
 TARGET_LAMBDA = 1e-3
 
 
-def _quiet(config) -> None:
-    config.vis = "tensorboard"
-    config.machine.device_type = "cuda" if torch.cuda.is_available() else "cpu"
-    config.steps_per_eval_batch = config.steps_per_eval_image = config.steps_per_eval_all_images = 10**9
-    config.logging.local_writer.enable = False
-    config.mixed_precision = False
-
-
 def train_teacher(data: Path, out: Path, steps: int, rays: int, resolution: Optional[int]) -> Path:
     """A stock tensorf run. ``resolution`` fixes the plane size (init = final, no upsampling);
     None keeps tensorf's schedule (128 -> 300 over steps 2000..7000)."""
-    from nerfstudio.configs.method_configs import all_methods
-    from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig
-    from nerfstudio.scripts import train
+    from nerfconvert.compress.vq.benchmark import train_teacher as train_stock
 
-    config = copy.deepcopy(all_methods["tensorf"])
-    config.pipeline.datamanager.dataparser = BlenderDataParserConfig(data=data)
-    config.output_dir = out
-    config.experiment_name = "teacher"
-    config.timestamp = f"tensorf_{steps}_{resolution or 'stock'}"
-    _quiet(config)
-    config.max_num_iterations = steps
-    config.steps_per_save = steps
-    config.pipeline.datamanager.train_num_rays_per_batch = rays
-    if resolution is not None:
-        config.pipeline.model.init_resolution = resolution
-        config.pipeline.model.final_resolution = resolution
-    path = config.get_base_dir() / "config.yml"
-    if path.exists() and any((config.get_base_dir() / "nerfstudio_models").glob("*.ckpt")):
-        return path  # trained by an earlier invocation
-    train.main(config)
-    return path
+    def fix_resolution(config) -> None:
+        if resolution is not None:
+            config.pipeline.model.init_resolution = resolution
+            config.pipeline.model.final_resolution = resolution
+
+    return train_stock("tensorf", data, out, steps, rays, timestamp=f"tensorf_{steps}_{resolution or 'stock'}",
+                       adjust=fix_resolution)
 
 
 def run_entropy(teacher: Path, data: Path, out: Path, name: str, steps: int, rays: int, preset: str, lmbda: float,
@@ -90,7 +72,7 @@ def run_entropy(teacher: Path, data: Path, out: Path, name: str, steps: int, ray
     config.output_dir = out
     config.experiment_name = "entropy"
     config.timestamp = name
-    _quiet(config)
+    quiet_config(config)
     config.max_num_iterations = steps
     config.steps_per_save = steps
     for opt in config.optimizers.values():  # the exponential decay spans the shorter run
@@ -105,23 +87,6 @@ def run_entropy(teacher: Path, data: Path, out: Path, name: str, steps: int, ray
     run = config.get_base_dir()
     report = json.loads((run / "entropy_report.json").read_text())
     return {"config": run / "config.yml", "seconds": seconds, "bytes": (run / "scene.ncz").stat().st_size, "report": report}
-
-
-@torch.no_grad()
-def evaluate(config_path: Path, every: int = 1) -> Dict[str, float]:
-    """Mean PSNR / SSIM over every ``every``-th test view, as ns-eval computes them per image."""
-    from nerfstudio.utils.eval_utils import eval_setup
-
-    _, pipeline, _, _ = eval_setup(config_path, test_mode="test")
-    dataset = pipeline.datamanager.eval_dataset
-    cameras = dataset.cameras.to(pipeline.device)
-    psnr, ssim = [], []
-    for i in range(0, len(dataset), max(every, 1)):
-        outputs = pipeline.model.get_outputs_for_camera(cameras[i : i + 1])
-        metrics, _ = pipeline.model.get_image_metrics_and_images(outputs, dataset[i])
-        psnr.append(float(metrics["psnr"]))
-        ssim.append(float(metrics["ssim"]))
-    return {"psnr": sum(psnr) / len(psnr), "ssim": sum(ssim) / len(ssim), "views": len(psnr)}
 
 
 def _curve(rows: List[Dict], curve: str) -> List[Dict]:
@@ -238,7 +203,6 @@ def write_report(rows: List[Dict], teacher: Dict, command: str, results: Path, s
 
 
 def main(argv=None) -> int:
-    from nerfconvert.compress.vq.benchmark import run_vq, zipped_checkpoint_bytes
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/nerfconvert_bench/entropy"))

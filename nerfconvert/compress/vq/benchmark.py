@@ -30,7 +30,7 @@ import sys
 import time
 import zipfile
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
@@ -41,7 +41,7 @@ TARGETS = {"plenoxels": 50.0, "tensorf": 15.0}  # compression ratio at <= 0.3 dB
 MAX_DROP_DB = 0.3
 
 
-def _quiet(config) -> None:
+def quiet_config(config) -> None:
     config.vis = "tensorboard"
     config.machine.device_type = "cuda" if torch.cuda.is_available() else "cpu"
     config.steps_per_eval_batch = config.steps_per_eval_image = config.steps_per_eval_all_images = 10**9
@@ -49,7 +49,10 @@ def _quiet(config) -> None:
     config.mixed_precision = False
 
 
-def train_teacher(method: str, data: Path, out: Path, steps: Optional[int], rays: Optional[int] = None) -> Path:
+def train_teacher(method: str, data: Path, out: Path, steps: Optional[int], rays: Optional[int] = None,
+                  timestamp: str = "run", adjust: Optional[Callable] = None) -> Path:
+    """A stock ``method`` run on ``data`` (reused when an earlier invocation finished it);
+    ``adjust(config)`` changes the stock config first."""
     from nerfstudio.configs.method_configs import all_methods
     from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig
     from nerfstudio.scripts import train
@@ -58,13 +61,15 @@ def train_teacher(method: str, data: Path, out: Path, steps: Optional[int], rays
     config.pipeline.datamanager.dataparser = BlenderDataParserConfig(data=data)
     config.output_dir = out
     config.experiment_name = "teacher"
-    config.timestamp = "run"
-    _quiet(config)
+    config.timestamp = timestamp
+    quiet_config(config)
     if steps is not None:
         config.max_num_iterations = steps
     if rays is not None and hasattr(config.pipeline.datamanager, "train_num_rays_per_batch"):
         config.pipeline.datamanager.train_num_rays_per_batch = rays
     config.steps_per_save = config.max_num_iterations
+    if adjust is not None:
+        adjust(config)
     path = config.get_base_dir() / "config.yml"
     if path.exists() and any((config.get_base_dir() / "nerfstudio_models").glob("*.ckpt")):
         return path  # trained by an earlier invocation
@@ -84,7 +89,7 @@ def run_vq(teacher: Path, data: Path, out: Path, name: str, steps: int, codebook
     config.output_dir = out
     config.experiment_name = "vq"
     config.timestamp = name
-    _quiet(config)
+    quiet_config(config)
     config.max_num_iterations = steps
     config.steps_per_save = steps
     for opt in config.optimizers.values():  # keep the decay over the shorter run
@@ -114,7 +119,8 @@ def evaluate(config_path: Path, every: int = 1) -> Dict[str, float]:
         dataset = pipeline.datamanager.eval_dataset
         loader = FixedIndicesEvalDataloader(dataset, tuple(range(0, len(dataset), every)), device=pipeline.device)
         metrics = pipeline.get_average_image_metrics(loader, "eval")
-    return {"psnr": float(metrics["psnr"]), "ssim": float(metrics["ssim"])}
+    views = len(range(0, len(pipeline.datamanager.eval_dataset), max(every, 1)))
+    return {"psnr": float(metrics["psnr"]), "ssim": float(metrics["ssim"]), "views": views}
 
 
 def zipped_checkpoint_bytes(config_path: Path, weights_only: bool = True) -> int:
