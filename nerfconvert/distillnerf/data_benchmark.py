@@ -12,7 +12,7 @@ import json
 import platform
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 
@@ -116,20 +116,32 @@ def save_figure(root: Path, scene: str, path: Path) -> None:
     plt.close(fig)
 
 
-def run(output: Path, num_scenes: int, num_steps: int, width: int, height: int, steps: int, method: str = "nerfacto") -> Dict:
-    from nerfconvert.distillnerf.teachers import run_teachers
+def run(output: Path, num_scenes: int, num_steps: int, width: int, height: int, steps: int, method: Optional[str] = None,
+        small: bool = False, depth_loss_mult: Optional[float] = None, rays: int = 1024) -> Dict:
+    from nerfconvert.distillnerf.benchmark import cpu_teacher_hook
+    from nerfconvert.distillnerf.teachers import DEFAULT_METHOD, DEPTH_LOSS_MULT, run_teachers
     from nerfconvert.scenes.driving import generate_driving_dataset
 
+    method = method or DEFAULT_METHOD
+    depth_loss_mult = DEPTH_LOSS_MULT if depth_loss_mult is None else depth_loss_mult
     data = output / "scenes"
     if not data.exists():
         generate_driving_dataset(data, num_scenes=num_scenes, num_steps=num_steps, width=width, height=height)
+    hook = cpu_teacher_hook(rays, steps, small)
+
+    def cpu_friendly(config) -> None:
+        hook(config)
+        if not small:
+            _cpu_friendly(config)
+
     start = time.time()
-    run_teachers(data, method=method, max_num_iterations=steps, config_hook=_cpu_friendly)
+    run_teachers(data, method=method, max_num_iterations=steps, config_hook=cpu_friendly, depth_loss_mult=depth_loss_mult)
     seconds = time.time() - start
     result = evaluate(data, teacher=method)
     result["settings"] = {
         "num_scenes": num_scenes, "num_steps": num_steps, "width": width, "height": height,
-        "teacher": method, "teacher_steps": steps, "teacher_seconds_total": round(seconds, 1),
+        "teacher": method, "teacher_steps": steps, "teacher_rays": rays, "small_teacher": small,
+        "depth_loss_mult": depth_loss_mult if "depth" in method else None, "teacher_seconds_total": round(seconds, 1),
         "machine": platform.platform(),
     }
     (output / "result.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -138,13 +150,8 @@ def run(output: Path, num_scenes: int, num_steps: int, width: int, height: int, 
 
 
 def _cpu_friendly(config) -> None:
-    """Smaller ray batches than nerfacto's 4096 and the in-process data manager (no spawned
-    workers): the recorded runs are on a shared 2-core CPU."""
-    from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManagerConfig
-
-    config.pipeline.datamanager = VanillaDataManagerConfig(
-        dataparser=config.pipeline.datamanager.dataparser, train_num_rays_per_batch=1024
-    )
+    """The hash-grid size of the recorded non-``small`` runs (shared 2-core CPU); ray batch and
+    in-process data manager come from ``cpu_teacher_hook``."""
     config.pipeline.model.eval_num_rays_per_chunk = 4096
     # 2^16 hash entries per level instead of 2^19: Adam over the full tables dominated a CPU step.
     config.pipeline.model.log2_hashmap_size = 16
