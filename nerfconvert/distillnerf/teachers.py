@@ -39,10 +39,10 @@ from nerfconvert.distillnerf.dataparser import CACHE_DIR, CACHE_META, SceneRecor
 RUNS_DIR = "teacher_runs"
 LIDAR_TRANSFORMS = "transforms_lidar.json"
 DEFAULT_METHOD = "depth-nerfacto"
-# depth-nerfacto's DS-NeRF loss on the LiDAR. With its stock weight 1e-3 a 300-step CPU teacher's
-# depth stayed at AbsRel 0.63 (floaters near the cameras win); weight 0.1 reached 0.038 in 150 steps
-# (benchmarks/README.md). sigma: nerfstudio's default, in the teacher's normalised units (depth images
-# are scaled with the poses); 0.1 measured no better (0.046).
+# depth-nerfacto's DS-NeRF loss on the LiDAR. With its stock weight 1e-3, 80-step CPU teachers'
+# depth stayed at AbsRel 0.76 (floaters near the cameras win); weight 0.1: 0.21 (distillnerf data
+# benchmark, benchmarks/README.md). sigma: nerfstudio's default, in the teacher's normalised units
+# (depth images are scaled with the poses); 0.1 measured no better.
 DEPTH_LOSS_MULT = 0.1
 DEPTH_SIGMA = 0.01
 
