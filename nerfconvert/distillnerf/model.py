@@ -28,13 +28,14 @@ from nerfconvert.distillnerf.fusion import SparseVoxelFusion, SparseVoxels
 from nerfconvert.distillnerf.lifting import DepthLifter, Frustum, pixel_rays
 from nerfconvert.distillnerf.losses import block_mean_depth, depth_l1, depth_target, ray_entropy
 from nerfconvert.distillnerf.param_space import contract_depth, world_to_ego
-from nerfconvert.distillnerf.rendering import RGBDecoder, VoxelRenderer
+from nerfconvert.distillnerf.rendering import VoxelSceneSettings
 
 
 @dataclass
-class DistillNerfModelConfig(ModelConfig):
+class DistillNerfModelConfig(ModelConfig, VoxelSceneSettings):
     """DistillNeRF: sparse hierarchical voxels predicted from multi-view images (defaults: tiny
-    enough to train on CPU; raise the channels, bins and resolutions on a GPU)."""
+    enough to train on CPU; raise the channels, bins and resolutions on a GPU). The space,
+    voxel and rendering settings are ``VoxelSceneSettings``."""
 
     _target: Type = field(default_factory=lambda: DistillNerfModel)
     num_cameras: int = 6
@@ -55,26 +56,6 @@ class DistillNerfModelConfig(ModelConfig):
     """D': fine depth candidates around the raw depth."""
     candidate_halfwidth: float = 1.5
     """The candidates span +- this many coarse bins around the raw depth."""
-    depth_range: Tuple[float, float] = (0.5, 1000.0)
-    """Nearest and farthest depth (m) of the bins; also the rendering near/far planes."""
-    inner_range: Tuple[float, float, float] = (50.0, 50.0, 6.4)
-    """p_inner (Eq. 3): half-extent in metres of the real-scale inner region, ego x, y, z."""
-    alpha: float = 0.8
-    """alpha (Eq. 3): share of the parameterized space given to the inner region."""
-    coarse_resolution: Tuple[int, int, int] = (32, 32, 16)
-    """Voxels per axis of the coarse level over the whole parameterized space."""
-    fine_resolution: Tuple[int, int, int] = (128, 128, 64)
-    """Voxels per axis of the fine level (a multiple of the coarse one)."""
-    voxel_channels: int = 16
-    """Feature channels per voxel, each level."""
-    num_uniform_samples: int = 32
-    """Phase 1 samples per ray, uniform in parameterized depth."""
-    num_importance_samples: int = 16
-    """Phase 2 samples per ray, importance-sampled from phase 1."""
-    render_downsample: int = 4
-    """Feature images are rendered at 1/this of the image resolution; the decoder upsamples them."""
-    decoder_channels: int = 16
-    """Channels of the CNN decoder."""
     use_rgb_loss: bool = True
     """L_rgb: MSE of the decoded image (and of the low-resolution per-ray colour)."""
     use_lpips_loss: bool = False
@@ -108,18 +89,14 @@ class DistillNerfModel(Model):
     def populate_modules(self) -> None:
         super().populate_modules()
         cfg = self.config
-        depth_inner = float(min(cfg.inner_range[0], cfg.inner_range[1]))
-        self.depth_inner = depth_inner
+        depth_inner = self.depth_inner = cfg.depth_inner
         self.encoder = ImageEncoder(cfg.backbone, cfg.backbone_channels, cfg.depth_channels, cfg.feature_channels,
                                     pretrained=cfg.pretrained_backbone)
         self.lifter = DepthLifter(cfg.depth_channels, cfg.num_depth_bins, cfg.num_depth_candidates,
                                   cfg.candidate_halfwidth, cfg.depth_range, depth_inner, cfg.alpha)
         self.fusion = SparseVoxelFusion(cfg.feature_channels + 1, cfg.voxel_channels, cfg.fine_resolution,
                                         cfg.coarse_resolution, cfg.inner_range, cfg.alpha)
-        self.renderer = VoxelRenderer(cfg.num_uniform_samples, cfg.num_importance_samples, cfg.depth_range[0],
-                                      cfg.depth_range[1], depth_inner, cfg.alpha)
-        self.decoder = RGBDecoder(2 * cfg.voxel_channels + 1, cfg.decoder_channels, cfg.render_downsample)
-        self.ray_rgb = nn.Linear(2 * cfg.voxel_channels, 3)  # per-ray colour (reduced resolution, point clouds)
+        self.renderer, self.decoder, self.ray_rgb = cfg.build_rendering()
         # recorded in checkpoints so that predict can check a frame against the training rig
         self.register_buffer("trained_num_cameras", torch.tensor(cfg.num_cameras))
         self._last_scene: Optional[SparseVoxels] = None

@@ -121,9 +121,7 @@ def predict_scene(model, cameras, images: torch.Tensor, ego_to_world: torch.Tens
 def scene_model_config(model_config):
     from nerfconvert.distillnerf.scene_model import DistillNerfSceneModelConfig
 
-    keys = ("voxel_channels", "decoder_channels", "render_downsample", "num_uniform_samples",
-            "num_importance_samples", "depth_range", "inner_range", "alpha", "coarse_resolution", "fine_resolution")
-    return DistillNerfSceneModelConfig(**{k: getattr(model_config, k) for k in keys})
+    return DistillNerfSceneModelConfig(**model_config.scene_settings())
 
 
 def write_scene_run(model, scene, step_dir: Path, output_dir: Path, experiment_name: Optional[str] = None,

@@ -5,6 +5,7 @@ at reduced resolution plus expected depth, and a CNN decoder that upsamples them
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, fields
 from typing import Dict, Tuple
 
 import torch
@@ -86,3 +87,46 @@ class RGBDecoder(nn.Module):
         if tuple(x.shape[-2:]) != tuple(size):
             x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
         return torch.sigmoid(self.out(x)).permute(0, 2, 3, 1)
+
+
+@dataclass
+class VoxelSceneSettings:
+    """What a predicted scene needs to be rendered: shared by the ``distillnerf`` model (which
+    predicts it) and ``distillnerf-scene`` (which shows one), so a prediction renders with the
+    settings it was trained with."""
+
+    depth_range: Tuple[float, float] = (0.5, 1000.0)
+    """Nearest and farthest depth (m) of the bins; also the rendering near/far planes."""
+    inner_range: Tuple[float, float, float] = (50.0, 50.0, 6.4)
+    """p_inner (Eq. 3): half-extent in metres of the real-scale inner region, ego x, y, z."""
+    alpha: float = 0.8
+    """alpha (Eq. 3): share of the parameterized space given to the inner region."""
+    coarse_resolution: Tuple[int, int, int] = (32, 32, 16)
+    """Voxels per axis of the coarse level over the whole parameterized space."""
+    fine_resolution: Tuple[int, int, int] = (128, 128, 64)
+    """Voxels per axis of the fine level (a multiple of the coarse one)."""
+    voxel_channels: int = 16
+    """Feature channels per voxel, each level."""
+    num_uniform_samples: int = 32
+    """Phase 1 samples per ray, uniform in parameterized depth."""
+    num_importance_samples: int = 16
+    """Phase 2 samples per ray, importance-sampled from phase 1."""
+    render_downsample: int = 4
+    """Feature images are rendered at 1/this of the image resolution; the decoder upsamples them."""
+    decoder_channels: int = 16
+    """Channels of the CNN decoder."""
+
+    @property
+    def depth_inner(self) -> float:
+        """Depth (m) up to which the parameterized depth is at real scale."""
+        return float(min(self.inner_range[0], self.inner_range[1]))
+
+    def scene_settings(self) -> Dict:
+        return {f.name: getattr(self, f.name) for f in fields(VoxelSceneSettings)}
+
+    def build_rendering(self) -> Tuple[VoxelRenderer, RGBDecoder, nn.Linear]:
+        """The renderer, the CNN decoder and the per-ray colour head (reduced resolution, point clouds)."""
+        renderer = VoxelRenderer(self.num_uniform_samples, self.num_importance_samples, self.depth_range[0],
+                                 self.depth_range[1], self.depth_inner, self.alpha)
+        decoder = RGBDecoder(2 * self.voxel_channels + 1, self.decoder_channels, self.render_downsample)
+        return renderer, decoder, nn.Linear(2 * self.voxel_channels, 3)

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Dict, List, Mapping, Optional, Tuple, Type
+from typing import Dict, List, Mapping, Type
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch.nn import Parameter
 
 from nerfstudio.cameras.cameras import Cameras
@@ -23,27 +23,17 @@ from nerfstudio.models.base_model import Model, ModelConfig
 
 from nerfconvert.distillnerf.fusion import SparseVoxels
 from nerfconvert.distillnerf.lifting import pixel_rays
-from nerfconvert.distillnerf.rendering import RGBDecoder, VoxelRenderer
+from nerfconvert.distillnerf.rendering import VoxelSceneSettings
 
 SCENE_BUFFERS = ("fine_keys", "fine_density", "fine_features", "coarse_keys", "coarse_density", "coarse_features", "ego_to_world")
 
 
 @dataclass
-class DistillNerfSceneModelConfig(ModelConfig):
+class DistillNerfSceneModelConfig(ModelConfig, VoxelSceneSettings):
     """A predicted DistillNeRF scene (written by ``nerfconvert distillnerf-predict``; the voxels
     come from its checkpoint, so training this method from scratch gives an empty scene)."""
 
     _target: Type = field(default_factory=lambda: DistillNerfSceneModel)
-    voxel_channels: int = 16
-    decoder_channels: int = 16
-    render_downsample: int = 4
-    num_uniform_samples: int = 32
-    num_importance_samples: int = 16
-    depth_range: Tuple[float, float] = (0.5, 1000.0)
-    inner_range: Tuple[float, float, float] = (50.0, 50.0, 6.4)
-    alpha: float = 0.8
-    coarse_resolution: Tuple[int, int, int] = (32, 32, 16)
-    fine_resolution: Tuple[int, int, int] = (128, 128, 64)
 
 
 class DistillNerfSceneModel(Model):
@@ -52,11 +42,7 @@ class DistillNerfSceneModel(Model):
     def populate_modules(self) -> None:
         super().populate_modules()
         cfg = self.config
-        depth_inner = float(min(cfg.inner_range[0], cfg.inner_range[1]))
-        self.renderer = VoxelRenderer(cfg.num_uniform_samples, cfg.num_importance_samples, cfg.depth_range[0],
-                                      cfg.depth_range[1], depth_inner, cfg.alpha)
-        self.decoder = RGBDecoder(2 * cfg.voxel_channels + 1, cfg.decoder_channels, cfg.render_downsample)
-        self.ray_rgb = nn.Linear(2 * cfg.voxel_channels, 3)
+        self.renderer, self.decoder, self.ray_rgb = cfg.build_rendering()
         c = cfg.voxel_channels
         self.register_buffer("fine_keys", torch.zeros(0, dtype=torch.long))
         self.register_buffer("fine_density", torch.zeros(0))
