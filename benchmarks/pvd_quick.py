@@ -1,7 +1,7 @@
 """pvd-al benchmark: teacher -> student matrix, students from scratch for the same CPU time,
 and the ablations of PVD-AL Table 6. See nerfconvert/distill/benchmark.py.
 
-    python benchmarks/pvd_quick.py                  # quick: generated 64x64 scene, CPU, < 20 min
+    python benchmarks/pvd_quick.py                  # quick: generated 40x40 scene (100 train views), CPU
     python benchmarks/pvd_quick.py --mode real      # ../shared/data/lego
     nerfconvert bench pvd --mode quick              # the same through the CLI
 

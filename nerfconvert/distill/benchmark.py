@@ -2,7 +2,7 @@
 students trained from scratch on the real images for the same time, and the ablations of
 PVD-AL Table 6.
 
-    python benchmarks/pvd_quick.py                 # quick: 40x40 generated scene, CPU
+    python benchmarks/pvd_quick.py                 # quick: 40x40 generated scene (100 views), CPU
     python benchmarks/pvd_quick.py --mode real     # ../shared/data/lego (hours on CPU)
     nerfconvert bench pvd --mode quick             # the same, through the CLI
 
@@ -69,25 +69,34 @@ class Scale:
     """Which Table 6 variants to run (None: all ten)."""
     model_overrides: Dict[str, Dict] = field(default_factory=dict)
     """Per method: model-config fields changed for teachers, from-scratch runs and students."""
+    matrix_variants: Tuple[Tuple[str, str, Dict], ...] = ()
+    """Extra matrix rows (student, label, PVDPipelineConfig changes), full length, against the same
+    from-scratch twin (e.g. an ablation that helps at the short budget, run at full length)."""
 
 
 LIGHT_NERFACTO = {
     "num_proposal_samples_per_ray": (32, 16), "num_nerf_samples_per_ray": 16, "num_levels": 8,
-    "log2_hashmap_size": 14, "max_res": 256, "hidden_dim": 32, "hidden_dim_color": 32,
+    "log2_hashmap_size": 14, "max_res": 128, "hidden_dim": 32, "hidden_dim_color": 32,
     # the generated object scenes: cameras at radius 4 around an object inside the unit box, white background
     "near_plane": 2.0, "far_plane": 6.0, "disable_scene_contraction": True, "background_color": "white",
+    "proposal_initial_sampler": "uniform",
 }
 """A lighter nerfacto for CPU runs on small generated object scenes (fewer samples per ray, smaller
-tables and MLPs, the scene's near/far bounds and no contraction: the defaults are for unbounded captures)."""
+tables and MLPs, the scene's near/far bounds and no contraction: the defaults are for unbounded captures;
+uniform initial samples: the piecewise sampler spends them in disparity, for unbounded scenes; finest
+grid 128 cells over the 3-unit box: a 40 px view of it has ~0.07 units per pixel)."""
 
 CORE_ABLATIONS = ("w/all", "w/o L_v", "w/o sigma clamp", "w/o block-wise", "w/o poses^AL", "w/o rays^AL", "w/o points^AL")
 
 MODES = {
     # sized for two shared CPU cores: one hash teacher, the VM and voxel students, core ablations
-    "quick": Scale(resolution=40, num_train=24, num_test=4, teacher_steps={"nerfacto": 300, "tensorf": 300, "vanilla-nerf": 300, "plenoxels": 300},
-                   teacher_rays=256, distill_steps=80, distill_rays=1024, scratch_rays=256, teacher_cache_batches=4, teacher_reuse=2,
-                   ablation_steps=40, students=("tensorf", "plenoxels", "nerfacto", "vanilla-nerf"),
-                   ablation_names=CORE_ABLATIONS + ("w/o teacher cache",), model_overrides={"nerfacto": LIGHT_NERFACTO}),
+    # 100 training views like the Blender scenes (with 24, every model overfits and scores ~20 dB on test views);
+    # distillation: many cheap steps (256 rays, the teacher labels 8 batches at once, each ray used twice)
+    "quick": Scale(resolution=40, num_train=100, num_test=4, teacher_steps={"nerfacto": 1500, "tensorf": 1500, "vanilla-nerf": 1500, "plenoxels": 1500},
+                   teacher_rays=1024, distill_steps=320, distill_rays=256, scratch_rays=256, teacher_cache_batches=8, teacher_reuse=2,
+                   ablation_steps=120, students=("tensorf", "plenoxels", "nerfacto", "vanilla-nerf"),
+                   ablation_names=CORE_ABLATIONS + ("w/o teacher cache",), model_overrides={"nerfacto": LIGHT_NERFACTO},
+                   matrix_variants=(("tensorf", "w/o L_v", {"loss.volume_weight": 0.0}),)),
     "smoke": Scale(resolution=32, num_train=8, num_test=2, teacher_steps={k: 30 for k in FAMILY}, distill_steps=12,
                    ablation_steps=8, teacher_rays=256, distill_rays=256, students=("tensorf", "plenoxels"),
                    model_overrides={"nerfacto": LIGHT_NERFACTO}),
@@ -232,10 +241,11 @@ def score(run_config: Path, teacher_config: Optional[Path] = None) -> Dict:
         teacher, _ = load_run(teacher_config, device="cpu", test_mode="test")
         cams = pipeline.datamanager.eval_dataset.cameras
         values = []
+        rgb = lambda outputs: outputs["rgb"] if "rgb" in outputs else outputs["rgb_fine"]  # noqa: E731 (vanilla-nerf: coarse/fine)
         for i in range(cams.shape[0]):
             cam = cams[i : i + 1]
-            s = pipeline.model.get_outputs_for_camera(cam)["rgb"]
-            t = teacher.model.get_outputs_for_camera(cam)["rgb"]
+            s = rgb(pipeline.model.get_outputs_for_camera(cam))
+            t = rgb(teacher.model.get_outputs_for_camera(cam))
             values.append(float(-10 * torch.log10(torch.mean((s - t) ** 2).clamp_min(1e-10))))
         out["psnr_vs_teacher"] = sum(values) / len(values)
     return out
@@ -257,6 +267,7 @@ def run(
     teachers_only: bool = False,
     students: Optional[Tuple[str, ...]] = None,
     skip_matrix: bool = False,
+    variants_only: bool = False,
 ) -> Dict:
     """``reuse_teachers``: teachers already trained in ``work_dir`` are scored, not retrained.
     ``skip_ablations``: keep the ablation rows of the previous results file (marked as such)."""
@@ -272,7 +283,9 @@ def run(
     if scale.data is not None:
         data = scale.data
     else:
-        data = work / "scene"
+        # one folder per scene size: cached teachers (in ``out``) belong to their scene
+        tag = f"{scale.resolution}px-{scale.num_train}x{scale.num_test}"
+        data, out = work / f"scene-{tag}", work / f"outputs-{tag}"
         if not (data / "transforms_train.json").exists():
             generate_object_scene(data, seed=0, resolution=scale.resolution, num_train=scale.num_train, num_val=2, num_test=scale.num_test, overwrite=True)
     results: Dict = {"mode": mode, "teachers": {}, "matrix": {}, "scratch": {}, "ablations": {}}
@@ -283,7 +296,8 @@ def run(
 
     command = f"python benchmarks/pvd_quick.py --mode {mode}" + (" --reuse-teachers" if reuse_teachers else "") + (" --skip-ablations" if skip_ablations else "") + (
         f" --threads {torch.get_num_threads()}" if torch.get_num_threads() == 1 else "") + (
-        f" --students {' '.join(students)}" if students else "") + (" --skip-matrix" if skip_matrix else "")
+        f" --students {' '.join(students)}" if students else "") + (" --skip-matrix" if skip_matrix else "") + (
+        " --variants-only" if variants_only else "")
     cpu_start = time.process_time()
 
     def save(final: bool = False) -> None:
@@ -317,14 +331,18 @@ def run(
 
     # 2. distillation matrix, 3. from scratch for the same CPU time
     for t in scale.teachers:
-        for s in (() if skip_matrix else scale.students):
-            name = f"{t}-to-{s}"
-            timing = run_training(pvd_config(teacher_cfgs[t], s, out, scale.distill_steps, scale, name))
-            results["matrix"][name] = {"teacher": t, "student": s, **timing, **score(student_run(out, s, name), teacher_cfgs[t])}
+        rows = [] if variants_only else [(s, "", {}) for s in scale.students]
+        rows += [v for v in scale.matrix_variants if v[0] in scale.students]
+        for s, label, changes in (() if skip_matrix else rows):
+            name = f"{t}-to-{s}" + (f" ({label})" if label else "")
+            run_name = name.replace(" (", "-").replace(")", "").replace("/", "").replace(" ", "-")
+            timing = run_training(pvd_config(teacher_cfgs[t], s, out, scale.distill_steps, scale, run_name, **changes))
+            results["matrix"][name] = {"teacher": t, "student": s, "label": label, **timing, **score(student_run(out, s, run_name), teacher_cfgs[t])}
             log(f"distil {name}: {results['matrix'][name]['psnr']:.2f} dB ({results['matrix'][name]['psnr_vs_teacher']:.2f} vs teacher) in {timing['wall_s']:.0f}s")
             save()
-            if s not in results["scratch"] or results["scratch"][s]["budget_cpu_s"] < timing["cpu_s"]:
-                sname = f"scratch-{s}"
+            sk = s + (f" ({label})" if label else "")  # a variant row gets its own equal-CPU twin
+            if sk not in results["scratch"] or results["scratch"][sk]["budget_cpu_s"] < timing["cpu_s"]:
+                sname = f"scratch-{s}" + (f"-{run_name.split('-to-')[1]}" if label else "")
                 cfg = method_config(s, data, out, 10**6, scale.scratch_rays or scale.teacher_rays, sname, scale.model_overrides.get(s))
                 for group in cfg.optimizers.values():  # schedules sized for the teacher-length run
                     sched = group.get("scheduler")
@@ -332,8 +350,8 @@ def run(
                         sched.max_steps = scale.teacher_steps.get(s, 1000)
                 cfg.timestamp = f"{sname}-{t}"
                 st = run_training(cfg, cpu_budget_s=timing["cpu_s"])
-                results["scratch"][s] = {"budget_cpu_s": timing["cpu_s"], "for": name, **st, **score(cfg.get_base_dir() / "config.yml")}
-                log(f"scratch {s}: {results['scratch'][s]['psnr']:.2f} dB in {st['cpu_s']:.0f}s CPU")
+                results["scratch"][sk] = {"budget_cpu_s": timing["cpu_s"], "for": name, **st, **score(cfg.get_base_dir() / "config.yml")}
+                log(f"scratch {sk}: {results['scratch'][sk]['psnr']:.2f} dB in {st['cpu_s']:.0f}s CPU")
                 save()
 
     # 4. ablations (Table 6) on hash -> VM
@@ -428,9 +446,10 @@ def write_results(results: Dict, scale: Scale, results_dir: Path) -> None:
           "| teacher -> student | PSNR | SSIM | PSNR vs teacher | distil wall s | CPU s | from scratch, same CPU time: PSNR | SSIM | steps | distilled - scratch |",
           "|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in results["matrix"].items():
-        sc = results["scratch"].get(r["student"], {})
+        sc = results["scratch"].get(r["student"] + (f" ({r['label']})" if r.get("label") else ""), {})
         delta = r["psnr"] - sc["psnr"] if sc else float("nan")
-        L.append(f"| {r['teacher']} -> {r['student']} ({FAMILY[r['teacher']]} -> {FAMILY[r['student']]}) | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['psnr_vs_teacher']:.2f} | {r['wall_s']:.0f} | {r['cpu_s']:.0f} | "
+        label = f", {r['label']}" if r.get("label") else ""
+        L.append(f"| {r['teacher']} -> {r['student']} ({FAMILY[r['teacher']]} -> {FAMILY[r['student']]}{label}) | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['psnr_vs_teacher']:.2f} | {r['wall_s']:.0f} | {r['cpu_s']:.0f} | "
                  f"{sc.get('psnr', float('nan')):.2f} | {sc.get('ssim', float('nan')):.3f} | {sc.get('steps', 0)} | {delta:+.2f} |")
     if any("lpips" in r for r in results["matrix"].values()):
         L += ["", "LPIPS: " + ", ".join(f"{n} {r['lpips']:.3f}" for n, r in results["matrix"].items() if "lpips" in r)]
@@ -456,6 +475,13 @@ def write_results(results: Dict, scale: Scale, results_dir: Path) -> None:
         L += ["", "## Acceptance", "",
               f"- VM student from the hash teacher: {hash_vm['psnr']:.2f} dB vs teacher {results['teachers']['nerfacto']['psnr']:.2f} dB: gap {gap:.2f} dB ({'within' if gap <= 1.0 else 'NOT within'} 1.0 dB).",
               f"- Distilled VM vs VM from scratch with the same CPU time: {hash_vm['psnr']:.2f} vs {sc.get('psnr', float('nan')):.2f} dB ({'distilled better' if hash_vm['psnr'] > sc.get('psnr', float('inf')) else 'distilled NOT better'})."]
+        for name, r in results["matrix"].items():
+            if r.get("label") and r["student"] == "tensorf" and r["teacher"] == "nerfacto":
+                sc = results["scratch"].get(f"tensorf ({r['label']})", {})
+                better = r["psnr"] > sc.get("psnr", float("inf"))
+                L.append(f"- Distilled VM {r['label']} ({r['cpu_s']:.0f} CPU s) vs VM from scratch ({sc.get('cpu_s', float('nan')):.0f} CPU s): "
+                         f"{r['psnr']:.2f} vs {sc.get('psnr', float('nan')):.2f} dB ({'distilled better' if better else 'distilled NOT better'}); "
+                         f"gap to the teacher {results['teachers']['nerfacto']['psnr'] - r['psnr']:.2f} dB.")
     (results_dir / f"pvd_{mode}.md").write_text("\n".join(L) + "\n")
 
     fig, axes = plt.subplots(1, 2 if results["ablations"] else 1, figsize=(13, 4.5), squeeze=False)
@@ -463,7 +489,7 @@ def write_results(results: Dict, scale: Scale, results_dir: Path) -> None:
     names = list(results["matrix"])
     x = range(len(names))
     ax.bar([i - 0.2 for i in x], [results["matrix"][n]["psnr"] for n in names], width=0.4, label="distilled (PVD-AL)")
-    ax.bar([i + 0.2 for i in x], [results["scratch"].get(results["matrix"][n]["student"], {}).get("psnr", 0) for n in names], width=0.4, label="from scratch, same CPU time")
+    ax.bar([i + 0.2 for i in x], [results["scratch"].get(results["matrix"][n]["student"] + (f" ({results['matrix'][n]['label']})" if results["matrix"][n].get("label") else ""), {}).get("psnr", 0) for n in names], width=0.4, label="from scratch, same CPU time")
     for t, r in results["teachers"].items():
         ax.axhline(r["psnr"], linestyle="--", color="k", linewidth=1, label=f"teacher {t}")
     ax.set_xticks(list(x), [n.replace("-to-", "\n-> ") for n in names], fontsize=8)
@@ -494,6 +520,7 @@ def main(argv: Optional[List[str]] = None) -> None:
                         help="torch CPU threads (1 on a shared machine: idle OpenMP threads spin and inflate process CPU time)")
     parser.add_argument("--students", nargs="+", choices=sorted(FAMILY), default=None, help="students of the matrix (default: the mode's)")
     parser.add_argument("--skip-matrix", action="store_true", help="teachers and ablations only")
+    parser.add_argument("--variants-only", action="store_true", help="of the matrix, only the mode's extra variant rows (matrix_variants)")
     parser.add_argument("--merge", nargs="+", type=Path, default=None, help="combine these results JSONs (parts run side by side) into --results-dir")
     args = parser.parse_args(argv)
     if args.threads:
@@ -501,7 +528,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     if args.merge:
         merge(args.merge, args.mode, args.results_dir)
         return
-    run(args.mode, args.work_dir, args.results_dir, args.reuse_teachers, args.skip_ablations, args.teachers_only, args.students, args.skip_matrix)
+    run(args.mode, args.work_dir, args.results_dir, args.reuse_teachers, args.skip_ablations, args.teachers_only, args.students, args.skip_matrix,
+        args.variants_only)
 
 
 if __name__ == "__main__":
