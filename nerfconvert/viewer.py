@@ -32,13 +32,15 @@ class View:
     """Viewer port (default: a free one from 7007 up, as ns-viewer)."""
     websocket_host: str = "0.0.0.0"
     """Interface the viewer listens on."""
+    max_num_display_images: int = 512
+    """Training images shown as camera thumbnails (-1: all, 0: none), as ns-viewer's --viewer.max-num-display-images."""
 
     def main(self) -> None:
-        view(self.path, self.data, self.websocket_port, self.websocket_host)
+        view(self.path, self.data, self.websocket_port, self.websocket_host, self.max_num_display_images)
 
 
 def view(path: Path, data: Optional[Path] = None, websocket_port: Optional[int] = None,
-         websocket_host: str = "0.0.0.0") -> None:
+         websocket_host: str = "0.0.0.0", max_num_display_images: int = 512) -> None:
     from nerfconvert.compress.container import read_ncz
 
     path = Path(path)
@@ -63,7 +65,8 @@ def view(path: Path, data: Optional[Path] = None, websocket_port: Optional[int] 
         num_rays_per_chunk = config.viewer.num_rays_per_chunk
         config.vis = "viewer"
         config.viewer = ViewerConfig(websocket_port=websocket_port, websocket_host=websocket_host,
-                                     num_rays_per_chunk=num_rays_per_chunk)
+                                     num_rays_per_chunk=num_rays_per_chunk,
+                                     max_num_display_images=max_num_display_images)
         print(f"Showing {info}")
         _start_viewer(config, pipeline, step)  # ns-viewer's own loop; returns only on Ctrl-C
     except KeyboardInterrupt:

@@ -109,7 +109,7 @@ def stock_viewer_page(tmp_path) -> Callable[[Path], str]:
                 stdout=log, stderr=subprocess.STDOUT,
             )
             try:
-                deadline, page = time.time() + 180, None
+                deadline, page = time.time() + 300, None  # a loaded shared CPU: 180 s was not always enough
                 while time.time() < deadline and proc.poll() is None:
                     try:
                         with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
@@ -129,6 +129,115 @@ def stock_viewer_page(tmp_path) -> Callable[[Path], str]:
                     proc.kill()
 
     return _serve
+
+
+# ---- compressed runs (vq-compression, entropy-compression) ---------------------------------------
+def _tree_digest(root: Path) -> str:
+    """The run's config, checkpoints and transforms (not its tensorboard log, which the teacher's
+    writer may still be flushing)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and "tfevents" not in p.name:
+            h.update(str(p.relative_to(root)).encode())
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def vq_config(teacher: Path, data: Path, out: Path, steps: int = 2):
+    """``ns-train vq-compression``'s config, shrunk for a tiny teacher on a CPU."""
+    from nerfstudio.configs.method_configs import all_methods
+    from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig
+
+    config = copy.deepcopy(all_methods["vq-compression"])
+    config.output_dir = out
+    config.timestamp = "run"
+    config.vis = "tensorboard"
+    config.max_num_iterations = steps
+    config.steps_per_save = steps
+    config.steps_per_eval_batch = 10**6
+    config.steps_per_eval_image = 10**6
+    config.machine.device_type = "cpu"
+    config.pipeline.teacher_ckpt = teacher
+    config.pipeline.datamanager.dataparser = BlenderDataParserConfig(data=data)
+    config.pipeline.datamanager.train_num_rays_per_batch = 256
+    config.pipeline.datamanager.eval_num_rays_per_batch = 256
+    config.pipeline.model.eval_num_rays_per_chunk = 1024
+    model = config.pipeline.model
+    model.codebook_size = 64
+    model.kmeans_iterations = 10
+    model.kmeans_batch_size = 2000
+    model.sync_every = 2
+    model.importance_max_rays = 1024
+    model.importance_cache_dir = out / "importance_cache"
+    return config
+
+
+def entropy_config(teacher, data: Path, out: Path, steps: int = 2, preset: str = "high"):
+    """``ns-train entropy-compression``'s config, shrunk for a tiny teacher on a CPU."""
+    from nerfstudio.configs.method_configs import all_methods
+    from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig
+
+    config = copy.deepcopy(all_methods["entropy-compression"])
+    config.output_dir = out
+    config.timestamp = "run"
+    config.vis = "tensorboard"
+    config.max_num_iterations = steps
+    config.steps_per_save = steps
+    config.steps_per_eval_batch = config.steps_per_eval_image = config.steps_per_eval_all_images = 10**6
+    config.machine.device_type = "cpu"
+    config.pipeline.teacher_ckpt = teacher
+    config.pipeline.datamanager.dataparser = BlenderDataParserConfig(data=data)
+    config.pipeline.datamanager.train_num_rays_per_batch = 256
+    config.pipeline.datamanager.eval_num_rays_per_batch = 256
+    config.pipeline.model.eval_num_rays_per_chunk = 1024
+    config.pipeline.model.preset = preset
+    config.pipeline.model.importance_max_rays = 512
+    config.pipeline.model.importance_cache_dir = None
+    return config
+
+
+@pytest.fixture(scope="session")
+def make_vq_config() -> Callable:
+    return vq_config
+
+
+@pytest.fixture(scope="session")
+def make_entropy_config() -> Callable:
+    return entropy_config
+
+
+def _compressed_runs(make_config, name, trained_run, object_scene, tmp_path_factory) -> Callable[[str], Path]:
+    from nerfstudio.scripts import train
+
+    cache: Dict[str, Path] = {}
+
+    def _get(method: str) -> Path:
+        if method not in cache:
+            teacher = trained_run(method)
+            before = _tree_digest(teacher.parent)
+            config = make_config(teacher, object_scene, tmp_path_factory.mktemp(f"{name}_{method}"))
+            train.main(config)
+            assert _tree_digest(teacher.parent) == before, "the teacher run was modified"
+            cache[method] = config.get_base_dir() / "config.yml"
+        return cache[method]
+
+    return _get
+
+
+@pytest.fixture(scope="session")
+def vq_run(trained_run, object_scene, tmp_path_factory) -> Callable[[str], Path]:
+    """``vq_run(method)`` -> config.yml of a few-step vq-compression run of the tiny ``method`` run
+    (its scene.ncz next to it), trained once per session."""
+    return _compressed_runs(vq_config, "vq", trained_run, object_scene, tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def entropy_run(trained_run, object_scene, tmp_path_factory) -> Callable[[str], Path]:
+    """``entropy_run("tensorf")`` -> config.yml of a 2-step entropy-compression run of the tiny tensorf
+    run (its scene.ncz next to it), trained once per session."""
+    return _compressed_runs(entropy_config, "entropy", trained_run, object_scene, tmp_path_factory)
 
 
 # ---- distillnerf (model side) ------------------------------------------------------------------
@@ -191,3 +300,18 @@ def distillnerf_training(distillnerf_scenes, tmp_path_factory):
 def distillnerf_run(distillnerf_training) -> Path:
     """config.yml of the session's tiny distillnerf run."""
     return distillnerf_training[0]
+
+
+@pytest.fixture(scope="session")
+def distillnerf_prediction(distillnerf_run, distillnerf_scenes, tmp_path_factory) -> Path:
+    """config.yml of the run that ``nerfconvert distillnerf-predict`` writes for one frame
+    (scene-000, time step 1) with the session's tiny distillnerf model."""
+    from nerfconvert.cli import main
+
+    out = tmp_path_factory.mktemp("predicted")
+    frame = distillnerf_scenes / "scene-000" / "1"  # <scene>/<t>
+    main(["distillnerf-predict", "--model", str(distillnerf_run.parent), "--frame", str(frame),
+          "--output-dir", str(out), "--timestamp", "p"])
+    configs = list(out.glob("*/distillnerf-scene/p/config.yml"))
+    assert len(configs) == 1
+    return configs[0]

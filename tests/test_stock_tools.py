@@ -5,11 +5,8 @@ loads the checkpoint (safe torch.load) and reports LPIPS as missing offline."""
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -22,39 +19,9 @@ def bin_(name: str) -> str:
     return str(Path(sys.executable).parent / name)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.parametrize("method", RUNS)
-def test_ns_viewer_serves_a_page(trained_run, method, tmp_path):
-    port = free_port()
-    log = open(tmp_path / "viewer.log", "w")
-    proc = subprocess.Popen(
-        [bin_("ns-viewer"), "--load-config", str(trained_run(method)), "--viewer.websocket-port", str(port),
-         "--viewer.websocket-host", "127.0.0.1"],
-        stdout=log, stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline, page = time.time() + 180, None
-        while time.time() < deadline and proc.poll() is None:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
-                    if response.status == 200:
-                        page = response.read().decode("utf-8", "replace")
-                        break
-            except OSError:
-                time.sleep(1.0)
-        assert proc.poll() is None, "ns-viewer exited:\n" + (tmp_path / "viewer.log").read_text()[-3000:]
-        assert page is not None and "<html" in page.lower(), "no page served"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+def test_ns_viewer_serves_a_page(trained_run, method, stock_viewer_page):
+    stock_viewer_page(trained_run(method))
 
 
 def read_ply_vertex_count(path: Path) -> int:

@@ -252,12 +252,17 @@ class PVDPipeline(Pipeline):
         self.teacher_cache = TeacherCache(config.teacher_cache_batches, config.teacher_reuse)
         self._cache_generator = torch.Generator().manual_seed(self.datamanager.config.seed + 7)
 
-        from nerfstudio.viewer.viewer_elements import ViewerDropdown
+        from nerfstudio.viewer.viewer_elements import ViewerCheckbox, ViewerDropdown
 
         # the viewer renders pipeline.model: this switches it between student and teacher
         self.viewer_render = ViewerDropdown(
             name="PVD: render", default_value="student", options=["student", "teacher"],
             hint="Show the student being distilled, or its teacher",
+        )
+        self.hard_pose_frustums: list = []  # viser handles, drawn by PVDTrainer.draw_hard_poses
+        self.viewer_hard_poses = ViewerCheckbox(
+            name="PVD: hard poses", default_value=True, cb_hook=self._show_hard_poses,
+            hint="Draw the active-learning pool's hard poses as red frustums",
         )
 
     # ---- what the trainer and viewer see --------------------------------------------------
@@ -270,6 +275,10 @@ class PVDPipeline(Pipeline):
     @property
     def student(self):
         return self._model
+
+    def _show_hard_poses(self, element) -> None:
+        for handle in self.hard_pose_frustums:
+            handle.visible = element.value
 
     def stage(self, step: int) -> int:
         """Block-wise stage of a step (1: phi1, 2: + sigma and colour, 3: + rendered RGB)."""

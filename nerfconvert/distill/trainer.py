@@ -87,7 +87,6 @@ class PVDTrainer(Trainer):
         super().__init__(config, local_rank, world_size)
         self.student_config_path: Optional[Path] = None
         self._drawn_pose_version = -1
-        self._frustum_handles = []
 
     # ---- viewer: hard poses as frustums (PVD-AL Fig. 7a) ------------------------------------
     def _update_viewer_state(self, step: int) -> None:
@@ -101,22 +100,23 @@ class PVDTrainer(Trainer):
             server = getattr(viewer, "viser_server", None)
         if server is None:
             return 0
-        pool = self.pipeline.datamanager.pose_pool
+        pipeline = self.pipeline
+        pool = pipeline.datamanager.pose_pool
         if pool.version == self._drawn_pose_version:
-            return len(self._frustum_handles)
+            return len(pipeline.hard_pose_frustums)
         import viser.transforms as vtf
 
         from nerfstudio.viewer.viewer import VISER_NERFSTUDIO_SCALE_RATIO
 
-        for handle in self._frustum_handles:
+        for handle in pipeline.hard_pose_frustums:
             handle.remove()
-        self._frustum_handles = []
-        cams = self.pipeline.datamanager.distribution.templates
+        pipeline.hard_pose_frustums = []  # the "PVD: hard poses" checkbox shows/hides these
+        cams = pipeline.datamanager.distribution.templates
         fov = float(2 * np.arctan(float(cams.cy[0]) / float(cams.fy[0])))
         aspect = float(cams.width[0]) / float(cams.height[0])
         for i, c2w in enumerate(pool.c2w.numpy()):
             rot = vtf.SO3.from_matrix(c2w[:3, :3]) @ vtf.SO3.from_x_radians(np.pi)
-            self._frustum_handles.append(
+            pipeline.hard_pose_frustums.append(
                 server.scene.add_camera_frustum(
                     name=f"/pvd_hard_poses/pose_{i:03d}",
                     fov=fov,
@@ -125,10 +125,11 @@ class PVDTrainer(Trainer):
                     color=(230, 40, 40),
                     wxyz=rot.wxyz,
                     position=c2w[:3, 3] * VISER_NERFSTUDIO_SCALE_RATIO,
+                    visible=pipeline.viewer_hard_poses.value,
                 )
             )
         self._drawn_pose_version = pool.version
-        return len(self._frustum_handles)
+        return len(pipeline.hard_pose_frustums)
 
     # ---- the student as a run of its own -------------------------------------------------
     def _after_train(self) -> None:

@@ -4,14 +4,11 @@ tensorf run and on a tensorf student of pvd-al, with stock tools and bad input."
 
 from __future__ import annotations
 
-import copy
-import hashlib
 import json
 import math
 import subprocess
 import sys
 from pathlib import Path
-from typing import Callable, Dict
 
 import numpy as np
 import pytest
@@ -111,58 +108,6 @@ def test_bitstream_decodes_to_exactly_the_quantized_latents():
 
 
 # ---- end to end ------------------------------------------------------------------------------------
-def _tree_digest(root: Path) -> str:
-    h = hashlib.sha256()
-    for p in sorted(root.rglob("*")):
-        if p.is_file() and "tfevents" not in p.name:
-            h.update(str(p.relative_to(root)).encode())
-            h.update(p.read_bytes())
-    return h.hexdigest()
-
-
-def entropy_config(teacher, data: Path, out: Path, steps: int = 2, preset: str = "high"):
-    from nerfstudio.configs.method_configs import all_methods
-    from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig
-
-    config = copy.deepcopy(all_methods["entropy-compression"])
-    config.output_dir = out
-    config.timestamp = "run"
-    config.vis = "tensorboard"
-    config.max_num_iterations = steps
-    config.steps_per_save = steps
-    config.steps_per_eval_batch = config.steps_per_eval_image = config.steps_per_eval_all_images = 10**6
-    config.machine.device_type = "cpu"
-    config.pipeline.teacher_ckpt = teacher
-    config.pipeline.datamanager.dataparser = BlenderDataParserConfig(data=data)
-    config.pipeline.datamanager.train_num_rays_per_batch = 256
-    config.pipeline.datamanager.eval_num_rays_per_batch = 256
-    config.pipeline.model.eval_num_rays_per_chunk = 1024
-    config.pipeline.model.preset = preset
-    config.pipeline.model.importance_max_rays = 512
-    config.pipeline.model.importance_cache_dir = None
-    return config
-
-
-@pytest.fixture(scope="session")
-def entropy_run(trained_run, object_scene, tmp_path_factory) -> Callable[[str], Path]:
-    """``entropy_run("tensorf")`` -> config.yml of a 2-step entropy-compression run of the tiny tensorf run."""
-    from nerfstudio.scripts import train
-
-    cache: Dict[str, Path] = {}
-
-    def _get(method: str) -> Path:
-        if method not in cache:
-            teacher = trained_run(method)
-            before = _tree_digest(teacher.parent)
-            config = entropy_config(teacher, object_scene, tmp_path_factory.mktemp(f"entropy_{method}"))
-            train.main(config)
-            assert _tree_digest(teacher.parent) == before, "the teacher run was modified"
-            cache[method] = config.get_base_dir() / "config.yml"
-        return cache[method]
-
-    return _get
-
-
 def render_camera(config_path: Path, index: int = 0) -> torch.Tensor:
     from nerfstudio.utils.eval_utils import eval_setup
 
@@ -228,7 +173,7 @@ def test_entropy_run_opens_in_stock_viewer_and_export(entropy_run, stock_viewer_
 
 
 @pytest.mark.slow
-def test_entropy_compression_of_a_pvd_al_tensorf_student(trained_run, object_scene, tmp_path):
+def test_entropy_compression_of_a_pvd_al_tensorf_student(trained_run, object_scene, make_entropy_config, tmp_path):
     from nerfstudio.scripts import train
 
     from nerfconvert.compress.container import read_ncz
@@ -244,14 +189,16 @@ def test_entropy_compression_of_a_pvd_al_tensorf_student(trained_run, object_sce
     train.main(pvd)
     students = sorted((tmp_path / "pvd").glob("*/tensorf/*/config.yml"))
     assert len(students) == 1
-    config = entropy_config(students[0], object_scene, tmp_path / "ec", steps=1)
+    config = make_entropy_config(students[0], object_scene, tmp_path / "ec", steps=1)
     train.main(config)
     ncz = read_ncz(config.get_base_dir() / "scene.ncz")
     assert ncz.method == "entropy-compression" and ncz.architecture["model_class"] == "TensoRFModel"
 
 
-def test_non_tensorf_teacher_and_missing_teacher(trained_run, object_scene, tmp_path):
+def test_non_tensorf_teacher_and_missing_teacher(trained_run, object_scene, make_entropy_config, tmp_path):
     from nerfstudio.scripts import train
+
+    entropy_config = make_entropy_config
 
     with pytest.raises(SystemExit) as info:
         train.main(entropy_config(trained_run("plenoxels"), object_scene, tmp_path))

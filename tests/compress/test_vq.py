@@ -3,13 +3,10 @@ tiny plenoxels, tensorf and nerfacto teachers, with the decompress round trip an
 
 from __future__ import annotations
 
-import copy
-import hashlib
 import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import Callable, Dict
 
 import numpy as np
 import pytest
@@ -83,65 +80,6 @@ def test_uint8_quantisation_error_is_half_a_step():
 
 
 # ---- end to end ------------------------------------------------------------------------------------
-def _tree_digest(root: Path) -> str:
-    """The run's config, checkpoints and transforms (not its tensorboard log, which the teacher's
-    writer may still be flushing)."""
-    h = hashlib.sha256()
-    for p in sorted(root.rglob("*")):
-        if p.is_file() and "tfevents" not in p.name:
-            h.update(str(p.relative_to(root)).encode())
-            h.update(p.read_bytes())
-    return h.hexdigest()
-
-
-def vq_config(teacher: Path, data: Path, out: Path, steps: int = 2):
-    from nerfstudio.configs.method_configs import all_methods
-    from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig
-
-    config = copy.deepcopy(all_methods["vq-compression"])
-    config.output_dir = out
-    config.timestamp = "run"
-    config.vis = "tensorboard"
-    config.max_num_iterations = steps
-    config.steps_per_save = steps
-    config.steps_per_eval_batch = 10**6
-    config.steps_per_eval_image = 10**6
-    config.machine.device_type = "cpu"
-    config.pipeline.teacher_ckpt = teacher
-    config.pipeline.datamanager.dataparser = BlenderDataParserConfig(data=data)
-    config.pipeline.datamanager.train_num_rays_per_batch = 256
-    config.pipeline.datamanager.eval_num_rays_per_batch = 256
-    config.pipeline.model.eval_num_rays_per_chunk = 1024
-    model = config.pipeline.model
-    model.codebook_size = 64
-    model.kmeans_iterations = 10
-    model.kmeans_batch_size = 2000
-    model.sync_every = 2
-    model.importance_max_rays = 1024
-    model.importance_cache_dir = out / "importance_cache"
-    return config
-
-
-@pytest.fixture(scope="session")
-def vq_run(trained_run, object_scene, tmp_path_factory) -> Callable[[str], Path]:
-    """``vq_run(method)`` -> config.yml of a few-step vq-compression run of the tiny ``method`` run."""
-    from nerfstudio.scripts import train
-
-    cache: Dict[str, Path] = {}
-
-    def _get(method: str) -> Path:
-        if method not in cache:
-            teacher = trained_run(method)
-            before = _tree_digest(teacher.parent)
-            config = vq_config(teacher, object_scene, tmp_path_factory.mktemp(f"vq_{method}"))
-            train.main(config)
-            assert _tree_digest(teacher.parent) == before, "the teacher run was modified"
-            cache[method] = config.get_base_dir() / "config.yml"
-        return cache[method]
-
-    return _get
-
-
 def render_camera(config_path: Path, index: int = 0) -> torch.Tensor:
     from nerfstudio.utils.eval_utils import eval_setup
 
@@ -188,11 +126,7 @@ def test_vq_compression_end_to_end(vq_run, method, object_scene, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["plenoxels", "tensorf", "nerfacto"])
-def test_compressed_run_opens_in_stock_viewer_and_export(vq_run, method, tmp_path):
-    import socket
-    import time
-    import urllib.request
-
+def test_compressed_run_opens_in_stock_viewer_and_export(vq_run, method, stock_viewer_page, tmp_path):
     config_path = vq_run(method)
     result = subprocess.run(
         [bin_("ns-export"), "pointcloud", "--load-config", str(config_path), "--output-dir", str(tmp_path),
@@ -203,31 +137,7 @@ def test_compressed_run_opens_in_stock_viewer_and_export(vq_run, method, tmp_pat
     ply = tmp_path / "point_cloud.ply"
     assert ply.exists() and b"element vertex" in ply.read_bytes()[:400]
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    log = open(tmp_path / "viewer.log", "w")
-    proc = subprocess.Popen(
-        [bin_("ns-viewer"), "--load-config", str(config_path), "--viewer.websocket-port", str(port),
-         "--viewer.websocket-host", "127.0.0.1"], stdout=log, stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline, page = time.time() + 180, None
-        while time.time() < deadline and proc.poll() is None:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
-                    page = response.read().decode("utf-8", "replace")
-                    break
-            except OSError:
-                time.sleep(1.0)
-        assert proc.poll() is None, "ns-viewer exited:\n" + (tmp_path / "viewer.log").read_text()[-3000:]
-        assert page is not None and "<html" in page.lower()
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    stock_viewer_page(config_path)
 
 
 def test_cli_inspect_and_bad_file(vq_run, tmp_path):
@@ -248,9 +158,10 @@ def test_cli_inspect_and_bad_file(vq_run, tmp_path):
         assert errors[0] == result.stderr.strip().splitlines()[-1]
 
 
-def test_unsupported_teacher_and_missing_teacher(trained_run, object_scene, tmp_path):
+def test_unsupported_teacher_and_missing_teacher(trained_run, object_scene, make_vq_config, tmp_path):
     from nerfstudio.scripts import train
 
+    vq_config = make_vq_config
     config = vq_config(trained_run("vanilla-nerf"), object_scene, tmp_path)
     with pytest.raises(SystemExit) as info:
         train.main(config)

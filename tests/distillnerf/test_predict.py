@@ -4,12 +4,9 @@ ns-export pointcloud exports; clear errors for frames the model cannot take."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -17,64 +14,27 @@ import pytest
 from nerfconvert import NerfconvertError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from test_stock_tools import bin_, free_port, read_ply_vertex_count  # noqa: E402
+from test_stock_tools import bin_, read_ply_vertex_count  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def predicted_run(distillnerf_run, distillnerf_scenes, tmp_path_factory):
-    from nerfconvert.cli import main
-
-    out = tmp_path_factory.mktemp("predicted")
-    frame = distillnerf_scenes / "scene-000" / "1"  # <scene>/<t>
-    main(["distillnerf-predict", "--model", str(distillnerf_run.parent), "--frame", str(frame),
-          "--output-dir", str(out), "--timestamp", "p"])
-    configs = list(out.glob("*/distillnerf-scene/p/config.yml"))
-    assert len(configs) == 1
-    return configs[0]
-
-
-def test_predicted_run_opens_in_ns_viewer_and_exports_a_point_cloud(predicted_run, tmp_path):
-    port = free_port()
-    log = open(tmp_path / "viewer.log", "w")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # two processes on a shared CPU
-    viewer = subprocess.Popen(
-        [bin_("ns-viewer"), "--load-config", str(predicted_run), "--viewer.websocket-port", str(port),
-         "--viewer.websocket-host", "127.0.0.1"], stdout=log, stderr=subprocess.STDOUT, env=env,
+def test_predicted_run_opens_in_ns_viewer_and_exports_a_point_cloud(distillnerf_prediction, stock_viewer_page, tmp_path):
+    export = subprocess.run(
+        [bin_("ns-export"), "pointcloud", "--load-config", str(distillnerf_prediction), "--output-dir", str(tmp_path),
+         "--normal-method", "open3d", "--num-points", "500", "--num-rays-per-batch", "1024",
+         "--remove-outliers", "False"],
+        capture_output=True, text=True, timeout=600,
     )
-    try:
-        # the export runs while the viewer starts
-        export = subprocess.run(
-            [bin_("ns-export"), "pointcloud", "--load-config", str(predicted_run), "--output-dir", str(tmp_path),
-             "--normal-method", "open3d", "--num-points", "500", "--num-rays-per-batch", "1024",
-             "--remove-outliers", "False"],
-            capture_output=True, text=True, timeout=600, env=env,
-        )
-        assert export.returncode == 0, export.stdout[-2000:] + export.stderr[-3000:]
-        assert read_ply_vertex_count(tmp_path / "point_cloud.ply") > 0
-        deadline, page = time.time() + 180, None
-        while time.time() < deadline and viewer.poll() is None:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
-                    page = response.read().decode("utf-8", "replace")
-                    break
-            except OSError:
-                time.sleep(1.0)
-        assert viewer.poll() is None, "ns-viewer exited:\n" + (tmp_path / "viewer.log").read_text()[-3000:]
-        assert page is not None and "<html" in page.lower()
-    finally:
-        viewer.terminate()
-        try:
-            viewer.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            viewer.kill()
+    assert export.returncode == 0, export.stdout[-2000:] + export.stderr[-3000:]
+    assert read_ply_vertex_count(tmp_path / "point_cloud.ply") > 0
+    stock_viewer_page(distillnerf_prediction)
 
 
-def test_predicted_scene_renders_the_frame(predicted_run):
+def test_predicted_scene_renders_the_frame(distillnerf_prediction):
     """Reloaded with nerfstudio's eval_setup, the run renders the frame's cameras (decoder path)
     and rays (point-cloud path), with the voxels from the checkpoint."""
     from nerfstudio.utils.eval_utils import eval_setup
 
-    _, pipeline, _, _ = eval_setup(predicted_run, test_mode="test")
+    _, pipeline, _, _ = eval_setup(distillnerf_prediction, test_mode="test")
     model = pipeline.model
     assert model.fine_keys.numel() > 0 and model.coarse_keys.numel() > 0
     cameras = pipeline.datamanager.train_dataset.cameras

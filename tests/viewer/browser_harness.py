@@ -33,7 +33,7 @@ WINDOW = (640, 480)
 MAX_RES = 256  # "Max res", set on the page (nerfstudio's default 512 is slow on a CPU): the static frame's long side
 # Per-pixel standard deviation (0..255, over the scene part of the canvas) below which a frame
 # counts as blank or uniform. A constant-colour model gives 0 (the JPEG of a flat image is flat).
-MIN_PIXEL_STD = 2.0
+MIN_PIXEL_STD = 5.0
 RESULTS = Path(os.environ.get("NERFCONVERT_VIEWER_RESULTS", Path(tempfile.gettempdir()) / "nerfconvert-viewer-results"))
 
 missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not Path(p).exists()]
@@ -52,10 +52,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def red_pixels(scene: np.ndarray) -> int:
-    """Pixels of the hard-pose frustums' red (230, 40, 40)."""
-    rgb = scene.astype(np.int32)
-    return int(((rgb[:, 0] > 150) & (rgb[:, 0] - rgb[:, 1] > 90) & (rgb[:, 0] - rgb[:, 2] > 90)).sum())
+def frustum_pixels(shown: np.ndarray, hidden: np.ndarray) -> int:
+    """Pixels that the hard-pose frustums (red, (230, 40, 40)) add to a frame: the same view with them
+    shown and hidden differs only where they are drawn, and there the shown frame leans red. Their
+    lines are one pixel wide and anti-aliased, so a fixed colour threshold alone misses most of them;
+    the scene's own red objects are in both frames and cancel out."""
+    a, b = shown.astype(np.int32), hidden.astype(np.int32)
+    changed = np.abs(a - b).sum(axis=-1) > 30
+    reddish = a[:, 0] - np.maximum(a[:, 1], a[:, 2]) > 30
+    return int((changed & reddish).sum())
 
 
 class BlankRender(AssertionError):
@@ -141,9 +146,6 @@ class Page:
         raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; page:\n{self.text()[:500]}"
                              + ("\n" + process.log_tail() if process else ""))
 
-    def click_button(self, label: str) -> None:
-        self.driver.find_element(self.By.XPATH, f"//button[contains(., '{label}')]").click()
-
     def select(self, current: str, option: str) -> None:
         """In the viser dropdown that now shows ``current``, pick ``option``."""
         box = self.wait_for(
@@ -155,6 +157,21 @@ class Page:
         self.wait_for(
             lambda: self.driver.find_elements(self.By.XPATH, f"//*[@role='option' and normalize-space(.)='{option}']"),
             f"the option {option!r}", timeout=20)[0].click()
+        self.rest_pointer()
+
+    def set_checkbox(self, label: str, checked: bool) -> None:
+        """Tick or untick the viser checkbox in the row labelled ``label``."""
+        box = self.wait_for(
+            lambda: self.driver.execute_script(
+                "for (const el of document.querySelectorAll('*')) {"
+                "  if (el.children.length === 0 && el.textContent.trim() === arguments[0]) {"
+                "    for (let row = el.parentElement; row; row = row.parentElement) {"
+                "      const box = row.querySelector('input[type=checkbox]');"
+                "      if (box) { box.scrollIntoView({block: 'center'}); return box; } } } } return null;", label),
+            f"the checkbox {label!r}", timeout=20)
+        if box.is_selected() != checked:
+            self.driver.execute_script("arguments[0].click();", box)
+        self.wait_for(lambda: box.is_selected() == checked, f"{label!r} {'ticked' if checked else 'unticked'}", timeout=20)
 
     def set_number(self, current: str, value: str) -> None:
         """Type ``value`` into the viser number field that now shows ``current``."""
@@ -184,13 +201,23 @@ class Page:
             """
         )
 
+    def rest_pointer(self) -> tuple:
+        """Move the mouse to the middle of the scene, off the panel (its last tooltip closes)."""
+        from selenium.webdriver.common.actions.action_builder import ActionBuilder
+
+        x0, y0, x1, y1 = self.scene_box()
+        centre = int((x0 + x1) / 2), int((y0 + y1) / 2)
+        pointer = ActionBuilder(self.driver)
+        pointer.pointer_action.move_to_location(*centre)
+        pointer.perform()
+        return centre
+
     def zoom_out(self, clicks: int) -> None:
         """Wheel over the scene: the camera starts 0.5 scene units from the origin, inside the object."""
         from selenium.webdriver.common.action_chains import ActionChains
         from selenium.webdriver.common.actions.wheel_input import ScrollOrigin
 
-        x0, y0, x1, y1 = self.scene_box()
-        origin = ScrollOrigin.from_viewport(int((x0 + x1) / 2), int((y0 + y1) / 2))
+        origin = ScrollOrigin.from_viewport(*self.rest_pointer())
         for _ in range(clicks):
             ActionChains(self.driver).scroll_from_origin(origin, 0, 200).perform()
             time.sleep(0.05)
@@ -234,6 +261,19 @@ class Page:
         gizmo = 90  # the axes gizmo in the bottom-left corner of viser's canvas is not the render
         scene = np.concatenate([scene[:-gizmo].reshape(-1, 3), scene[-gizmo:, gizmo:].reshape(-1, 3)])
         return Frame(image, scene, path)
+
+
+def prepare_view(page: Page, process: ViewerProcess, zoom_clicks: int = 10, timeout: float = 300) -> None:
+    """"Max res" set, the camera moved out, a first frame shown. The viewer command must draw no train
+    cameras (``--viewer.max-num-display-images 0``: their thumbnails are not the render). Clicking "Hide
+    Train Cams" instead is a race: the panel is up before the viewer's init_scene has made the cameras,
+    and a click then raises inside viser's atomic() and leaves its lock held: the viewer stops rendering."""
+    page.wait_for(lambda: "Hide Train Cams" in page.text(), "the viewer's panel", timeout, process)
+    page.set_number("512", str(MAX_RES))
+    # the camera starts 0.5 scene units from the origin, inside the object: move it out before the
+    # render loop's full-resolution frame, so that every frame from here on sees the object
+    page.zoom_out(zoom_clicks)
+    page.wait_for(lambda: page.resolution()[0] > 0, "the first rendered frame", timeout, process)
 
 
 def render_screenshot(page: Page, process: ViewerProcess, name: str) -> Frame:

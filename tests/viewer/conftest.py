@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import pytest
 
-from browser_harness import CHROMEDRIVER, CHROMIUM, MAX_RES, WINDOW, Page, ViewerProcess, free_port, missing
+from browser_harness import CHROMEDRIVER, CHROMIUM, WINDOW, Page, ViewerProcess, free_port, missing, prepare_view
 
 
 @pytest.fixture(scope="module")
@@ -50,13 +50,7 @@ def open_viewer(browser, tmp_path):
         url = f"http://127.0.0.1:{port}/"
         process.wait_for_page(url, timeout)
         page = Page(browser, url)
-        page.wait_for(lambda: "Hide Train Cams" in page.text(), "the viewer's panel", timeout, process)
-        page.click_button("Hide Train Cams")  # their thumbnails are not the render
-        page.set_number("512", str(MAX_RES))
-        # the camera starts 0.5 scene units from the origin, inside the object: move it out before
-        # the render loop's full-resolution frame, so that every frame from here on sees the object
-        page.zoom_out(zoom_clicks)
-        page.wait_for(lambda: page.resolution()[0] > 0, "the first rendered frame", timeout, process)
+        prepare_view(page, process, zoom_clicks, timeout)
         return process, page
 
     yield _open

@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from browser_harness import CHROMEDRIVER, CHROMIUM, MAX_RES, WINDOW, Page, ViewerProcess, bin_, check_not_blank, free_port, render_screenshot  # noqa: E402
+from browser_harness import CHROMEDRIVER, CHROMIUM, WINDOW, Page, ViewerProcess, bin_, check_not_blank, free_port, prepare_view, render_screenshot  # noqa: E402
 
 
 def main() -> None:
@@ -38,15 +38,13 @@ def main() -> None:
                            {"width": WINDOW[0], "height": WINDOW[1], "deviceScaleFactor": 1, "mobile": False})
     port = free_port()
     process = ViewerProcess([bin_("ns-viewer"), "--load-config", str(args.config), "--viewer.websocket-port", str(port),
-                             "--viewer.websocket-host", "127.0.0.1"], Path(tempfile.mkdtemp()) / "viewer.log")
+                             "--viewer.websocket-host", "127.0.0.1", "--viewer.max-num-display-images", "0"],
+                            Path(tempfile.mkdtemp()) / "viewer.log")
     try:
         url = f"http://127.0.0.1:{port}/"
         process.wait_for_page(url)
         page = Page(driver, url)
-        page.wait_for(lambda: "Hide Train Cams" in page.text(), "the viewer's panel", 300, process)
-        page.click_button("Hide Train Cams")
-        page.set_number("512", str(MAX_RES))
-        page.zoom_out(args.zoom_clicks)
+        prepare_view(page, process, args.zoom_clicks)
         frame = render_screenshot(page, process, args.output.stem)
         check_not_blank(frame)
         args.output.parent.mkdir(parents=True, exist_ok=True)
