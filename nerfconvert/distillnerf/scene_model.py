@@ -98,7 +98,9 @@ class DistillNerfSceneModel(Model):
             camera = camera.reshape((1,))
         height, width = int(camera.height.view(-1)[0]), int(camera.width.view(-1)[0])
         ds = self.config.render_downsample
-        h, w = math.ceil(height / ds), math.ceil(width / ds)
+        # at least 2x2 features: the decoder's GroupNorm needs more than one value per channel, and the
+        # web viewer asks for frames of a few pixels while the camera moves on a slow machine
+        h, w = max(2, math.ceil(height / ds)), max(2, math.ceil(width / ds))
         origins, directions, norms = pixel_rays(camera[0:1], h, w)
         out = self.renderer(self.scene, origins.view(-1, 3), directions.view(-1, 3), norms.view(-1, 1))
         feats = out["features"].view(1, h, w, -1)
