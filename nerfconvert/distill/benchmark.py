@@ -237,6 +237,9 @@ def score(run_config: Path, teacher_config: Optional[Path] = None) -> Dict:
     pipeline, _ = load_run(run_config, device="cpu", test_mode="test")
     metrics = pipeline.get_average_eval_image_metrics()
     out = {k: float(v) for k, v in metrics.items() if k in ("psnr", "ssim", "lpips")}
+    for k in ("ssim", "lpips"):  # vanilla-nerf reports the fine network's as fine_ssim / fine_lpips
+        if k not in out and f"fine_{k}" in metrics:
+            out[k] = float(metrics[f"fine_{k}"])
     if teacher_config is not None:
         teacher, _ = load_run(teacher_config, device="cpu", test_mode="test")
         cams = pipeline.datamanager.eval_dataset.cameras
@@ -449,7 +452,7 @@ def write_results(results: Dict, scale: Scale, results_dir: Path) -> None:
         sc = results["scratch"].get(r["student"] + (f" ({r['label']})" if r.get("label") else ""), {})
         delta = r["psnr"] - sc["psnr"] if sc else float("nan")
         label = f", {r['label']}" if r.get("label") else ""
-        L.append(f"| {r['teacher']} -> {r['student']} ({FAMILY[r['teacher']]} -> {FAMILY[r['student']]}{label}) | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['psnr_vs_teacher']:.2f} | {r['wall_s']:.0f} | {r['cpu_s']:.0f} | "
+        L.append(f"| {r['teacher']} -> {r['student']} ({FAMILY[r['teacher']]} -> {FAMILY[r['student']]}{label}) | {r['psnr']:.2f} | {r.get('ssim', float('nan')):.3f} | {r['psnr_vs_teacher']:.2f} | {r['wall_s']:.0f} | {r['cpu_s']:.0f} | "
                  f"{sc.get('psnr', float('nan')):.2f} | {sc.get('ssim', float('nan')):.3f} | {sc.get('steps', 0)} | {delta:+.2f} |")
     if any("lpips" in r for r in results["matrix"].values()):
         L += ["", "LPIPS: " + ", ".join(f"{n} {r['lpips']:.3f}" for n, r in results["matrix"].items() if "lpips" in r)]
