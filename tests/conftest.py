@@ -10,6 +10,7 @@ from typing import Callable, Dict
 
 import pytest
 import torch
+from processes import start_group, stop_group
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
@@ -103,7 +104,7 @@ def stock_viewer_page(tmp_path) -> Callable[[Path], str]:
             port = s.getsockname()[1]
         log_path = tmp_path / f"viewer_{port}.log"
         with open(log_path, "w") as log:
-            proc = subprocess.Popen(
+            proc = start_group(
                 [str(Path(sys.executable).parent / "ns-viewer"), "--load-config", str(config_path),
                  "--viewer.websocket-port", str(port), "--viewer.websocket-host", "127.0.0.1"],
                 stdout=log, stderr=subprocess.STDOUT,
@@ -122,11 +123,7 @@ def stock_viewer_page(tmp_path) -> Callable[[Path], str]:
                 assert page is not None and "<html" in page.lower(), "ns-viewer served no page"
                 return page
             finally:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+                stop_group(proc)
 
     return _serve
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import io
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -26,6 +25,7 @@ from typing import List, Optional
 
 import numpy as np
 import pytest
+from processes import start_group, stop_group
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -90,7 +90,7 @@ class ViewerProcess:
     def __init__(self, command: List[str], log_path: Path, env: Optional[dict] = None):
         self.log_path = log_path
         self._log = open(log_path, "w")
-        self.proc = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT, env=env)
+        self.proc = start_group(command, stdout=self._log, stderr=subprocess.STDOUT, env=env)
 
     def log_tail(self) -> str:
         return self.log_path.read_text(errors="replace")[-3000:]
@@ -108,11 +108,7 @@ class ViewerProcess:
         raise AssertionError(f"no page at {url} after {timeout:.0f} s:\n" + self.log_tail())
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        stop_group(self.proc)
         self._log.close()
 
 

@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # tests/: processes.py
 
 from browser_harness import CHROMEDRIVER, CHROMIUM, WINDOW, Page, ViewerProcess, bin_, check_not_blank, free_port, prepare_view, render_screenshot  # noqa: E402
 
