@@ -35,8 +35,9 @@ def distillnerf_scenes(tmp_path_factory) -> Path:
     return generate_driving_dataset(tmp_path_factory.mktemp("driving"), num_scenes=3, num_steps=4, width=64, height=36)
 
 
-def tiny_config(method: str, data: Path, output_dir: Path, steps: int = TINY_STEPS):
-    """The stock config of ``method``, shrunk so that it trains in seconds on a CPU."""
+def shrunk_config(method: str, data: Path, output_dir: Path, steps: int, device_type: str = "cpu"):
+    """The registered config of ``method`` on ``data``: ``steps`` steps, one checkpoint at the end,
+    no evaluation or viewer, 256-ray batches."""
     from nerfstudio.configs.method_configs import all_methods
     from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig
 
@@ -46,17 +47,21 @@ def tiny_config(method: str, data: Path, output_dir: Path, steps: int = TINY_STE
     config.vis = "tensorboard"
     config.max_num_iterations = steps
     config.steps_per_save = steps
-    config.steps_per_eval_batch = 10**6
-    config.steps_per_eval_image = 10**6
-    config.steps_per_eval_all_images = 10**6
+    config.steps_per_eval_batch = config.steps_per_eval_image = config.steps_per_eval_all_images = 10**6
     config.mixed_precision = False
-    config.machine.device_type = "cuda" if torch.cuda.is_available() else "cpu"
+    config.machine.device_type = device_type
     config.pipeline.datamanager.dataparser = BlenderDataParserConfig(data=data)
     dm = config.pipeline.datamanager
     if hasattr(dm, "train_num_rays_per_batch"):
         dm.train_num_rays_per_batch = 256
         dm.eval_num_rays_per_batch = 256
     config.pipeline.model.eval_num_rays_per_chunk = 1024
+    return config
+
+
+def tiny_config(method: str, data: Path, output_dir: Path, steps: int = TINY_STEPS):
+    """The stock config of ``method``, shrunk so that it trains in seconds on a CPU."""
+    config = shrunk_config(method, data, output_dir, steps, "cuda" if torch.cuda.is_available() else "cpu")
     if hasattr(config.pipeline.model, "implementation"):
         config.pipeline.model.implementation = "torch"
     return config
@@ -144,23 +149,8 @@ def _tree_digest(root: Path) -> str:
 
 def vq_config(teacher: Path, data: Path, out: Path, steps: int = 2):
     """``ns-train vq-compression``'s config, shrunk for a tiny teacher on a CPU."""
-    from nerfstudio.configs.method_configs import all_methods
-    from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig
-
-    config = copy.deepcopy(all_methods["vq-compression"])
-    config.output_dir = out
-    config.timestamp = "run"
-    config.vis = "tensorboard"
-    config.max_num_iterations = steps
-    config.steps_per_save = steps
-    config.steps_per_eval_batch = 10**6
-    config.steps_per_eval_image = 10**6
-    config.machine.device_type = "cpu"
+    config = shrunk_config("vq-compression", data, out, steps)
     config.pipeline.teacher_ckpt = teacher
-    config.pipeline.datamanager.dataparser = BlenderDataParserConfig(data=data)
-    config.pipeline.datamanager.train_num_rays_per_batch = 256
-    config.pipeline.datamanager.eval_num_rays_per_batch = 256
-    config.pipeline.model.eval_num_rays_per_chunk = 1024
     model = config.pipeline.model
     model.codebook_size = 64
     model.kmeans_iterations = 10
@@ -173,22 +163,8 @@ def vq_config(teacher: Path, data: Path, out: Path, steps: int = 2):
 
 def entropy_config(teacher, data: Path, out: Path, steps: int = 2, preset: str = "high"):
     """``ns-train entropy-compression``'s config, shrunk for a tiny teacher on a CPU."""
-    from nerfstudio.configs.method_configs import all_methods
-    from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig
-
-    config = copy.deepcopy(all_methods["entropy-compression"])
-    config.output_dir = out
-    config.timestamp = "run"
-    config.vis = "tensorboard"
-    config.max_num_iterations = steps
-    config.steps_per_save = steps
-    config.steps_per_eval_batch = config.steps_per_eval_image = config.steps_per_eval_all_images = 10**6
-    config.machine.device_type = "cpu"
+    config = shrunk_config("entropy-compression", data, out, steps)
     config.pipeline.teacher_ckpt = teacher
-    config.pipeline.datamanager.dataparser = BlenderDataParserConfig(data=data)
-    config.pipeline.datamanager.train_num_rays_per_batch = 256
-    config.pipeline.datamanager.eval_num_rays_per_batch = 256
-    config.pipeline.model.eval_num_rays_per_chunk = 1024
     config.pipeline.model.preset = preset
     config.pipeline.model.importance_max_rays = 512
     config.pipeline.model.importance_cache_dir = None

@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -22,6 +23,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional
+
+import contextlib
 
 import numpy as np
 import pytest
@@ -38,6 +41,29 @@ MIN_PIXEL_STD = 3.0
 RESULTS = Path(os.environ.get("NERFCONVERT_VIEWER_RESULTS", Path(tempfile.gettempdir()) / "nerfconvert-viewer-results"))
 
 missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not Path(p).exists()]
+
+
+@contextlib.contextmanager
+def chromium():
+    """Headless Chromium with the environment's flags and a fresh profile; the page, not the
+    window, is WINDOW in size."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    profile = tempfile.mkdtemp(prefix="nerfconvert-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 f"--user-data-dir={profile}", f"--window-size={WINDOW[0]},{WINDOW[1]}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                               {"width": WINDOW[0], "height": WINDOW[1], "deviceScaleFactor": 1, "mobile": False})
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
 needs_browser = pytest.mark.skipif(
     bool(missing), reason=f"{' and '.join(missing)} not installed (apt-get install -y chromium chromium-driver)"
 )
@@ -143,13 +169,17 @@ class Page:
         raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; page:\n{self.text()[:500]}"
                              + ("\n" + process.log_tail() if process else ""))
 
-    def select(self, current: str, option: str) -> None:
-        """In the viser dropdown that now shows ``current``, pick ``option``."""
-        box = self.wait_for(
+    def input_showing(self, current: str, what: str):
+        """The visible viser input whose value is ``current``, scrolled into view."""
+        return self.wait_for(
             lambda: self.driver.execute_script(
                 "for (const el of document.querySelectorAll('input')) { if (el.value === arguments[0] && el.type !== 'hidden') {"
                 " el.scrollIntoView({block: 'center'}); return el; } } return null;", current),
-            f"a dropdown showing {current!r}", timeout=20)
+            f"{what} showing {current!r}", timeout=20)
+
+    def select(self, current: str, option: str) -> None:
+        """In the viser dropdown that now shows ``current``, pick ``option``."""
+        box = self.input_showing(current, "a dropdown")
         box.click()
         self.wait_for(
             lambda: self.driver.find_elements(self.By.XPATH, f"//*[@role='option' and normalize-space(.)='{option}']"),
@@ -174,11 +204,7 @@ class Page:
         """Type ``value`` into the viser number field that now shows ``current``."""
         from selenium.webdriver.common.keys import Keys
 
-        box = self.wait_for(
-            lambda: self.driver.execute_script(
-                "for (const el of document.querySelectorAll('input')) { if (el.value === arguments[0] && el.type !== 'hidden') {"
-                " el.scrollIntoView({block: 'center'}); return el; } } return null;", current),
-            f"a field showing {current!r}", timeout=20)
+        box = self.input_showing(current, "a field")
         box.click()
         box.send_keys(Keys.CONTROL, "a")
         box.send_keys(value, Keys.ENTER)

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from typing import List, Optional
 
 import pytest
 
-from browser_harness import CHROMEDRIVER, CHROMIUM, WINDOW, Page, ViewerProcess, free_port, missing, prepare_view
+from browser_harness import Page, ViewerProcess, chromium, free_port, missing, prepare_view
 
 
 @pytest.fixture(scope="module")
@@ -16,24 +14,8 @@ def browser():
     """One headless Chromium for the whole module (the environment's flags, a fresh profile)."""
     if missing:
         pytest.skip(f"{' and '.join(missing)} not installed (apt-get install -y chromium chromium-driver)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    profile = tempfile.mkdtemp(prefix="nerfconvert-chromium-")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 f"--user-data-dir={profile}", f"--window-size={WINDOW[0]},{WINDOW[1]}"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    # the page, not the window, is 640x480
-    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
-                           {"width": WINDOW[0], "height": WINDOW[1], "deviceScaleFactor": 1, "mobile": False})
-    try:
+    with chromium() as driver:
         yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # tests/: processes.py
 
-from browser_harness import CHROMEDRIVER, CHROMIUM, WINDOW, Page, ViewerProcess, bin_, check_not_blank, free_port, prepare_view, render_screenshot  # noqa: E402
+from browser_harness import Page, ViewerProcess, bin_, chromium, check_not_blank, free_port, prepare_view, render_screenshot  # noqa: E402
 
 
 def main() -> None:
@@ -25,37 +25,23 @@ def main() -> None:
     parser.add_argument("--zoom-clicks", type=int, default=10)
     args = parser.parse_args()
 
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    profile = tempfile.mkdtemp(prefix="nerfconvert-chromium-")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 f"--user-data-dir={profile}", f"--window-size={WINDOW[0]},{WINDOW[1]}"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
-                           {"width": WINDOW[0], "height": WINDOW[1], "deviceScaleFactor": 1, "mobile": False})
     port = free_port()
     process = ViewerProcess([bin_("ns-viewer"), "--load-config", str(args.config), "--viewer.websocket-port", str(port),
                              "--viewer.websocket-host", "127.0.0.1", "--viewer.max-num-display-images", "0"],
                             Path(tempfile.mkdtemp()) / "viewer.log")
     try:
-        url = f"http://127.0.0.1:{port}/"
-        process.wait_for_page(url)
-        page = Page(driver, url)
-        prepare_view(page, process, args.zoom_clicks)
-        frame = render_screenshot(page, process, args.output.stem)
-        check_not_blank(frame)
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(frame.path, args.output)
-        print(f"{args.output}: pixel std {frame.pixel_std:.1f}")
+        with chromium() as driver:
+            url = f"http://127.0.0.1:{port}/"
+            process.wait_for_page(url)
+            page = Page(driver, url)
+            prepare_view(page, process, args.zoom_clicks)
+            frame = render_screenshot(page, process, args.output.stem)
+            check_not_blank(frame)
+            args.output.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(frame.path, args.output)
+            print(f"{args.output}: pixel std {frame.pixel_std:.1f}")
     finally:
         process.stop()
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
-
 
 if __name__ == "__main__":
     main()
