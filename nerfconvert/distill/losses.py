@@ -136,20 +136,41 @@ class FeatureProjection(nn.Module):
     hash grid gives 16 features, TensoRF 75, NeRF's 4th layer 256), so when sizes differ a
     learned linear map is trained alongside the student (a deviation from the paper). Equal
     sizes compare directly.
+
+    Projected pairs also compare *standardised* teacher features (per channel, with the mean and
+    standard deviation of the first teacher batch, then fixed): a second deviation. PVD's weight
+    omega_1 = 2e-3 assumes features of about unit scale, as its same-family pairs have; a nerfacto
+    teacher's base-MLP outputs have a variance of 20-40, which made L_v the largest term of
+    stages 2-3 and cost the VM student 0.9 dB in the quick benchmark (benchmarks/README.md).
     """
 
     def __init__(self, student_dim: int, teacher_dim: int) -> None:
         super().__init__()
         self.student_dim, self.teacher_dim = student_dim, teacher_dim
         self.linear = nn.Linear(student_dim, teacher_dim) if student_dim != teacher_dim else None
+        # persistent, so a resumed distillation keeps comparing against the same scale
+        self.register_buffer("teacher_mean", torch.zeros(teacher_dim))
+        self.register_buffer("teacher_std", torch.ones(teacher_dim))
+        self.register_buffer("standardised", torch.tensor(False))
 
     def forward(self, features: Tensor) -> Tensor:
         return features if self.linear is None else self.linear(features)
 
+    def target(self, teacher_features: Tensor) -> Tensor:
+        """The teacher features L_v compares against: standardised for a projected pair."""
+        if self.linear is None:
+            return teacher_features
+        if not bool(self.standardised):
+            flat = teacher_features.detach().reshape(-1, self.teacher_dim)
+            self.teacher_mean.copy_(flat.mean(dim=0))
+            self.teacher_std.copy_(flat.std(dim=0).clamp_min(1e-3) if flat.shape[0] > 1 else torch.ones_like(self.teacher_std))
+            self.standardised.fill_(True)
+        return (teacher_features - self.teacher_mean) / self.teacher_std
+
 
 def volume_loss(student_features: Tensor, teacher_features: Tensor, projection: FeatureProjection) -> Tensor:
-    # L_v, Eq. 6: ||phi1_t(x, d) - P phi1_s(x, d)||^2
-    return F.mse_loss(projection(student_features), teacher_features)
+    # L_v, Eq. 6: ||phi1_t(x, d) - P phi1_s(x, d)||^2 (phi1_t standardised for a projected pair)
+    return F.mse_loss(projection(student_features), projection.target(teacher_features))
 
 
 # ---- active learning: hard points ----------------------------------------------------------------

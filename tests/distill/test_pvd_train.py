@@ -132,6 +132,21 @@ def test_stages_skip_the_work_they_do_not_need(trained_run, tmp_path):
     assert seen[3][1]["student_render"] == 1 and seen[3][1]["teacher_render"] == 1
 
 
+def test_teacher_queries_are_chunked(trained_run, tmp_path):
+    pipeline = _pipeline(trained_run, "nerfacto", "tensorf", tmp_path)
+    torch.manual_seed(0)
+    positions, directions = torch.rand(5, 41, 3) * 2 - 1, torch.nn.functional.normalize(torch.randn(5, 41, 3), dim=-1)
+    whole_f, whole_d = pipeline.teacher_query(positions, directions, decode=True)
+    sizes = []
+    original = pipeline.teacher_view.phi1
+    pipeline.teacher_view.phi1 = lambda p, d: (sizes.append(p.shape[0]), original(p, d))[1]
+    pipeline.config.teacher_chunk = 37
+    f, d = pipeline.teacher_query(positions, directions, decode=True)
+    assert max(sizes) == 37 and sum(sizes) == 5 * 41  # never more than a chunk of points at once
+    assert torch.allclose(f, whole_f, atol=1e-5) and torch.allclose(d.rgb, whole_d.rgb, atol=1e-5)
+    assert torch.allclose(d.raw_density, whole_d.raw_density, atol=1e-4)
+
+
 def test_student_samples_at_the_teachers_points_and_gradients_reach_only_phi1_in_stage_1(trained_run, tmp_path):
     pipeline = _pipeline(trained_run, "tensorf", "nerfacto", tmp_path, stage_steps=(3, 6))
     seen = {}

@@ -74,6 +74,25 @@ def test_projection_only_when_sizes_differ_and_it_learns():
     assert loss.item() < 0.01 * first
 
 
+def test_projected_pairs_compare_standardised_teacher_features_fixed_after_the_first_batch():
+    torch.manual_seed(0)
+    proj = FeatureProjection(4, 3)
+    first = torch.randn(500, 3) * torch.tensor([20.0, 1.0, 0.1]) + torch.tensor([-5.0, 3.0, 0.0])
+    target = proj.target(first)
+    assert torch.allclose(target.mean(0), torch.zeros(3), atol=1e-4)
+    assert torch.allclose(target.std(0), torch.ones(3), atol=1e-3)
+    # later batches use the first batch's statistics (a fixed target scale), and so does a resumed run
+    later = torch.randn(50, 3)
+    expected = (later - first.mean(0)) / first.std(0)
+    assert torch.allclose(proj.target(later), expected, atol=1e-5)
+    resumed = FeatureProjection(4, 3)
+    resumed.load_state_dict(proj.state_dict())
+    assert torch.allclose(resumed.target(later), expected, atol=1e-5)
+    # equal sizes: no projection, and PVD's direct comparison of the raw features
+    direct = FeatureProjection(3, 3)
+    assert torch.equal(direct.target(first), first)
+
+
 @pytest.mark.parametrize("name,scale", [("exp", 0.01), ("exp", 1.0), ("softplus", 1.0), ("relu", 1.0)])
 def test_inverse_activations_round_trip(name, scale):
     raw = torch.linspace(-1.5, 6.0, 50) if name != "relu" else torch.linspace(0.01, 6.0, 50)
