@@ -26,12 +26,17 @@ class Bench:
 
     name: tyro.conf.Positional[Literal["pvd", "vq", "entropy", "distillnerf"]]
     """Which benchmark."""
-    mode: Literal["smoke", "quick", "real", "full"] = "quick"
-    """quick: a generated scene on CPU (< 20 min); real / full: ../shared/data/lego (full: on a GPU); smoke: seconds."""
+    mode: Literal["smoke", "quick", "matrix", "real", "full"] = "quick"
+    """quick: a generated scene on CPU (< 20 min); real / full: ../shared/data/lego (full: on a GPU); smoke: seconds;
+    matrix (pvd only): all four teacher families x all four students at the quick scale (about 45 min on CPU)."""
     work_dir: Optional[Path] = None
     """Scene and runs go here (default: /tmp/nerfconvert-bench-<name>-<mode>)."""
     results_dir: Path = Path("benchmarks/results")
 
     def main(self) -> None:
+        if self.mode == "matrix" and self.name != "pvd":
+            from nerfconvert import NerfconvertError
+
+            raise NerfconvertError(f"--mode matrix is a pvd benchmark mode; {self.name} has smoke, quick, real and full.")
         module, function = RUNNERS[self.name].split(":")
         getattr(importlib.import_module(module), function)(self.mode, self.work_dir, self.results_dir)

@@ -96,6 +96,12 @@ MODES = {
                    teacher_rays=1024, distill_steps=320, distill_rays=256, scratch_rays=256, teacher_cache_batches=8, teacher_reuse=2,
                    ablation_steps=120, students=("tensorf", "plenoxels", "nerfacto", "vanilla-nerf"),
                    ablation_names=CORE_ABLATIONS + ("w/o teacher cache",), model_overrides={"nerfacto": LIGHT_NERFACTO}),
+    # the whole teacher -> student matrix over the four families at the quick scale (no ablations;
+    # about 45 min on one CPU core: three more teachers, twelve more conversions)
+    "matrix": Scale(resolution=40, num_train=100, num_test=4, teacher_steps={"nerfacto": 1500, "tensorf": 1500, "vanilla-nerf": 1500, "plenoxels": 1500},
+                    teacher_rays=1024, distill_steps=320, distill_rays=256, scratch_rays=256, teacher_cache_batches=8, teacher_reuse=2,
+                    teachers=("nerfacto", "tensorf", "plenoxels", "vanilla-nerf"), students=("tensorf", "plenoxels", "nerfacto", "vanilla-nerf"),
+                    ablations=False, model_overrides={"nerfacto": LIGHT_NERFACTO}),
     "smoke": Scale(resolution=32, num_train=8, num_test=2, teacher_steps={k: 30 for k in FAMILY}, distill_steps=12,
                    ablation_steps=8, teacher_rays=256, distill_rays=256, students=("tensorf", "plenoxels"),
                    model_overrides={"nerfacto": LIGHT_NERFACTO}),
@@ -486,7 +492,32 @@ def write_results(results: Dict, scale: Scale, results_dir: Path) -> None:
                          f"gap to the teacher {results['teachers']['nerfacto']['psnr'] - r['psnr']:.2f} dB.")
     (results_dir / f"pvd_{mode}.md").write_text("\n".join(L) + "\n")
 
-    fig, axes = plt.subplots(1, 2 if results["ablations"] else 1, figsize=(13, 4.5), squeeze=False)
+    teachers = [t for t in FAMILY if any(r["teacher"] == t for r in results["matrix"].values())]
+    students = [s for s in FAMILY if any(r["student"] == s and not r.get("label") for r in results["matrix"].values())]
+    heatmap = len(teachers) > 1
+    panels = 1 + bool(results["ablations"]) + heatmap
+    fig, axes = plt.subplots(1, panels, figsize=(6.5 * panels, 4.5), squeeze=False)
+    if heatmap:
+        # the conversion matrix: distilled test PSNR per teacher (rows) and student (columns), with
+        # the teacher's own PSNR and the student's from-scratch PSNR as the margins
+        import numpy as np
+
+        grid = np.full((len(teachers), len(students)), np.nan)
+        for r in results["matrix"].values():
+            if not r.get("label") and r["teacher"] in teachers and r["student"] in students:
+                grid[teachers.index(r["teacher"]), students.index(r["student"])] = r["psnr"]
+        ax = axes[0, -1]
+        im = ax.imshow(grid, cmap="viridis")
+        for i in range(len(teachers)):
+            for j in range(len(students)):
+                if not np.isnan(grid[i, j]):
+                    ax.text(j, i, f"{grid[i, j]:.1f}", ha="center", va="center", color="w" if grid[i, j] < np.nanmean(grid) else "k")
+        ax.set_yticks(range(len(teachers)), [f"{t} ({FAMILY[t]})\nteacher {results['teachers'][t]['psnr']:.1f}" for t in teachers], fontsize=8)
+        ax.set_xticks(range(len(students)), [f"{s} ({FAMILY[s]})\nscratch {results['scratch'].get(s, {}).get('psnr', float('nan')):.1f}" for s in students], fontsize=8)
+        ax.set_xlabel("student")
+        ax.set_ylabel("teacher")
+        ax.set_title("distilled student, test PSNR (dB)")
+        fig.colorbar(im, ax=ax, shrink=0.8)
     ax = axes[0, 0]
     names = list(results["matrix"])
     x = range(len(names))
