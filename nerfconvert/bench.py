@@ -18,6 +18,9 @@ RUNNERS = {
     "distillnerf": "nerfconvert.distillnerf.benchmark:run",
 }
 
+ONLY_FOR = {"matrix": "pvd", "ratio": "entropy"}
+"""Modes that only one benchmark has."""
+
 
 @dataclass
 class Bench:
@@ -26,17 +29,19 @@ class Bench:
 
     name: tyro.conf.Positional[Literal["pvd", "vq", "entropy", "distillnerf"]]
     """Which benchmark."""
-    mode: Literal["smoke", "quick", "matrix", "real", "full"] = "quick"
-    """quick: a generated scene on CPU (< 20 min); real / full: ../shared/data/lego (full: on a GPU); smoke: seconds;
-    matrix (pvd only): all four teacher families x all four students at the quick scale (about 45 min on CPU)."""
+    mode: Literal["smoke", "quick", "matrix", "ratio", "real", "full"] = "quick"
+    """quick: a generated scene on CPU; real / full: ../shared/data/lego (full: on a GPU); smoke: minutes;
+    matrix (pvd only): all four teacher families x all four students at the quick scale (about 45 min on CPU);
+    ratio (entropy only): the L preset at lambda 1e-3 on a 256^2-plane teacher (about 30 min on CPU)."""
     work_dir: Optional[Path] = None
     """Scene and runs go here (default: /tmp/nerfconvert-bench-<name>-<mode>)."""
     results_dir: Path = Path("benchmarks/results")
 
     def main(self) -> None:
-        if self.mode == "matrix" and self.name != "pvd":
+        owner = ONLY_FOR.get(self.mode)
+        if owner is not None and owner != self.name:
             from nerfconvert import NerfconvertError
 
-            raise NerfconvertError(f"--mode matrix is a pvd benchmark mode; {self.name} has smoke, quick, real and full.")
+            raise NerfconvertError(f"--mode {self.mode} belongs to the {owner} benchmark only; {self.name} has smoke, quick, real and full.")
         module, function = RUNNERS[self.name].split(":")
         getattr(importlib.import_module(module), function)(self.mode, self.work_dir, self.results_dir)

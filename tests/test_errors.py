@@ -90,5 +90,5 @@ def test_cli_prints_one_line(tmp_path):
 def test_bench_matrix_mode_is_pvd_only(tmp_path):
     result = run([bin_("nerfconvert"), "bench", "vq", "--mode", "matrix", "--results-dir", str(tmp_path)], cwd=tmp_path)
     assert result.returncode == 2
-    assert "--mode matrix is a pvd benchmark mode" in result.stderr
+    assert "--mode matrix belongs to the pvd benchmark only" in result.stderr
     assert "Traceback" not in result.stderr and not any(tmp_path.iterdir())

@@ -309,10 +309,15 @@ MODES = {
     "smoke": ["--teacher-steps", "30", "--teacher-resolution", "32", "--steps", "3", "--rays", "256", "--lambdas", "1e-3", "1e-2",
               "--presets", "high", "--ablation-lambdas", "--vq-sizes", "16", "64", "--vq-steps", "3",
               "--importance-max-rays", "2048", "--eval-every", "10"],
-    # what benchmarks/README.md records, sized for a shared 2-core CPU (see there for why the planes are 64^2)
-    "quick": ["--teacher-steps", "300", "--teacher-resolution", "64", "--steps", "60", "--rays", "256",
-              "--lambdas", "1e-3", "1e-2", "1e-4", "--high-lambdas", "1e-3", "1e-2", "--vq-sizes", "256", "64",
-              "--vq-steps", "10", "--eval-every", "4"],
+    # what benchmarks/README.md records, sized for a 2-core CPU. quick: the rate-distortion sweep, vq
+    # curve, BD numbers and ablations on 64^2 planes (about 5 min per run); ratio: the acceptance
+    # point (L, lambda = 1e-3) on 256^2 planes, where the fixed 1.55 MB of the L decoder leaves room
+    # for 15x (64^2 planes are 3.1 MB in all)
+    "quick": ["--teacher-steps", "300", "--teacher-resolution", "64", "--steps", "1000", "--rays", "256",
+              "--lambdas", "1e-2", "1e-3", "1e-4", "--high-lambdas", "1e-2", "1e-3", "1e-4", "--vq-sizes", "256", "1024", "4096",
+              "--vq-steps", "100", "--eval-every", "4"],
+    "ratio": ["--teacher-steps", "300", "--teacher-resolution", "256", "--steps", "1000", "--rays", "256",
+              "--lambdas", "1e-3", "--presets", "low", "--ablation-lambdas", "--vq-sizes", "--eval-every", "4"],
     "real": ["--data", LEGO, "--teacher-steps", "7500", "--teacher-rays", "4096", "--steps", "3000", "--rays", "4096",
              "--lambdas", "1e-2", "1e-3", "1e-4", "--vq-sizes", "256", "1024", "4096", "16384", "--vq-steps", "1000",
              "--importance-max-rays", "1000000", "--eval-every", "8"],
