@@ -13,14 +13,13 @@ from dataclasses import dataclass, field
 import torch
 from nerfstudio.configs.base_config import MachineConfig, ViewerConfig
 from nerfstudio.configs.dataparser_configs import AnnotatedDataParserUnion
-from nerfstudio.engine.optimizers import AdamOptimizerConfig
-from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig
 from nerfstudio.engine.trainer import TrainerConfig
 from nerfstudio.plugins.types import MethodSpecification
 
 from nerfconvert.distillnerf.data import DistillNerfDataManagerConfig, DistillNerfDataParserConfig
 from nerfconvert.distillnerf.model import DistillNerfModelConfig
 from nerfconvert.distillnerf.pipeline import DistillNerfPipelineConfig
+from nerfconvert.schedules import adam_exponential
 
 MAX_STEPS = 3000
 
@@ -45,10 +44,7 @@ class DistillNerfTrainerConfig(TrainerConfig):
 
 
 def _adam(lr: float) -> dict:
-    return {
-        "optimizer": AdamOptimizerConfig(lr=lr, eps=1e-15),
-        "scheduler": ExponentialDecaySchedulerConfig(lr_final=lr * 0.1, max_steps=MAX_STEPS),
-    }
+    return adam_exponential(lr, lr * 0.1, MAX_STEPS)
 
 
 distillnerf = MethodSpecification(

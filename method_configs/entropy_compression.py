@@ -15,14 +15,13 @@ from typing import Literal, Optional
 
 from nerfstudio.configs.base_config import ViewerConfig
 from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig
-from nerfstudio.engine.optimizers import AdamOptimizerConfig
-from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig
 from nerfstudio.engine.trainer import TrainerConfig
 from nerfstudio.plugins.types import MethodSpecification
 
 from nerfconvert.compress.entropy.model import EntropyCompressionModelConfig
 from nerfconvert.compress.entropy.pipeline import EntropyCompressionPipelineConfig
 from nerfconvert.data import CheckedDataManagerConfig
+from nerfconvert.schedules import adam_exponential
 
 MAX_STEPS = 30000
 
@@ -46,10 +45,7 @@ class EntropyCompressionTrainerConfig(TrainerConfig):
 
 
 def _adam(lr: float, lr_final: float) -> dict:
-    return {
-        "optimizer": AdamOptimizerConfig(lr=lr, eps=1e-15),
-        "scheduler": ExponentialDecaySchedulerConfig(lr_final=lr_final, max_steps=MAX_STEPS),
-    }
+    return adam_exponential(lr, lr_final, MAX_STEPS)
 
 
 entropy_compression = MethodSpecification(

@@ -14,14 +14,13 @@ from typing import Optional
 
 from nerfstudio.configs.base_config import ViewerConfig
 from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig
-from nerfstudio.engine.optimizers import AdamOptimizerConfig
-from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig
 from nerfstudio.engine.trainer import TrainerConfig
 from nerfstudio.plugins.types import MethodSpecification
 
 from nerfconvert.compress.vq.model import VQCompressionModelConfig
 from nerfconvert.compress.vq.pipeline import VQCompressionPipelineConfig
 from nerfconvert.data import CheckedDataManagerConfig
+from nerfconvert.schedules import adam_exponential
 
 MAX_STEPS = 2000
 
@@ -37,10 +36,7 @@ class VQCompressionTrainerConfig(TrainerConfig):
 
 
 def _adam(lr: float, lr_final: float) -> dict:
-    return {
-        "optimizer": AdamOptimizerConfig(lr=lr, eps=1e-15),
-        "scheduler": ExponentialDecaySchedulerConfig(lr_final=lr_final, max_steps=MAX_STEPS),
-    }
+    return adam_exponential(lr, lr_final, MAX_STEPS)
 
 
 vq_compression = MethodSpecification(

@@ -12,9 +12,11 @@ import sys
 from typing import Dict, Literal, Optional, Sequence, Tuple
 
 from nerfstudio.cameras.camera_optimizers import CameraOptimizerConfig
-from nerfstudio.engine.optimizers import AdamOptimizerConfig, RAdamOptimizerConfig
+from nerfstudio.engine.optimizers import RAdamOptimizerConfig
 from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig
 from nerfstudio.models.base_model import ModelConfig
+
+from nerfconvert.schedules import adam_exponential
 
 StudentName = Literal["nerfacto", "tensorf", "vanilla-nerf", "plenoxels"]
 STUDENTS: Tuple[str, ...] = ("nerfacto", "tensorf", "vanilla-nerf", "plenoxels")
@@ -51,11 +53,8 @@ def student_model_config(student: str) -> ModelConfig:
 def student_optimizers(student: str, max_steps: int) -> Dict[str, Dict]:
     """Optimizers of the student's parameter groups, plus the L_v projection's."""
 
-    def adam(lr: float, lr_final: float, eps: float = 1e-15) -> Dict:
-        return {
-            "optimizer": AdamOptimizerConfig(lr=lr, eps=eps),
-            "scheduler": ExponentialDecaySchedulerConfig(lr_final=lr_final, max_steps=max_steps),
-        }
+    def adam(lr: float, lr_final: float) -> Dict:
+        return adam_exponential(lr, lr_final, max_steps)
 
     if student == "nerfacto":
         # PVD's 0.02 for the grids, decayed 10x (nerfacto's own 1e-2 -> 1e-4 suits 30k steps from
