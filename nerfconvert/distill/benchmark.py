@@ -431,6 +431,20 @@ def hardware() -> str:
     return f"{cpu}, {os.cpu_count()} cores visible, torch {torch.__version__}, {gpu}"
 
 
+def conversion_grid(results: Dict):
+    """(teachers, students, PSNR grid [teacher, student], NaN where not run) of the plain matrix rows
+    (variant rows left out), in the order of ``FAMILY``."""
+    import numpy as np
+
+    rows = [r for r in results["matrix"].values() if not r.get("label")]
+    teachers = [t for t in FAMILY if any(r["teacher"] == t for r in rows)]
+    students = [s for s in FAMILY if any(r["student"] == s for r in rows)]
+    grid = np.full((len(teachers), len(students)), np.nan)
+    for r in rows:
+        grid[teachers.index(r["teacher"]), students.index(r["student"])] = r["psnr"]
+    return teachers, students, grid
+
+
 def write_results(results: Dict, scale: Scale, results_dir: Path) -> None:
     import matplotlib.pyplot as plt
 
@@ -492,20 +506,14 @@ def write_results(results: Dict, scale: Scale, results_dir: Path) -> None:
                          f"gap to the teacher {results['teachers']['nerfacto']['psnr'] - r['psnr']:.2f} dB.")
     (results_dir / f"pvd_{mode}.md").write_text("\n".join(L) + "\n")
 
-    teachers = [t for t in FAMILY if any(r["teacher"] == t for r in results["matrix"].values())]
-    students = [s for s in FAMILY if any(r["student"] == s and not r.get("label") for r in results["matrix"].values())]
+    teachers, students, grid = conversion_grid(results)
     heatmap = len(teachers) > 1
     panels = 1 + bool(results["ablations"]) + heatmap
     fig, axes = plt.subplots(1, panels, figsize=(6.5 * panels, 4.5), squeeze=False)
     if heatmap:
-        # the conversion matrix: distilled test PSNR per teacher (rows) and student (columns), with
-        # the teacher's own PSNR and the student's from-scratch PSNR as the margins
+        # the conversion matrix, with the teacher's own PSNR and the student's from-scratch PSNR as the margins
         import numpy as np
 
-        grid = np.full((len(teachers), len(students)), np.nan)
-        for r in results["matrix"].values():
-            if not r.get("label") and r["teacher"] in teachers and r["student"] in students:
-                grid[teachers.index(r["teacher"]), students.index(r["student"])] = r["psnr"]
         ax = axes[0, -1]
         im = ax.imshow(grid, cmap="viridis")
         for i in range(len(teachers)):

@@ -6,7 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from nerfconvert.distill.benchmark import MODES, write_results
+import math
+
+from nerfconvert.distill.benchmark import MODES, conversion_grid, write_results
 
 
 def _result(psnr, **extra):
@@ -31,6 +33,26 @@ def test_report_tables_and_acceptance(tmp_path):
     assert "| w/o L_v | 23.00 |" in md and "-1.50" in md
     assert (tmp_path / "pvd_quick.png").stat().st_size > 1000
     assert (tmp_path / "pvd_quick.json").exists()
+
+
+def test_matrix_mode_reports_the_conversion_grid(tmp_path):
+    pairs = {("nerfacto", "tensorf"): 24.5, ("tensorf", "plenoxels"): 23.0, ("tensorf", "nerfacto"): 22.0}
+    results = {
+        "mode": "matrix", "command": "python benchmarks/pvd_quick.py --mode matrix", "date": "today", "hardware": "cpu",
+        "total_wall_s": 60.0,
+        "teachers": {"nerfacto": _result(25.0), "tensorf": _result(24.0)},
+        "matrix": {f"{t}-to-{s}": _result(v, teacher=t, student=s, psnr_vs_teacher=30.0) for (t, s), v in pairs.items()},
+        "scratch": {s: _result(21.0, budget_cpu_s=5.0) for s in ("tensorf", "plenoxels", "nerfacto")},
+        "ablations": {},
+    }
+    results["matrix"]["nerfacto-to-tensorf (w/o L_v)"] = _result(30.0, teacher="nerfacto", student="tensorf", label="w/o L_v", psnr_vs_teacher=30.0)
+    teachers, students, grid = conversion_grid(results)
+    assert teachers == ["nerfacto", "tensorf"] and students == ["nerfacto", "tensorf", "plenoxels"]
+    assert grid[0, 1] == 24.5 and grid[1, 2] == 23.0 and grid[1, 0] == 22.0  # the variant row is not in the grid
+    assert math.isnan(grid[0, 0]) and math.isnan(grid[0, 2])
+    write_results(results, MODES["matrix"], tmp_path)
+    assert "| tensorf -> plenoxels (VM -> voxel) | 23.00 |" in (tmp_path / "pvd_matrix.md").read_text()
+    assert (tmp_path / "pvd_matrix.png").stat().st_size > 1000
 
 
 def test_cli_lists_the_benchmark():
