@@ -46,6 +46,10 @@ def test_bjontegaard_hand_computed():
     assert bd_rate(half, psnr, rates, psnr) == pytest.approx(100.0, abs=1e-6)
     with pytest.raises(ValueError):
         bd_psnr([1, 2], [30, 31], [10, 20], [30, 31])
+    # a repeated point (same file from two settings) counts once, and one distinct point is no curve
+    assert bd_psnr(rates + [8.0], psnr + [36.0], half, psnr) == pytest.approx(2.0, abs=1e-9)
+    with pytest.raises(ValueError):
+        bd_psnr([1, 1], [30, 30], rates, psnr)
 
 
 def test_decoder_upsamples_x4_and_crops():

@@ -19,6 +19,12 @@ def _fit_and_integrate(x1: np.ndarray, y1: np.ndarray, x2: np.ndarray, y2: np.nd
         raise ValueError("the two rate-distortion curves do not overlap")
     means = []
     for x, y in ((x1, y1), (x2, y2)):
+        # repeated x (e.g. two codebook sizes that both exceed the voxels to quantise give the same
+        # file) would make the fit singular: one point per x, its y averaged
+        x, inverse = np.unique(x, return_inverse=True)
+        y = np.bincount(inverse, weights=y) / np.bincount(inverse)
+        if len(x) < 2:
+            raise ValueError("a rate-distortion curve needs two distinct points")
         order = int(min(3, len(x) - 1))
         poly = np.polyint(np.polyfit(x, y, order))
         means.append((np.polyval(poly, hi) - np.polyval(poly, lo)) / (hi - lo))
