@@ -243,3 +243,24 @@ def test_bad_files_are_rejected(entropy_run, tmp_path):
     vq_like = container.to_bytes("vq-compression", {}, {"x": np.zeros(3, np.uint8)})
     with pytest.raises(NerfconvertError, match="not entropy-compression"):
         codec.decode(container.from_bytes(vq_like))
+
+
+def test_benchmark_report_judges_the_ratio_point(tmp_path):
+    from nerfconvert.compress.entropy.benchmark import decoder_bytes, write_report
+
+    assert decoder_bytes(384, 192, 64) == 2 * (384 * 192 * 9 + 192 + 192 * 64 * 9 + 64)  # fp16 weights + biases
+
+    def row(ratio, psnr):
+        return {"curve": "entropy-L", "preset": "low", "lmbda": 1e-3, "after_mb": 50.0 / ratio, "ratio": ratio,
+                "psnr_after": psnr, "ssim_after": 0.9, "seconds": 1.0, "bitstream_bytes": 1000, "estimated_bitstream_bytes": 1001.0,
+                "rate_mismatch": 0.001, "coded_fraction": 0.5, "decode_seconds": 0.1, "decoder_mb": 1.55}
+
+    big = {"psnr": 26.0, "ssim": 0.9, "mb": 50.0, "ckpt_zip_mb": 150.0, "plane_shape": [3, 48, 256, 256]}
+    text = write_report([row(20.0, 25.8)], big, "cmd", tmp_path, {}, "t1")
+    assert "ratio 20.0x (target >= 15x), PSNR drop +0.20 dB (target <= 0.3 dB): **PASS**" in text
+    text = write_report([row(20.0, 25.5)], big, "cmd", tmp_path, {}, "t2")
+    assert "PSNR drop +0.50 dB" in text and "**FAIL**" in text and "Out of reach" not in text
+    small = dict(big, mb=3.1)
+    text = write_report([dict(row(2.0, 26.5), after_mb=1.55)], small, "cmd", tmp_path, {}, "t3")
+    assert "**FAIL**" in text and "Out of reach for this teacher: the L decoder alone is 1.55 MB" in text
+    assert (tmp_path / "entropy_t3.png").exists()

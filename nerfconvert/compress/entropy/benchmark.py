@@ -89,6 +89,14 @@ def run_entropy(teacher: Path, data: Path, out: Path, name: str, steps: int, ray
     return {"config": run / "config.yml", "seconds": seconds, "bytes": (run / "scene.ncz").stat().st_size, "report": report}
 
 
+def decoder_bytes(latent_channels: int, hidden_channels: int, plane_channels: int) -> int:
+    """fp16 bytes of the plane decoder's weights and biases (two 3x3 transposed convolutions)."""
+    from nerfconvert.compress.entropy.coder import PlaneDecoder
+
+    decoder = PlaneDecoder(latent_channels, hidden_channels, plane_channels)
+    return 2 * sum(p.numel() for p in decoder.parameters())
+
+
 def _curve(rows: List[Dict], curve: str) -> List[Dict]:
     return sorted((r for r in rows if r["curve"] == curve), key=lambda r: r["after_mb"])
 
@@ -189,6 +197,10 @@ def write_report(rows: List[Dict], teacher: Dict, command: str, results: Path, s
         ok = r["ratio"] >= TARGET_RATIO and drop <= MAX_DROP_DB
         lines.append(f"- L preset at lambda=1e-3: ratio {r['ratio']:.1f}x (target >= {TARGET_RATIO:.0f}x), PSNR drop "
                      f"{drop:+.2f} dB (target <= {MAX_DROP_DB} dB): **{'PASS' if ok else 'FAIL'}**.")
+        decoder_mb = r.get("decoder_mb")
+        if decoder_mb and teacher["mb"] < TARGET_RATIO * decoder_mb:
+            lines.append(f"  Out of reach for this teacher: the L decoder alone is {decoder_mb:.2f} MB (fp16) and the teacher "
+                         f"{teacher['mb']:.2f} MB, under {TARGET_RATIO:.0f}x the decoder; `--mode ratio` uses 256^2 planes.")
     mism = [abs(r["rate_mismatch"]) for r in rows if r.get("rate_mismatch") is not None]
     if mism:
         lines.append(f"- estimated vs real latent bitstream: largest mismatch {100 * max(mism):.2f}% over {len(mism)} runs "
@@ -271,6 +283,7 @@ def main(argv=None) -> int:
             "estimated_bitstream_bytes": rep["estimated_bitstream_bytes"], "rate_mismatch": rep["rate_mismatch"],
             "last_training_rate_bytes": rep.get("last_training_rate_bits", float("nan")) / 8.0,
             "coded_fraction": rep["coded_fraction"], "decode_seconds": rep["decode_seconds"],
+            "decoder_mb": decoder_bytes(rep["latent_channels"], rep["hidden_channels"], rep["plane_channels"]) / 1e6,
         })
 
     # the acceptance point first, then the vq anchor, the ablations, and the rest of the sweep
