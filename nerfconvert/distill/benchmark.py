@@ -297,7 +297,7 @@ def run(
         data, out = work / f"scene-{tag}", work / f"outputs-{tag}"
         if not (data / "transforms_train.json").exists():
             generate_object_scene(data, seed=0, resolution=scale.resolution, num_train=scale.num_train, num_val=2, num_test=scale.num_test, overwrite=True)
-    results: Dict = {"mode": mode, "teachers": {}, "matrix": {}, "scratch": {}, "ablations": {}}
+    results: Dict = {"mode": mode, "teachers": {}, "matrix": {}, "scratch": {}, "scratch_for": {}, "ablations": {}}
     prev_path = Path(results_dir) / f"pvd_{mode}.json"
 
     def log(msg):
@@ -350,7 +350,11 @@ def run(
             log(f"distil {name}: {results['matrix'][name]['psnr']:.2f} dB ({results['matrix'][name]['psnr_vs_teacher']:.2f} vs teacher) in {timing['wall_s']:.0f}s")
             save()
             sk = s + (f" ({label})" if label else "")  # a variant row gets its own equal-CPU twin
-            if sk not in results["scratch"] or results["scratch"][sk]["budget_cpu_s"] < timing["cpu_s"]:
+            twin = results["scratch"].get(sk)
+            # every row gets a twin within 10% of its own CPU budget (rows of several teachers differ)
+            if twin is not None and abs(twin["budget_cpu_s"] - timing["cpu_s"]) <= 0.1 * timing["cpu_s"]:
+                results.setdefault("scratch_for", {})[name] = twin
+            else:
                 sname = f"scratch-{s}" + (f"-{run_name.split('-to-')[1]}" if label else "")
                 cfg = method_config(s, data, out, 10**6, scale.scratch_rays or scale.teacher_rays, sname, scale.model_overrides.get(s))
                 for group in cfg.optimizers.values():  # schedules sized for the teacher-length run
@@ -360,6 +364,7 @@ def run(
                 cfg.timestamp = f"{sname}-{t}"
                 st = run_training(cfg, cpu_budget_s=timing["cpu_s"])
                 results["scratch"][sk] = {"budget_cpu_s": timing["cpu_s"], "for": name, **st, **score(cfg.get_base_dir() / "config.yml")}
+                results.setdefault("scratch_for", {})[name] = results["scratch"][sk]
                 log(f"scratch {sk}: {results['scratch'][sk]['psnr']:.2f} dB in {st['cpu_s']:.0f}s CPU")
                 save()
 
@@ -403,9 +408,9 @@ def merge(paths: List[Path], mode: str, results_dir: Path) -> Dict:
     """Combine the results of benchmark parts run side by side (e.g. the matrix and the
     ablations in two processes): tables are joined, CPU times add up, wall time is the longest."""
     parts = [json.loads(Path(p).read_text()) for p in paths]
-    results: Dict = {"mode": mode, "teachers": {}, "matrix": {}, "scratch": {}, "ablations": {}}
+    results: Dict = {"mode": mode, "teachers": {}, "matrix": {}, "scratch": {}, "scratch_for": {}, "ablations": {}}
     for part in parts:
-        for key in ("teachers", "matrix", "scratch", "ablations"):
+        for key in ("teachers", "matrix", "scratch", "scratch_for", "ablations"):
             results[key].update(part.get(key, {}))
     results["total_wall_s"] = max(p["total_wall_s"] for p in parts)
     results["total_cpu_s"] = sum(p.get("total_cpu_s", 0.0) for p in parts)
@@ -430,6 +435,13 @@ def hardware() -> str:
         pass
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     return f"{cpu}, {os.cpu_count()} cores visible, torch {torch.__version__}, {gpu}"
+
+
+def scratch_twin(results: Dict, name: str) -> Dict:
+    """The from-scratch run a matrix row is compared with (its own; results of older runs kept
+    one twin per student)."""
+    r = results["matrix"][name]
+    return results.get("scratch_for", {}).get(name) or results["scratch"].get(r["student"] + (f" ({r['label']})" if r.get("label") else ""), {})
 
 
 def conversion_grid(results: Dict):
@@ -466,14 +478,14 @@ def write_results(results: Dict, scale: Scale, results_dir: Path) -> None:
         reused = " (cached from an earlier run, not in the total)" if r.get("reused") else ""
         L.append(f"| {t} ({FAMILY[t]}) | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['steps']} | {r['wall_s']:.0f}{reused} | {r.get('cpu_s', float('nan')):.0f} |")
     L += ["", "## Teacher -> student (test views)", "",
-          "| teacher -> student | PSNR | SSIM | PSNR vs teacher | distil wall s | CPU s | from scratch, same CPU time: PSNR | SSIM | steps | distilled - scratch |",
-          "|---|---|---|---|---|---|---|---|---|---|"]
+          "| teacher -> student | PSNR | SSIM | PSNR vs teacher | distil wall s | CPU s | from scratch: PSNR | SSIM | steps | CPU s | distilled - scratch |",
+          "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in results["matrix"].items():
-        sc = results["scratch"].get(r["student"] + (f" ({r['label']})" if r.get("label") else ""), {})
+        sc = scratch_twin(results, name)
         delta = r["psnr"] - sc["psnr"] if sc else float("nan")
         label = f", {r['label']}" if r.get("label") else ""
         L.append(f"| {r['teacher']} -> {r['student']} ({FAMILY[r['teacher']]} -> {FAMILY[r['student']]}{label}) | {r['psnr']:.2f} | {r.get('ssim', float('nan')):.3f} | {r['psnr_vs_teacher']:.2f} | {r['wall_s']:.0f} | {r['cpu_s']:.0f} | "
-                 f"{sc.get('psnr', float('nan')):.2f} | {sc.get('ssim', float('nan')):.3f} | {sc.get('steps', 0)} | {delta:+.2f} |")
+                 f"{sc.get('psnr', float('nan')):.2f} | {sc.get('ssim', float('nan')):.3f} | {sc.get('steps', 0)} | {sc.get('budget_cpu_s', float('nan')):.0f} | {delta:+.2f} |")
     if any("lpips" in r for r in results["matrix"].values()):
         L += ["", "LPIPS: " + ", ".join(f"{n} {r['lpips']:.3f}" for n, r in results["matrix"].items() if "lpips" in r)]
     else:
@@ -494,13 +506,13 @@ def write_results(results: Dict, scale: Scale, results_dir: Path) -> None:
     hash_vm = results["matrix"].get("nerfacto-to-tensorf")
     if hash_vm and "nerfacto" in results["teachers"]:
         gap = results["teachers"]["nerfacto"]["psnr"] - hash_vm["psnr"]
-        sc = results["scratch"].get("tensorf", {})
+        sc = scratch_twin(results, "nerfacto-to-tensorf")
         L += ["", "## Acceptance", "",
               f"- VM student from the hash teacher: {hash_vm['psnr']:.2f} dB vs teacher {results['teachers']['nerfacto']['psnr']:.2f} dB: gap {gap:.2f} dB ({'within' if gap <= 1.0 else 'NOT within'} 1.0 dB).",
               f"- Distilled VM vs VM from scratch with the same CPU time: {hash_vm['psnr']:.2f} vs {sc.get('psnr', float('nan')):.2f} dB ({'distilled better' if hash_vm['psnr'] > sc.get('psnr', float('inf')) else 'distilled NOT better'})."]
         for name, r in results["matrix"].items():
             if r.get("label") and r["student"] == "tensorf" and r["teacher"] == "nerfacto":
-                sc = results["scratch"].get(f"tensorf ({r['label']})", {})
+                sc = scratch_twin(results, name)
                 better = r["psnr"] > sc.get("psnr", float("inf"))
                 L.append(f"- Distilled VM {r['label']} ({r['cpu_s']:.0f} CPU s) vs VM from scratch ({sc.get('cpu_s', float('nan')):.0f} CPU s): "
                          f"{r['psnr']:.2f} vs {sc.get('psnr', float('nan')):.2f} dB ({'distilled better' if better else 'distilled NOT better'}); "
@@ -531,7 +543,7 @@ def write_results(results: Dict, scale: Scale, results_dir: Path) -> None:
     names = list(results["matrix"])
     x = range(len(names))
     ax.bar([i - 0.2 for i in x], [results["matrix"][n]["psnr"] for n in names], width=0.4, label="distilled (PVD-AL)")
-    ax.bar([i + 0.2 for i in x], [results["scratch"].get(results["matrix"][n]["student"] + (f" ({results['matrix'][n]['label']})" if results["matrix"][n].get("label") else ""), {}).get("psnr", 0) for n in names], width=0.4, label="from scratch, same CPU time")
+    ax.bar([i + 0.2 for i in x], [scratch_twin(results, n).get("psnr", 0) for n in names], width=0.4, label="from scratch, same CPU time")
     for t, r in results["teachers"].items():
         ax.axhline(r["psnr"], linestyle="--", color="k", linewidth=1, label=f"teacher {t}")
     ax.set_xticks(list(x), [n.replace("-to-", "\n-> ") for n in names], fontsize=8)

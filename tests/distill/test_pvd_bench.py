@@ -46,12 +46,17 @@ def test_matrix_mode_reports_the_conversion_grid(tmp_path):
         "ablations": {},
     }
     results["matrix"]["nerfacto-to-tensorf (w/o L_v)"] = _result(30.0, teacher="nerfacto", student="tensorf", label="w/o L_v", psnr_vs_teacher=30.0)
+    # each row is compared with its own equal-CPU twin; a student's latest twin is the fallback
+    results["scratch_for"] = {"tensorf-to-plenoxels": _result(20.0, budget_cpu_s=5.0)}
     teachers, students, grid = conversion_grid(results)
     assert teachers == ["nerfacto", "tensorf"] and students == ["nerfacto", "tensorf", "plenoxels"]
     assert grid[0, 1] == 24.5 and grid[1, 2] == 23.0 and grid[1, 0] == 22.0  # the variant row is not in the grid
     assert math.isnan(grid[0, 0]) and math.isnan(grid[0, 2])
     write_results(results, MODES["matrix"], tmp_path)
-    assert "| tensorf -> plenoxels (VM -> voxel) | 23.00 |" in (tmp_path / "pvd_matrix.md").read_text()
+    md = (tmp_path / "pvd_matrix.md").read_text()
+    assert "| tensorf -> plenoxels (VM -> voxel) | 23.00 |" in md
+    assert [line.split("|")[-2].strip() for line in md.splitlines() if line.startswith("| tensorf -> plenoxels")] == ["+3.00"]
+    assert [line.split("|")[-2].strip() for line in md.splitlines() if line.startswith("| tensorf -> nerfacto")] == ["+1.00"]
     assert (tmp_path / "pvd_matrix.png").stat().st_size > 1000
 
 
