@@ -32,7 +32,7 @@ class Bench:
     mode: Literal["smoke", "quick", "matrix", "ratio", "real", "full"] = "quick"
     """quick: a generated scene on CPU; real / full: ../shared/data/lego (full: on a GPU); smoke: minutes;
     matrix (pvd only): hash, VM and voxel teachers x all four students at the quick scale (about 45 min on CPU);
-    ratio (entropy only): the L preset at lambda 1e-3 on a 256^2-plane teacher (about 30 min on CPU)."""
+    ratio (entropy only): the L preset at lambda 1e-3 on a 256^2-plane teacher (about 85 min on CPU)."""
     work_dir: Optional[Path] = None
     """Scene and runs go here (default: /tmp/nerfconvert-bench-<name>-<mode>)."""
     results_dir: Path = Path("benchmarks/results")

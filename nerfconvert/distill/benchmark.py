@@ -444,6 +444,11 @@ def scratch_twin(results: Dict, name: str) -> Dict:
     return results.get("scratch_for", {}).get(name) or results["scratch"].get(r["student"] + (f" ({r['label']})" if r.get("label") else ""), {})
 
 
+def equal_budget(row: Dict, twin: Dict) -> bool:
+    """Whether a from-scratch twin had the row's CPU budget (within 10%): only then is the PSNR gap a comparison."""
+    return bool(twin) and abs(twin.get("budget_cpu_s", float("inf")) - row["cpu_s"]) <= 0.1 * row["cpu_s"]
+
+
 def conversion_grid(results: Dict):
     """(teachers, students, PSNR grid [teacher, student], NaN where not run) of the plain matrix rows
     (variant rows left out), in the order of ``FAMILY``."""
@@ -482,10 +487,10 @@ def write_results(results: Dict, scale: Scale, results_dir: Path) -> None:
           "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in results["matrix"].items():
         sc = scratch_twin(results, name)
-        delta = r["psnr"] - sc["psnr"] if sc else float("nan")
+        delta = f"{r['psnr'] - sc['psnr']:+.2f}" if equal_budget(r, sc) else "n/a (unequal CPU)"
         label = f", {r['label']}" if r.get("label") else ""
         L.append(f"| {r['teacher']} -> {r['student']} ({FAMILY[r['teacher']]} -> {FAMILY[r['student']]}{label}) | {r['psnr']:.2f} | {r.get('ssim', float('nan')):.3f} | {r['psnr_vs_teacher']:.2f} | {r['wall_s']:.0f} | {r['cpu_s']:.0f} | "
-                 f"{sc.get('psnr', float('nan')):.2f} | {sc.get('ssim', float('nan')):.3f} | {sc.get('steps', 0)} | {sc.get('budget_cpu_s', float('nan')):.0f} | {delta:+.2f} |")
+                 f"{sc.get('psnr', float('nan')):.2f} | {sc.get('ssim', float('nan')):.3f} | {sc.get('steps', 0)} | {sc.get('budget_cpu_s', float('nan')):.0f} | {delta} |")
     if any("lpips" in r for r in results["matrix"].values()):
         L += ["", "LPIPS: " + ", ".join(f"{n} {r['lpips']:.3f}" for n, r in results["matrix"].items() if "lpips" in r)]
     else:
@@ -509,7 +514,8 @@ def write_results(results: Dict, scale: Scale, results_dir: Path) -> None:
         sc = scratch_twin(results, "nerfacto-to-tensorf")
         L += ["", "## Acceptance", "",
               f"- VM student from the hash teacher: {hash_vm['psnr']:.2f} dB vs teacher {results['teachers']['nerfacto']['psnr']:.2f} dB: gap {gap:.2f} dB ({'within' if gap <= 1.0 else 'NOT within'} 1.0 dB).",
-              f"- Distilled VM vs VM from scratch with the same CPU time: {hash_vm['psnr']:.2f} vs {sc.get('psnr', float('nan')):.2f} dB ({'distilled better' if hash_vm['psnr'] > sc.get('psnr', float('inf')) else 'distilled NOT better'})."]
+              (f"- Distilled VM vs VM from scratch with the same CPU time: {hash_vm['psnr']:.2f} vs {sc.get('psnr', float('nan')):.2f} dB ({'distilled better' if hash_vm['psnr'] > sc.get('psnr', float('inf')) else 'distilled NOT better'})."
+               if equal_budget(hash_vm, sc) else "- Distilled VM vs VM from scratch: no equal-CPU twin in these results (run by an older version that kept one twin per student).")]
         for name, r in results["matrix"].items():
             if r.get("label") and r["student"] == "tensorf" and r["teacher"] == "nerfacto":
                 sc = scratch_twin(results, name)
