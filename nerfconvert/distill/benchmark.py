@@ -540,7 +540,8 @@ def write_results(results: Dict, scale: Scale, results_dir: Path) -> None:
                 if not np.isnan(grid[i, j]):
                     ax.text(j, i, f"{grid[i, j]:.1f}", ha="center", va="center", color="w" if grid[i, j] < np.nanmean(grid) else "k")
         ax.set_yticks(range(len(teachers)), [f"{t} ({FAMILY[t]})\nteacher {results['teachers'][t]['psnr']:.1f}" for t in teachers], fontsize=8)
-        ax.set_xticks(range(len(students)), [f"{s} ({FAMILY[s]})\nscratch {results['scratch'].get(s, {}).get('psnr', float('nan')):.1f}" for s in students], fontsize=8)
+        ax.set_xticks(range(len(students)), [f"{s} ({FAMILY[s]})\nscratch {results['scratch'].get(s, {}).get('psnr', float('nan')):.1f}\n"
+                                               f"({results['scratch'].get(s, {}).get('budget_cpu_s', float('nan')):.0f} CPU s)" for s in students], fontsize=8)
         ax.set_xlabel("student")
         ax.set_ylabel("teacher")
         ax.set_title("distilled student, test PSNR (dB)")
@@ -549,10 +550,11 @@ def write_results(results: Dict, scale: Scale, results_dir: Path) -> None:
     names = list(results["matrix"])
     x = range(len(names))
     ax.bar([i - 0.2 for i in x], [results["matrix"][n]["psnr"] for n in names], width=0.4, label="distilled (PVD-AL)")
-    ax.bar([i + 0.2 for i in x], [scratch_twin(results, n).get("psnr", 0) for n in names], width=0.4, label="from scratch, same CPU time")
+    ax.bar([i + 0.2 for i in x], [scratch_twin(results, n)["psnr"] if equal_budget(results["matrix"][n], scratch_twin(results, n)) else float("nan") for n in names], width=0.4, label="from scratch, same CPU time")
     for t, r in results["teachers"].items():
         ax.axhline(r["psnr"], linestyle="--", color="k", linewidth=1, label=f"teacher {t}")
-    ax.set_xticks(list(x), [n.replace("-to-", "\n-> ") for n in names], fontsize=8)
+    ax.set_xticks(list(x), [n.replace("-to-", "\n-> ") for n in names], fontsize=8 if len(names) <= 6 else 6,
+                  rotation=0 if len(names) <= 6 else 60)
     ax.set_ylabel("test PSNR (dB)")
     ax.legend(fontsize=8)
     ax.set_title("teacher -> student")
