@@ -149,8 +149,8 @@ class FeatureProjection(nn.Module):
         self.student_dim, self.teacher_dim = student_dim, teacher_dim
         self.linear = nn.Linear(student_dim, teacher_dim) if student_dim != teacher_dim else None
         # persistent, so a resumed distillation keeps comparing against the same scale
-        self.register_buffer("teacher_mean", torch.zeros(teacher_dim))
-        self.register_buffer("teacher_std", torch.ones(teacher_dim))
+        self.register_buffer("target_mean", torch.zeros(teacher_dim))
+        self.register_buffer("target_std", torch.ones(teacher_dim))
         self.register_buffer("standardised", torch.tensor(False))
 
     def forward(self, features: Tensor) -> Tensor:
@@ -162,10 +162,10 @@ class FeatureProjection(nn.Module):
             return teacher_features
         if not bool(self.standardised):
             flat = teacher_features.detach().reshape(-1, self.teacher_dim)
-            self.teacher_mean.copy_(flat.mean(dim=0))
-            self.teacher_std.copy_(flat.std(dim=0).clamp_min(1e-3) if flat.shape[0] > 1 else torch.ones_like(self.teacher_std))
+            self.target_mean.copy_(flat.mean(dim=0))
+            self.target_std.copy_(flat.std(dim=0).clamp_min(1e-3) if flat.shape[0] > 1 else torch.ones_like(self.target_std))
             self.standardised.fill_(True)
-        return (teacher_features - self.teacher_mean) / self.teacher_std
+        return (teacher_features - self.target_mean) / self.target_std
 
 
 def volume_loss(student_features: Tensor, teacher_features: Tensor, projection: FeatureProjection) -> Tensor:
