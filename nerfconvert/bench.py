@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal, Optional, get_args
 
 import tyro
 
@@ -18,6 +18,7 @@ RUNNERS = {
     "distillnerf": "nerfconvert.distillnerf.benchmark:run",
 }
 
+Mode = Literal["smoke", "quick", "matrix", "ratio", "real", "full"]
 ONLY_FOR = {"matrix": "pvd", "ratio": "entropy"}
 """Modes that only one benchmark has."""
 
@@ -29,7 +30,7 @@ class Bench:
 
     name: tyro.conf.Positional[Literal["pvd", "vq", "entropy", "distillnerf"]]
     """Which benchmark."""
-    mode: Literal["smoke", "quick", "matrix", "ratio", "real", "full"] = "quick"
+    mode: Mode = "quick"
     """quick: a generated scene on CPU; real / full: ../shared/data/lego (full: on a GPU); smoke: minutes;
     matrix (pvd only): hash, VM and voxel teachers x all four students at the quick scale (about 45 min on CPU);
     ratio (entropy only): the L preset at lambda 1e-3 on a 256^2-plane teacher (about 85 min on CPU)."""
@@ -42,6 +43,7 @@ class Bench:
         if owner is not None and owner != self.name:
             from nerfconvert import NerfconvertError
 
-            raise NerfconvertError(f"--mode {self.mode} belongs to the {owner} benchmark only; {self.name} has smoke, quick, real and full.")
+            own = [m for m in get_args(Mode) if ONLY_FOR.get(m, self.name) == self.name]
+            raise NerfconvertError(f"--mode {self.mode} belongs to the {owner} benchmark only; {self.name} has {', '.join(own)}.")
         module, function = RUNNERS[self.name].split(":")
         getattr(importlib.import_module(module), function)(self.mode, self.work_dir, self.results_dir)

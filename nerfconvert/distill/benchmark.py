@@ -353,7 +353,7 @@ def run(
             twin = results["scratch"].get(sk)
             # every row gets a twin within 10% of its own CPU budget (rows of several teachers differ)
             if twin is not None and abs(twin["budget_cpu_s"] - timing["cpu_s"]) <= 0.1 * timing["cpu_s"]:
-                results.setdefault("scratch_for", {})[name] = twin
+                results["scratch_for"][name] = twin
             else:
                 sname = f"scratch-{s}" + (f"-{run_name.split('-to-')[1]}" if label else "")
                 cfg = method_config(s, data, out, 10**6, scale.scratch_rays or scale.teacher_rays, sname, scale.model_overrides.get(s))
@@ -364,7 +364,7 @@ def run(
                 cfg.timestamp = f"{sname}-{t}"
                 st = run_training(cfg, cpu_budget_s=timing["cpu_s"])
                 results["scratch"][sk] = {"budget_cpu_s": timing["cpu_s"], "for": name, **st, **score(cfg.get_base_dir() / "config.yml")}
-                results.setdefault("scratch_for", {})[name] = results["scratch"][sk]
+                results["scratch_for"][name] = results["scratch"][sk]
                 log(f"scratch {sk}: {results['scratch'][sk]['psnr']:.2f} dB in {st['cpu_s']:.0f}s CPU")
                 save()
 

@@ -29,6 +29,9 @@ class PVDLossConfig:
     """omega_4, L_rgb: rendered pixel colour."""
     reg_weight: float = 1.0
     """omega_5, L_reg: TV + L1 of grid students (VM, voxel)."""
+    standardise_projected_features: bool = True
+    """L_v of a pair with a learned projection compares standardised teacher features (our deviation;
+    False: raw features, as PVD compares equal-size features)."""
     density_clamp: Optional[Tuple[float, float]] = (-2.0, 7.0)
     """[a, b] of Eq. 8 on the student's raw (pre-activation) density; None: no clamp (ablation)."""
     tv_weight: float = 1e-5
@@ -141,12 +144,13 @@ class FeatureProjection(nn.Module):
     standard deviation of the first teacher batch, then fixed): a second deviation. PVD's weight
     omega_1 = 2e-3 assumes features of about unit scale, as its same-family pairs have; a nerfacto
     teacher's base-MLP outputs have a variance of 20-40, which made L_v the largest term of
-    stages 2-3 and cost the VM student 0.9 dB in the quick benchmark (benchmarks/README.md).
+    stages 2-3 and cost the VM student 0.7 dB in the quick benchmark (benchmarks/README.md).
+    ``standardise=False`` compares raw features (the ablation).
     """
 
-    def __init__(self, student_dim: int, teacher_dim: int) -> None:
+    def __init__(self, student_dim: int, teacher_dim: int, standardise: bool = True) -> None:
         super().__init__()
-        self.student_dim, self.teacher_dim = student_dim, teacher_dim
+        self.student_dim, self.teacher_dim, self.standardise = student_dim, teacher_dim, standardise
         self.linear = nn.Linear(student_dim, teacher_dim) if student_dim != teacher_dim else None
         # persistent, so a resumed distillation keeps comparing against the same scale
         self.register_buffer("target_mean", torch.zeros(teacher_dim))
@@ -158,7 +162,7 @@ class FeatureProjection(nn.Module):
 
     def target(self, teacher_features: Tensor) -> Tensor:
         """The teacher features L_v compares against: standardised for a projected pair."""
-        if self.linear is None:
+        if self.linear is None or not self.standardise:
             return teacher_features
         if not bool(self.standardised):
             flat = teacher_features.detach().reshape(-1, self.teacher_dim)

@@ -242,7 +242,8 @@ class PVDPipeline(Pipeline):
         self.projection: Optional[FeatureProjection] = None
         if self.use_volume_loss:
             self.projection = FeatureProjection(
-                _slice_len(self.student_slice, s.feature_dim), _slice_len(self.teacher_slice, t.feature_dim)
+                _slice_len(self.student_slice, s.feature_dim), _slice_len(self.teacher_slice, t.feature_dim),
+                standardise=config.loss.standardise_projected_features,
             ).to(device)
         self.raw_target = teacher_raw_in_student_space(t, s)
         self.student_has_proposals = hasattr(self._model, "proposal_sampler")

@@ -91,6 +91,8 @@ def test_projected_pairs_compare_standardised_teacher_features_fixed_after_the_f
     # equal sizes: no projection, and PVD's direct comparison of the raw features
     direct = FeatureProjection(3, 3)
     assert torch.equal(direct.target(first), first)
+    # the ablation switch: raw teacher features even for a projected pair
+    assert torch.equal(FeatureProjection(4, 3, standardise=False).target(first), first)
 
 
 @pytest.mark.parametrize("name,scale", [("exp", 0.01), ("exp", 1.0), ("softplus", 1.0), ("relu", 1.0)])
