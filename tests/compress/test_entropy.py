@@ -264,3 +264,30 @@ def test_benchmark_report_judges_the_ratio_point(tmp_path):
     text = write_report([dict(row(2.0, 26.5), after_mb=1.55)], small, "cmd", tmp_path, {}, "t3")
     assert "**FAIL**" in text and "Out of reach for this teacher: the L decoder alone is 1.55 MB" in text
     assert (tmp_path / "entropy_t3.png").exists()
+
+
+def test_benchmark_merges_the_parts_of_one_sweep(tmp_path):
+    """Parts of a sweep run as parallel processes are merged into one report; a part on another
+    teacher, or a missing part, is refused with the fix."""
+    from nerfconvert.compress.entropy.benchmark import merged_rows, write_report
+
+    teacher = {"config": str(tmp_path / "t" / "config.yml"), "psnr": 26.0, "ssim": 0.9, "mb": 12.0, "ckpt_zip_mb": 40.0}
+
+    def row(curve, mb, psnr, **kw):
+        return {"curve": curve, "lmbda": kw.get("lmbda"), "codebook_size": kw.get("k"), "after_mb": mb, "ratio": 12.0 / mb,
+                "psnr_after": psnr, "ssim_after": 0.9, "seconds": 1.0}
+
+    vq = [row("vq", 1.0, 25.0, k=256), row("vq", 1.5, 25.6, k=1024), row("vq", 2.0, 26.0, k=4096)]
+    ent = [row("entropy-L", 0.9, 25.3, lmbda=1e-2), row("entropy-L", 1.3, 25.9, lmbda=1e-3), row("entropy-L", 1.8, 26.3, lmbda=1e-4)]
+    write_report(vq, teacher, "cmd vq", tmp_path, {}, "part_vq")
+    write_report(ent, teacher, "cmd L", tmp_path, {}, "part_l")
+    rows = merged_rows(tmp_path, ["part_vq", "part_l"], Path(teacher["config"]))
+    assert len(rows) == 6
+    text = write_report(rows, teacher, "cmd merge", tmp_path, {"merged": {"part_vq": "cmd vq", "part_l": "cmd L"}}, "all")
+    assert "`cmd vq`; `cmd L`" in text
+    bd = json.loads((tmp_path / "entropy_all.json").read_text())["bd"]["entropy-L"]
+    assert bd["bd_rate_percent"] < 0 and bd["bd_psnr_db"] > 0  # entropy is left of / above vq here
+    with pytest.raises(SystemExit, match="same --teacher"):
+        merged_rows(tmp_path, ["part_vq"], tmp_path / "other" / "config.yml")
+    with pytest.raises(SystemExit, match="run that part first with --tag nope"):
+        merged_rows(tmp_path, ["nope"], Path(teacher["config"]))

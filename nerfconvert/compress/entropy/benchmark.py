@@ -101,6 +101,22 @@ def _curve(rows: List[Dict], curve: str) -> List[Dict]:
     return sorted((r for r in rows if r["curve"] == curve), key=lambda r: r["after_mb"])
 
 
+def merged_rows(results: Path, tags: List[str], teacher_cfg: Path) -> List[Dict]:
+    """The rows of earlier parts of a sweep (``entropy_<tag>.json``), checked to share the teacher."""
+    rows: List[Dict] = []
+    for tag in tags:
+        path = results / f"entropy_{tag}.json"
+        if not path.is_file():
+            raise SystemExit(f"--merge {tag}: {path} does not exist; run that part first with --tag {tag} "
+                             f"--results-dir {results}.")
+        part = json.loads(path.read_text())
+        if Path(part["teacher"]["config"]).resolve() != Path(teacher_cfg).resolve():
+            raise SystemExit(f"--merge {tag}: that part used the teacher {part['teacher']['config']}, not {teacher_cfg}; "
+                             "parts of one sweep need the same --teacher.")
+        rows.extend(part["rows"])
+    return rows
+
+
 def bd_summary(rows: List[Dict]) -> Dict[str, Dict[str, Optional[float]]]:
     from nerfconvert.compress.entropy.bjontegaard import bd_psnr, bd_rate
 
@@ -166,8 +182,10 @@ def write_report(rows: List[Dict], teacher: Dict, command: str, results: Path, s
         f"{platform.machine()}, {os.cpu_count()} CPU cores (shared with other jobs), torch {torch.__version__}, "
         f"{'CUDA' if torch.cuda.is_available() else 'CPU only, no GPU'}.",
         "",
+        *([f"Merged from parts run in parallel on the same teacher: " + "; ".join(f"`{c}`" for c in settings["merged"].values()),
+           ""] if settings.get("merged") else []),
         f"Scene: {settings.get('scene')} (test split, every {settings.get('eval_every')}-th view: {teacher.get('views')} views). "
-        f"Settings: {json.dumps(settings)}.",
+        f"Settings: {json.dumps({k: v for k, v in settings.items() if k != 'merged'})}.",
         "",
         f"Teacher (stock tensorf): PSNR {teacher['psnr']:.2f} dB, SSIM {teacher['ssim']:.4f}, "
         f"size before {teacher['mb']:.3f} MB (weights zipped, as the vq benchmark measures; full checkpoint zipped "
@@ -228,7 +246,7 @@ def main(argv=None) -> int:
                         help="plane resolution of the teacher (init = final); default: tensorf's 128 -> 300 schedule")
     parser.add_argument("--steps", type=int, default=100, help="entropy-compression steps per run (paper: 30000)")
     parser.add_argument("--rays", type=int, default=1024, help="rays per step (entropy and vq runs)")
-    parser.add_argument("--lambdas", type=float, nargs="+", default=PAPER_LAMBDAS)
+    parser.add_argument("--lambdas", type=float, nargs="*", default=PAPER_LAMBDAS, help="lambdas of the L preset (and of H unless --high-lambdas); none: skip")
     parser.add_argument("--presets", nargs="+", default=["low", "high"], choices=["low", "high"])
     parser.add_argument("--high-lambdas", type=float, nargs="*", default=None, help="lambdas of the H preset (default: --lambdas)")
     parser.add_argument("--ablation-lambdas", type=float, nargs="*", default=[TARGET_LAMBDA],
@@ -237,6 +255,9 @@ def main(argv=None) -> int:
     parser.add_argument("--vq-steps", type=int, default=100)
     parser.add_argument("--importance-max-rays", type=int, default=16384)
     parser.add_argument("--eval-every", type=int, default=1, help="score every N-th test view")
+    parser.add_argument("--merge", nargs="*", default=[], metavar="TAG",
+                        help="first take the rows of entropy_<TAG>.json in --results-dir (parts of one sweep run as parallel "
+                             "processes on the same --teacher); the report then covers them all")
     args = parser.parse_args(argv)
 
     from nerfconvert.scenes import generate_object_scene, is_generated_scene
@@ -263,7 +284,10 @@ def main(argv=None) -> int:
     teacher = {"config": str(teacher_cfg), "psnr": t_eval["psnr"], "ssim": t_eval["ssim"], "views": t_eval["views"],
                "mb": zipped_checkpoint_bytes(teacher_cfg) / 1e6,
                "ckpt_zip_mb": zipped_checkpoint_bytes(teacher_cfg, weights_only=False) / 1e6, "plane_shape": plane_shape}
-    rows: List[Dict] = []
+    rows: List[Dict] = merged_rows(args.results_dir, args.merge, teacher_cfg)
+    if args.merge:
+        settings["merged"] = {tag: json.loads((args.results_dir / f"entropy_{tag}.json").read_text())["command"]
+                              for tag in args.merge}
 
     def record(row: Dict) -> None:
         rows.append(row)
@@ -331,6 +355,11 @@ MODES = {
               "--vq-steps", "100", "--eval-every", "4"],
     "ratio": ["--teacher-steps", "300", "--teacher-resolution", "256", "--steps", "1000", "--rays", "256",
               "--lambdas", "1e-3", "--presets", "low", "--ablation-lambdas", "--vq-sizes", "--eval-every", "4"],
+    # bd: where the entropy and vq curves overlap, so BD-rate / BD-PSNR are defined. 128^2 planes: vq
+    # codes ~3k vectors a plane (64^2: ~800, flat in K), and an L step costs 0.4 s on one core (256^2: 4.3 s)
+    "bd": ["--teacher-steps", "1000", "--teacher-resolution", "128", "--steps", "1000", "--rays", "256",
+           "--lambdas", "1e-2", "1e-3", "1e-4", "--high-lambdas", "1e-2", "1e-3", "1e-4", "--ablation-lambdas",
+           "--vq-sizes", "256", "1024", "4096", "16384", "--vq-steps", "1000", "--eval-every", "4"],
     "real": ["--data", LEGO, "--teacher-steps", "7500", "--teacher-rays", "4096", "--steps", "3000", "--rays", "4096",
              "--lambdas", "1e-2", "1e-3", "1e-4", "--vq-sizes", "256", "1024", "4096", "16384", "--vq-steps", "1000",
              "--importance-max-rays", "1000000", "--eval-every", "8"],
