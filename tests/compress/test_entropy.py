@@ -287,6 +287,8 @@ def test_benchmark_merges_the_parts_of_one_sweep(tmp_path):
     assert "`cmd vq`; `cmd L`" in text
     bd = json.loads((tmp_path / "entropy_all.json").read_text())["bd"]["entropy-L"]
     assert bd["bd_rate_percent"] < 0 and bd["bd_psnr_db"] > 0  # entropy is left of / above vq here
+    assert bd["rate_overlap_mb"] == [1.0, 1.8] and bd["psnr_overlap_db"] == [25.3, 26.0]
+    assert "(over PSNR 25.30-26.00 dB)" in text and "(over 1.000-1.800 MB)" in text
     with pytest.raises(SystemExit, match="same --teacher"):
         merged_rows(tmp_path, ["part_vq"], tmp_path / "other" / "config.yml")
     with pytest.raises(SystemExit, match="run that part first with --tag nope"):
