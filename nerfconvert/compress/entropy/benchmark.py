@@ -151,10 +151,16 @@ def plot(rows: List[Dict], teacher: Dict, path: Path) -> None:
         pts = _curve(rows, curve)
         if not pts:
             continue
-        ax.plot([r["after_mb"] for r in pts], [r["psnr_after"] for r in pts], style, label=curve, ms=7)
+        (line,) = ax.plot([r["after_mb"] for r in pts], [r["psnr_after"] for r in pts], style, label=curve, ms=7)
+        if curve in ("entropy-L", "entropy-H") and pts[0].get("decoder_mb"):  # the fixed cost in every file
+            ax.axvline(pts[0]["decoder_mb"], ls=":", lw=1, color=line.get_color(), label=f"{curve}: decoder alone")
+        labels: Dict[tuple, List[str]] = {}  # one label per point: K=4096 and 16384 can give the same file
         for r in pts:
-            label = f"K={r['codebook_size']}" if curve == "vq" else f"{r['lmbda']:g}"
-            ax.annotate(label, (r["after_mb"], r["psnr_after"]), fontsize=6, textcoords="offset points", xytext=(3, 3))
+            labels.setdefault((r["after_mb"], r["psnr_after"]), []).append(
+                f"{r['codebook_size']}" if curve == "vq" else f"{r['lmbda']:g}")
+        for xy, names in labels.items():
+            text = ("K=" if curve == "vq" else "") + ", ".join(names)
+            ax.annotate(text, xy, fontsize=6, textcoords="offset points", xytext=(3, 3))
     ax.axhline(teacher["psnr"], ls=":", lw=1, color="k", label=f"tensorf teacher ({teacher['mb']:.1f} MB zipped)")
     ax.set_xscale("log")
     ax.set_xlabel("size (MB, .ncz)")
