@@ -291,5 +291,10 @@ def test_benchmark_merges_the_parts_of_one_sweep(tmp_path):
     assert "(over PSNR 25.30-26.00 dB)" in text and "(over 1.000-1.800 MB)" in text
     with pytest.raises(SystemExit, match="same --teacher"):
         merged_rows(tmp_path, ["part_vq"], tmp_path / "other" / "config.yml")
+    only_vq = merged_rows(tmp_path, ["part_vq:vq", "part_l"], Path(teacher["config"]))
+    assert only_vq == rows
+    assert merged_rows(tmp_path, ["part_l:entropy-L"], Path(teacher["config"])) == ent
+    with pytest.raises(SystemExit, match="no rows of the curve 'entropy-H'"):
+        merged_rows(tmp_path, ["part_l:entropy-H"], Path(teacher["config"]))
     with pytest.raises(SystemExit, match="run that part first with --tag nope"):
         merged_rows(tmp_path, ["nope"], Path(teacher["config"]))

@@ -102,9 +102,11 @@ def _curve(rows: List[Dict], curve: str) -> List[Dict]:
 
 
 def merged_rows(results: Path, tags: List[str], teacher_cfg: Path) -> List[Dict]:
-    """The rows of earlier parts of a sweep (``entropy_<tag>.json``), checked to share the teacher."""
+    """The rows of earlier parts of a sweep (``entropy_<tag>.json``), checked to share the teacher.
+    ``TAG:CURVE`` takes only that curve's rows (e.g. ``part:vq``)."""
     rows: List[Dict] = []
-    for tag in tags:
+    for spec in tags:
+        tag, _, curve = spec.partition(":")
         path = results / f"entropy_{tag}.json"
         if not path.is_file():
             raise SystemExit(f"--merge {tag}: {path} does not exist; run that part first with --tag {tag} "
@@ -113,7 +115,11 @@ def merged_rows(results: Path, tags: List[str], teacher_cfg: Path) -> List[Dict]
         if Path(part["teacher"]["config"]).resolve() != Path(teacher_cfg).resolve():
             raise SystemExit(f"--merge {tag}: that part used the teacher {part['teacher']['config']}, not {teacher_cfg}; "
                              "parts of one sweep need the same --teacher.")
-        rows.extend(part["rows"])
+        taken = [r for r in part["rows"] if not curve or r["curve"] == curve]
+        if not taken:
+            raise SystemExit(f"--merge {spec}: {path} has no rows of the curve {curve!r} "
+                             f"(it has {sorted({r['curve'] for r in part['rows']})}).")
+        rows.extend(taken)
     return rows
 
 
@@ -179,7 +185,7 @@ def write_report(rows: List[Dict], teacher: Dict, command: str, results: Path, s
             f"{r['estimated_bitstream_bytes'] / 1e3:.1f} / {r['bitstream_bytes'] / 1e3:.1f} ({100 * r['rate_mismatch']:+.2f}%)")
         decode = "-" if r.get("decode_seconds") is None else f"{r['decode_seconds']:.2f}"
         coded = "-" if r.get("coded_fraction") is None else f"{100 * r['coded_fraction']:.0f}%"
-        return (f"| {r['curve']} | {knob} | {r['after_mb']:.3f} | {r['ratio']:.1f}x | {r['psnr_after']:.2f} | "
+        return (f"| {r['curve']} | {knob} | {r.get('steps', '-')} | {r['after_mb']:.3f} | {r['ratio']:.1f}x | {r['psnr_after']:.2f} | "
                 f"{r['psnr_after'] - teacher['psnr']:+.2f} | {r['ssim_after']:.4f} | {rate} | {coded} | {decode} | {r['seconds']:.0f} |")
 
     bd = bd_summary(rows)
@@ -202,8 +208,8 @@ def write_report(rows: List[Dict], teacher: Dict, command: str, results: Path, s
         f"size before {teacher['mb']:.3f} MB (weights zipped, as the vq benchmark measures; full checkpoint zipped "
         f"{teacher['ckpt_zip_mb']:.3f} MB), planes {teacher.get('plane_shape')}.",
         "",
-        "| curve | lambda / K | size (MB, .ncz) | ratio | PSNR | dPSNR | SSIM | latent rate kB: estimated / real bitstream (mismatch) | coded locations | decode (s) | time (s) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| curve | lambda / K | steps | size (MB, .ncz) | ratio | PSNR | dPSNR | SSIM | latent rate kB: estimated / real bitstream (mismatch) | coded locations | decode (s) | time (s) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         *[fmt(r) for r in sorted(rows, key=lambda r: (r["curve"], r["after_mb"]))],
         "",
         f"![rate-distortion](entropy_{tag}.png)",
@@ -299,8 +305,8 @@ def main(argv=None) -> int:
                "ckpt_zip_mb": zipped_checkpoint_bytes(teacher_cfg, weights_only=False) / 1e6, "plane_shape": plane_shape}
     rows: List[Dict] = merged_rows(args.results_dir, args.merge, teacher_cfg)
     if args.merge:
-        settings["merged"] = {tag: json.loads((args.results_dir / f"entropy_{tag}.json").read_text())["command"]
-                              for tag in args.merge}
+        settings["merged"] = {spec: json.loads((args.results_dir / f"entropy_{spec.partition(':')[0]}.json").read_text())["command"]
+                              + (f" (its {spec.partition(':')[2]} rows)" if ":" in spec else "") for spec in args.merge}
 
     def record(row: Dict) -> None:
         rows.append(row)
@@ -314,7 +320,7 @@ def main(argv=None) -> int:
         after = evaluate(out["config"], args.eval_every)
         rep = out["report"]
         record({
-            "curve": curve, "preset": preset, "lmbda": lmbda, "after_mb": out["bytes"] / 1e6,
+            "curve": curve, "preset": preset, "lmbda": lmbda, "steps": args.steps, "after_mb": out["bytes"] / 1e6,
             "ratio": teacher["mb"] * 1e6 / out["bytes"], "psnr_after": after["psnr"], "ssim_after": after["ssim"],
             "seconds": out["seconds"], "bitstream_bytes": rep["bitstream_bytes"],
             "estimated_bitstream_bytes": rep["estimated_bitstream_bytes"], "rate_mismatch": rep["rate_mismatch"],
@@ -342,7 +348,7 @@ def main(argv=None) -> int:
     for k in args.vq_sizes:
         out = run_vq(teacher_cfg, data, args.work_dir, f"k{k}", args.vq_steps, k, None, args.importance_max_rays)
         after = evaluate(out["config"], args.eval_every)
-        record({"curve": "vq", "codebook_size": k, "lmbda": None, "after_mb": out["bytes"] / 1e6,
+        record({"curve": "vq", "codebook_size": k, "lmbda": None, "steps": args.vq_steps, "after_mb": out["bytes"] / 1e6,
                 "ratio": teacher["mb"] * 1e6 / out["bytes"], "psnr_after": after["psnr"], "ssim_after": after["ssim"],
                 "seconds": out["seconds"]})
     for lm in args.ablation_lambdas:
