@@ -116,6 +116,8 @@ def merged_rows(results: Path, tags: List[str], teacher_cfg: Path) -> List[Dict]
             raise SystemExit(f"--merge {tag}: that part used the teacher {part['teacher']['config']}, not {teacher_cfg}; "
                              "parts of one sweep need the same --teacher.")
         taken = [r for r in part["rows"] if not curve or r["curve"] == curve]
+        for r in taken:  # parts written before rows carried their steps: the part's settings say them
+            r.setdefault("steps", part["settings"].get("vq_steps" if r["curve"] == "vq" else "steps"))
         if not taken:
             raise SystemExit(f"--merge {spec}: {path} has no rows of the curve {curve!r} "
                              f"(it has {sorted({r['curve'] for r in part['rows']})}).")
@@ -185,7 +187,7 @@ def write_report(rows: List[Dict], teacher: Dict, command: str, results: Path, s
             f"{r['estimated_bitstream_bytes'] / 1e3:.1f} / {r['bitstream_bytes'] / 1e3:.1f} ({100 * r['rate_mismatch']:+.2f}%)")
         decode = "-" if r.get("decode_seconds") is None else f"{r['decode_seconds']:.2f}"
         coded = "-" if r.get("coded_fraction") is None else f"{100 * r['coded_fraction']:.0f}%"
-        return (f"| {r['curve']} | {knob} | {r.get('steps', '-')} | {r['after_mb']:.3f} | {r['ratio']:.1f}x | {r['psnr_after']:.2f} | "
+        return (f"| {r['curve']} | {knob} | {r.get('steps') or '-'} | {r['after_mb']:.3f} | {r['ratio']:.1f}x | {r['psnr_after']:.2f} | "
                 f"{r['psnr_after'] - teacher['psnr']:+.2f} | {r['ssim_after']:.4f} | {rate} | {coded} | {decode} | {r['seconds']:.0f} |")
 
     bd = bd_summary(rows)
