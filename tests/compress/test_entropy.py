@@ -279,8 +279,8 @@ def test_benchmark_merges_the_parts_of_one_sweep(tmp_path):
 
     vq = [row("vq", 1.0, 25.0, k=256), row("vq", 1.5, 25.6, k=1024), row("vq", 2.0, 26.0, k=4096)]
     ent = [row("entropy-L", 0.9, 25.3, lmbda=1e-2), row("entropy-L", 1.3, 25.9, lmbda=1e-3), row("entropy-L", 1.8, 26.3, lmbda=1e-4)]
-    write_report(vq, teacher, "cmd vq", tmp_path, {}, "part_vq")
-    write_report(ent, teacher, "cmd L", tmp_path, {}, "part_l")
+    write_report(vq, teacher, "cmd vq", tmp_path, {"vq_steps": 1000}, "part_vq")
+    write_report(ent, teacher, "cmd L", tmp_path, {"steps": 3000}, "part_l")
     rows = merged_rows(tmp_path, ["part_vq", "part_l"], Path(teacher["config"]))
     assert len(rows) == 6
     text = write_report(rows, teacher, "cmd merge", tmp_path, {"merged": {"part_vq": "cmd vq", "part_l": "cmd L"}}, "all")
@@ -293,7 +293,9 @@ def test_benchmark_merges_the_parts_of_one_sweep(tmp_path):
         merged_rows(tmp_path, ["part_vq"], tmp_path / "other" / "config.yml")
     only_vq = merged_rows(tmp_path, ["part_vq:vq", "part_l"], Path(teacher["config"]))
     assert only_vq == rows
-    assert merged_rows(tmp_path, ["part_l:entropy-L"], Path(teacher["config"])) == ent
+    assert merged_rows(tmp_path, ["part_l:entropy-L"], Path(teacher["config"])) == [dict(r, steps=3000) for r in ent]
+    assert {r["steps"] for r in rows if r["curve"] == "vq"} == {1000}  # rows without steps take their part's
+    assert "| entropy-L | 0.01 | 3000 | 0.900 |" in text
     with pytest.raises(SystemExit, match="no rows of the curve 'entropy-H'"):
         merged_rows(tmp_path, ["part_l:entropy-H"], Path(teacher["config"]))
     with pytest.raises(SystemExit, match="run that part first with --tag nope"):
