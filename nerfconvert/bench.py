@@ -34,8 +34,8 @@ class Bench:
     """quick: a generated scene on CPU; real / full: ../shared/data/lego (full: on a GPU); smoke: minutes;
     matrix (pvd only): hash, VM and voxel teachers x all four students at the quick scale (about 45 min on CPU);
     ratio (entropy only): the L preset at lambda 1e-3 on a 256^2-plane teacher (about 85 min on CPU);
-    bd (entropy only): both presets at 3 lambdas and vq at 4 codebook sizes on a 128^2-plane teacher,
-    where the two curves overlap and BD-rate / BD-PSNR are defined (about 2.5 h on one CPU core)."""
+    bd (entropy only): both presets at 3 lambdas and vq at 6 codebook sizes on a 128^2-plane teacher,
+    where the two curves overlap and BD-rate / BD-PSNR are defined (about 1.5 h on one CPU core)."""
     work_dir: Optional[Path] = None
     """Scene and runs go here (default: /tmp/nerfconvert-bench-<name>-<mode>)."""
     results_dir: Path = Path("benchmarks/results")

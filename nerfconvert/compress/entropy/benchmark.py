@@ -377,10 +377,11 @@ MODES = {
     "ratio": ["--teacher-steps", "300", "--teacher-resolution", "256", "--steps", "1000", "--rays", "256",
               "--lambdas", "1e-3", "--presets", "low", "--ablation-lambdas", "--vq-sizes", "--eval-every", "4"],
     # bd: where the entropy and vq curves overlap, so BD-rate / BD-PSNR are defined. 128^2 planes: vq
-    # codes ~3k vectors a plane (64^2: ~800, flat in K), and an L step costs 0.4 s on one core (256^2: 4.3 s)
+    # codes ~3k vectors a plane (64^2: ~800, flat in K), and an L step costs 0.5 s on one core (256^2: 4.3 s);
+    # K = 16 and 64 extend vq's curve (nearly flat from 256 up) down to the PSNR the entropy runs reach
     "bd": ["--teacher-steps", "1000", "--teacher-resolution", "128", "--steps", "1000", "--rays", "256",
            "--lambdas", "1e-2", "1e-3", "1e-4", "--high-lambdas", "1e-2", "1e-3", "1e-4", "--ablation-lambdas",
-           "--vq-sizes", "256", "1024", "4096", "16384", "--vq-steps", "1000", "--eval-every", "4"],
+           "--vq-sizes", "16", "64", "256", "1024", "4096", "16384", "--vq-steps", "1000", "--eval-every", "4"],
     "real": ["--data", LEGO, "--teacher-steps", "7500", "--teacher-rays", "4096", "--steps", "3000", "--rays", "4096",
              "--lambdas", "1e-2", "1e-3", "1e-4", "--vq-sizes", "256", "1024", "4096", "16384", "--vq-steps", "1000",
              "--importance-max-rays", "1000000", "--eval-every", "8"],
