@@ -300,3 +300,14 @@ def test_benchmark_merges_the_parts_of_one_sweep(tmp_path):
         merged_rows(tmp_path, ["part_l:entropy-H"], Path(teacher["config"]))
     with pytest.raises(SystemExit, match="run that part first with --tag nope"):
         merged_rows(tmp_path, ["nope"], Path(teacher["config"]))
+
+
+def test_benchmark_modes_parse():
+    """Every recorded mode is a valid command line; bd spans vq down to K = 16 and both presets."""
+    from nerfconvert.compress.entropy.benchmark import MODES, build_parser
+
+    for mode, argv in MODES.items():
+        build_parser().parse_args(argv)
+    bd = build_parser().parse_args(MODES["bd"])
+    assert bd.teacher_resolution == 128 and bd.vq_sizes[0] == 16 and bd.vq_sizes[-1] == 16384
+    assert bd.lambdas == bd.high_lambdas == [1e-2, 1e-3, 1e-4] and bd.ablation_lambdas == []

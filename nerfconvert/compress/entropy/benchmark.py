@@ -253,8 +253,7 @@ def write_report(rows: List[Dict], teacher: Dict, command: str, results: Path, s
     return text
 
 
-def main(argv=None) -> int:
-
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/nerfconvert_bench/entropy"))
     parser.add_argument("--results-dir", type=Path, default=REPO / "benchmarks" / "results")
@@ -279,7 +278,11 @@ def main(argv=None) -> int:
     parser.add_argument("--merge", nargs="*", default=[], metavar="TAG",
                         help="first take the rows of entropy_<TAG>.json in --results-dir (parts of one sweep run as parallel "
                              "processes on the same --teacher); the report then covers them all")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
 
     from nerfconvert.scenes import generate_object_scene, is_generated_scene
 
