@@ -1,12 +1,30 @@
 """Servers the tests start (ns-viewer, nerfconvert view) run in a session of their own and are
 stopped with everything they spawned: a tensorf run's ParallelDataManager workers would
-otherwise outlive a terminated viewer and hold about 1 GB each until the machine restarts."""
+otherwise outlive a terminated viewer and hold about 1 GB each until the machine restarts.
+Also the small helpers every test of a command line shares: the venv's tools, a .ply's size."""
 
 from __future__ import annotations
 
 import os
 import signal
 import subprocess
+import sys
+from pathlib import Path
+
+
+def bin_(name: str) -> str:
+    """A console script of this venv (ns-train, nerfconvert, ...), whatever PATH says."""
+    return str(Path(sys.executable).parent / name)
+
+
+def read_ply_vertex_count(path: Path) -> int:
+    with open(path, "rb") as f:
+        for line in f:
+            if line.startswith(b"element vertex"):
+                return int(line.split()[-1])
+            if line.strip() == b"end_header":
+                break
+    return 0
 
 
 def start_group(command, **kwargs) -> subprocess.Popen:

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from processes import bin_
 
 from nerfconvert import NerfconvertError
 from nerfconvert.views import load_run
@@ -14,10 +13,6 @@ from nerfconvert.views import load_run
 
 def run(cmd, cwd=None):
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=cwd)
-
-
-def bin_(name: str) -> str:
-    return str(Path(sys.executable).parent / name)
 
 
 def test_ns_train_plenoxels_missing_data_dir(tmp_path):

@@ -6,32 +6,17 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from processes import bin_, read_ply_vertex_count
 
 RUNS = ["plenoxels", "tensorf"]
-
-
-def bin_(name: str) -> str:
-    return str(Path(sys.executable).parent / name)
 
 
 @pytest.mark.parametrize("method", RUNS)
 def test_ns_viewer_serves_a_page(trained_run, method, stock_viewer_page):
     stock_viewer_page(trained_run(method))
-
-
-def read_ply_vertex_count(path: Path) -> int:
-    with open(path, "rb") as f:
-        for line in f:
-            if line.startswith(b"element vertex"):
-                return int(line.split()[-1])
-            if line.strip() == b"end_header":
-                break
-    return 0
 
 
 @pytest.mark.parametrize("method", RUNS)

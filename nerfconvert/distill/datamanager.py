@@ -4,7 +4,6 @@ this data manager never touches an image."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Dict, Literal, Optional, Tuple, Type, Union
 

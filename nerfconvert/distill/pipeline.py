@@ -16,7 +16,6 @@ kept equal to its fine field, TensoRF and voxel grids sample from their own dens
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Literal, Mapping, Optional, Tuple, Type

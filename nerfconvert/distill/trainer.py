@@ -3,10 +3,9 @@
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Optional, Type
+from typing import Optional, Type
 
 import numpy as np
 import torch
@@ -16,7 +15,6 @@ from nerfstudio.utils.rich_utils import CONSOLE
 
 from nerfconvert import NerfconvertError
 from nerfconvert.distill.students import (
-    FAMILY_OF_STUDENT,
     STUDENTS,
     StudentName,
     student_model_config,
@@ -160,7 +158,6 @@ class PVDTrainer(Trainer):
     def finetune_student(self) -> Path:
         """Fine-tune the written student on real images (PVD-AL Sec. 4.7), as a new run."""
         from nerfconvert.data import check_data_dir
-        from nerfconvert.distill.export import write_student_run
 
         assert self.student_config_path is not None
         import yaml

@@ -7,11 +7,11 @@ from __future__ import annotations
 import json
 import math
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from processes import bin_
 import torch
 
 from nerfconvert import NerfconvertError
@@ -25,10 +25,6 @@ from nerfconvert.compress.entropy.coder import (
 )
 
 TENSORF_NEEDED = "entropy-compression needs a tensorf run; convert it first with pvd-al --student tensorf"
-
-
-def bin_(name: str) -> str:
-    return str(Path(sys.executable).parent / name)
 
 
 # ---- pieces ------------------------------------------------------------------------------------------

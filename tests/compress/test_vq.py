@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from processes import bin_
 import torch
 
 from nerfconvert import NerfconvertError
@@ -17,10 +17,6 @@ from nerfconvert.compress.quant import dequantize_uint8, pack_indices, quantize_
 from nerfconvert.compress.vq.codebook import cumulative_mass_masks, fit_codebook, weighted_code_means
 
 FAMILY_OF = {"plenoxels": "voxel", "tensorf": "vm", "nerfacto": "hash"}
-
-
-def bin_(name: str) -> str:
-    return str(Path(sys.executable).parent / name)
 
 
 # ---- pieces ---------------------------------------------------------------------------------------

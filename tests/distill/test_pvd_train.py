@@ -3,24 +3,18 @@ families, the student written as a standalone run, staged work, resume, and bad 
 
 from __future__ import annotations
 
-import copy
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from processes import bin_
 import torch
 import yaml
 
-from nerfconvert import NerfconvertError
 from nerfconvert.distill.students import FAMILY_OF_STUDENT, make_pvd_config
 
 FAMILIES = ["nerfacto", "tensorf", "vanilla-nerf", "plenoxels"]
 PAIRS = [(t, s) for t in FAMILIES for s in FAMILIES]
-
-
-def bin_(name: str) -> str:
-    return str(Path(sys.executable).parent / name)
 
 
 def tiny_pvd(teacher: Path, student: str, out: Path, steps: int = 3, stage_steps=(1, 2)):

@@ -14,7 +14,7 @@ from nerfstudio.data.scene_box import SceneBox
 
 from nerfconvert.distill.active import HardPosePool, HardRayPool, PoseErrorTracker
 from nerfconvert.distill.cameras import PseudoCameraDistribution, look_at
-from nerfconvert.distill.datamanager import PseudoCameraDataManager, PseudoCameraDataManagerConfig
+from nerfconvert.distill.datamanager import PseudoCameraDataManagerConfig
 from nerfconvert.distill.losses import (
     FeatureProjection,
     clamp_density,

@@ -6,15 +6,13 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from nerfconvert import NerfconvertError
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from test_stock_tools import bin_, read_ply_vertex_count  # noqa: E402
+from processes import bin_, read_ply_vertex_count
 
 
 def test_predicted_run_opens_in_ns_viewer_and_exports_a_point_cloud(distillnerf_prediction, stock_viewer_page, tmp_path):

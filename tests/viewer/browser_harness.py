@@ -16,7 +16,6 @@ import re
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
@@ -28,7 +27,7 @@ import contextlib
 
 import numpy as np
 import pytest
-from processes import start_group, stop_group
+from processes import bin_, start_group, stop_group  # noqa: F401 (bin_ re-exported)
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -67,10 +66,6 @@ def chromium():
 needs_browser = pytest.mark.skipif(
     bool(missing), reason=f"{' and '.join(missing)} not installed (apt-get install -y chromium chromium-driver)"
 )
-
-
-def bin_(name: str) -> str:
-    return str(Path(sys.executable).parent / name)
 
 
 def free_port() -> int:

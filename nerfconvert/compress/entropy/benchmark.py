@@ -200,7 +200,7 @@ def write_report(rows: List[Dict], teacher: Dict, command: str, results: Path, s
         f"{platform.machine()}, {os.cpu_count()} CPU cores (shared with other jobs), torch {torch.__version__}, "
         f"{'CUDA' if torch.cuda.is_available() else 'CPU only, no GPU'}.",
         "",
-        *([f"Merged from parts run in parallel on the same teacher: " + "; ".join(f"`{c}`" for c in settings["merged"].values()),
+        *(["Merged from parts run in parallel on the same teacher: " + "; ".join(f"`{c}`" for c in settings["merged"].values()),
            ""] if settings.get("merged") else []),
         f"Scene: {settings.get('scene')} (test split, every {settings.get('eval_every')}-th view: {teacher.get('views')} views). "
         f"Settings{' of the merging invocation (the parts ran with their own, above)' if settings.get('merged') else ''}: "
