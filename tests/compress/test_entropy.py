@@ -285,6 +285,13 @@ def test_benchmark_merges_the_parts_of_one_sweep(tmp_path):
     assert bd["bd_rate_percent"] < 0 and bd["bd_psnr_db"] > 0  # entropy is left of / above vq here
     assert bd["rate_overlap_mb"] == [1.0, 1.8] and bd["psnr_overlap_db"] == [25.3, 26.0]
     assert "(over PSNR 25.30-26.00 dB)" in text and "(over 1.000-1.800 MB)" in text
+    # a sliver of overlap is not a BD figure: kept in the JSON, n/a in the report
+    flat = [row("entropy-H", 1.0, 25.30, lmbda=1e-2), row("entropy-H", 1.05, 25.32, lmbda=1e-3)]
+    narrow = write_report(vq + flat, teacher, "cmd", tmp_path, {}, "narrow")
+    bd = json.loads((tmp_path / "entropy_narrow.json").read_text())["bd"]["entropy-H"]
+    assert bd["bd_rate_percent"] is None and bd["bd_rate_percent_narrow"] is not None
+    assert bd["bd_psnr_db"] is None and bd["bd_psnr_db_narrow"] is not None  # 1.0-1.05 MB: 5% apart
+    assert "the curves share only 0.020 dB of PSNR" in narrow and "share only 1.000-1.050 MB, under 10% apart" in narrow
     with pytest.raises(SystemExit, match="same --teacher"):
         merged_rows(tmp_path, ["part_vq"], tmp_path / "other" / "config.yml")
     only_vq = merged_rows(tmp_path, ["part_vq:vq", "part_l"], Path(teacher["config"]))
