@@ -188,6 +188,15 @@ def plot(rows: List[Dict], teacher: Dict, path: Path) -> None:
     plt.close(fig)
 
 
+def _bd_text(entry: Dict, key: str, fmt: str, axis: str, over: Optional[str], sliver: Optional[str]) -> str:
+    """One BD figure as the report words it: the value and its interval, or why it is n/a."""
+    if entry.get(key) is not None:
+        return f"{fmt.format(entry[key])} (over {over})"
+    if entry.get(f"{key}_narrow") is not None:
+        return f"n/a (the curves share only {sliver}; the fit there gives {fmt.format(entry[key + '_narrow'])})"
+    return f"n/a (no {axis} overlap)"
+
+
 def write_report(rows: List[Dict], teacher: Dict, command: str, results: Path, settings: Dict, tag: str) -> str:
     def fmt(r):
         knob = f"K={r['codebook_size']}" if r["curve"] == "vq" else f"{r['lmbda']:g}"
@@ -232,20 +241,10 @@ def write_report(rows: List[Dict], teacher: Dict, command: str, results: Path, s
             lines.append(f"- {curve}: n/a (fewer than two points on a curve, or the curves do not overlap).")
             continue
         psnr, rate = entry.get("psnr_overlap_db"), entry.get("rate_overlap_mb")
-        if entry["bd_rate_percent"] is not None:
-            br = f"{entry['bd_rate_percent']:+.1f}% (over PSNR {psnr[0]:.2f}-{psnr[1]:.2f} dB)"
-        elif entry.get("bd_rate_percent_narrow") is not None:
-            br = (f"n/a (the curves share only {psnr[1] - psnr[0]:.3f} dB of PSNR, under {MIN_PSNR_OVERLAP_DB} dB; "
-                  f"the fit there gives {entry['bd_rate_percent_narrow']:+.1f}%)")
-        else:
-            br = "n/a (no PSNR overlap)"
-        if entry["bd_psnr_db"] is not None:
-            bp = f"{entry['bd_psnr_db']:+.3f} dB (over {rate[0]:.3f}-{rate[1]:.3f} MB)"
-        elif entry.get("bd_psnr_db_narrow") is not None:
-            bp = (f"n/a (the curves share only {rate[0]:.3f}-{rate[1]:.3f} MB, under {100 * (MIN_RATE_OVERLAP - 1):.0f}% "
-                  f"apart; the fit there gives {entry['bd_psnr_db_narrow']:+.3f} dB)")
-        else:
-            bp = "n/a (no rate overlap)"
+        br = _bd_text(entry, "bd_rate_percent", "{:+.1f}%", "PSNR", psnr and f"PSNR {psnr[0]:.2f}-{psnr[1]:.2f} dB",
+                      psnr and f"{psnr[1] - psnr[0]:.3f} dB of PSNR, under {MIN_PSNR_OVERLAP_DB} dB")
+        bp = _bd_text(entry, "bd_psnr_db", "{:+.3f} dB", "rate", rate and f"{rate[0]:.3f}-{rate[1]:.3f} MB",
+                      rate and f"{rate[0]:.3f}-{rate[1]:.3f} MB, under {100 * (MIN_RATE_OVERLAP - 1):.0f}% apart")
         lines.append(f"- {curve}: BD-rate {br}, BD-PSNR {bp} (paper, Synthetic-NeRF: -28.8% / +0.279 dB).")
     lines += ["", "## Acceptance", ""]
     target = [r for r in rows if r["curve"] == "entropy-L" and abs(r["lmbda"] - TARGET_LAMBDA) < 1e-12]
