@@ -277,7 +277,8 @@ def test_benchmark_merges_the_parts_of_one_sweep(tmp_path):
     ent = [row("entropy-L", 0.9, 25.3, lmbda=1e-2), row("entropy-L", 1.3, 25.9, lmbda=1e-3), row("entropy-L", 1.8, 26.3, lmbda=1e-4)]
     write_report(vq, teacher, "cmd vq", tmp_path, {"vq_steps": 1000}, "part_vq")
     write_report(ent, teacher, "cmd L", tmp_path, {"steps": 3000}, "part_l")
-    rows = merged_rows(tmp_path, ["part_vq", "part_l"], Path(teacher["config"]))
+    rows, commands = merged_rows(tmp_path, ["part_vq", "part_l"], Path(teacher["config"]))
+    assert commands == {"part_vq": "cmd vq", "part_l": "cmd L"}
     assert len(rows) == 6
     text = write_report(rows, teacher, "cmd merge", tmp_path, {"merged": {"part_vq": "cmd vq", "part_l": "cmd L"}}, "all")
     assert "`cmd vq`; `cmd L`" in text
@@ -294,9 +295,10 @@ def test_benchmark_merges_the_parts_of_one_sweep(tmp_path):
     assert "the curves share only 0.020 dB of PSNR" in narrow and "share only 1.000-1.050 MB, under 10% apart" in narrow
     with pytest.raises(SystemExit, match="same --teacher"):
         merged_rows(tmp_path, ["part_vq"], tmp_path / "other" / "config.yml")
-    only_vq = merged_rows(tmp_path, ["part_vq:vq", "part_l"], Path(teacher["config"]))
+    only_vq, commands = merged_rows(tmp_path, ["part_vq:vq", "part_l"], Path(teacher["config"]))
+    assert commands["part_vq:vq"] == "cmd vq (its vq rows)"
     assert only_vq == rows
-    assert merged_rows(tmp_path, ["part_l:entropy-L"], Path(teacher["config"])) == [dict(r, steps=3000) for r in ent]
+    assert merged_rows(tmp_path, ["part_l:entropy-L"], Path(teacher["config"]))[0] == [dict(r, steps=3000) for r in ent]
     assert {r["steps"] for r in rows if r["curve"] == "vq"} == {1000}  # rows without steps take their part's
     assert "| entropy-L | 0.01 | 3000 | 0.900 |" in text
     with pytest.raises(SystemExit, match="no rows of the curve 'entropy-H'"):

@@ -30,7 +30,7 @@ import platform
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
@@ -103,10 +103,11 @@ def _curve(rows: List[Dict], curve: str) -> List[Dict]:
     return sorted((r for r in rows if r["curve"] == curve), key=lambda r: r["after_mb"])
 
 
-def merged_rows(results: Path, tags: List[str], teacher_cfg: Path) -> List[Dict]:
-    """The rows of earlier parts of a sweep (``entropy_<tag>.json``), checked to share the teacher.
-    ``TAG:CURVE`` takes only that curve's rows (e.g. ``part:vq``)."""
+def merged_rows(results: Path, tags: List[str], teacher_cfg: Path) -> Tuple[List[Dict], Dict[str, str]]:
+    """The rows of earlier parts of a sweep (``entropy_<tag>.json``), checked to share the teacher,
+    and the command of each part. ``TAG:CURVE`` takes only that curve's rows (e.g. ``part:vq``)."""
     rows: List[Dict] = []
+    commands: Dict[str, str] = {}
     for spec in tags:
         tag, _, curve = spec.partition(":")
         path = results / f"entropy_{tag}.json"
@@ -124,7 +125,8 @@ def merged_rows(results: Path, tags: List[str], teacher_cfg: Path) -> List[Dict]
             raise SystemExit(f"--merge {spec}: {path} has no rows of the curve {curve!r} "
                              f"(it has {sorted({r['curve'] for r in part['rows']})}).")
         rows.extend(taken)
-    return rows
+        commands[spec] = part["command"] + (f" (its {curve} rows)" if curve else "")
+    return rows, commands
 
 
 def bd_summary(rows: List[Dict]) -> Dict[str, Dict[str, Optional[float]]]:
@@ -315,6 +317,12 @@ def main(argv=None) -> int:
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in ("work_dir", "results_dir")}
     settings["scene"] = str(data)
 
+    # the parts are checked before any teacher is trained or scored
+    if args.merge and args.teacher is None:
+        raise SystemExit("--merge needs --teacher: the parts of one sweep share the teacher they were run on.")
+    merged, commands = merged_rows(args.results_dir, args.merge, args.teacher) if args.merge else ([], {})
+    if commands:
+        settings["merged"] = commands
     teacher_cfg = args.teacher or train_teacher(data, args.work_dir / "teacher", args.teacher_steps, args.teacher_rays,
                                                 args.teacher_resolution)
     t_eval = evaluate(teacher_cfg, args.eval_every)
@@ -326,10 +334,7 @@ def main(argv=None) -> int:
     teacher = {"config": str(teacher_cfg), "psnr": t_eval["psnr"], "ssim": t_eval["ssim"], "views": t_eval["views"],
                "mb": zipped_checkpoint_bytes(teacher_cfg) / 1e6,
                "ckpt_zip_mb": zipped_checkpoint_bytes(teacher_cfg, weights_only=False) / 1e6, "plane_shape": plane_shape}
-    rows: List[Dict] = merged_rows(args.results_dir, args.merge, teacher_cfg)
-    if args.merge:
-        settings["merged"] = {spec: json.loads((args.results_dir / f"entropy_{spec.partition(':')[0]}.json").read_text())["command"]
-                              + (f" (its {spec.partition(':')[2]} rows)" if ":" in spec else "") for spec in args.merge}
+    rows: List[Dict] = merged
 
     def record(row: Dict) -> None:
         rows.append(row)
