@@ -13,13 +13,12 @@ from dataclasses import dataclass, field
 import torch
 from nerfstudio.configs.base_config import MachineConfig, ViewerConfig
 from nerfstudio.configs.dataparser_configs import AnnotatedDataParserUnion
-from nerfstudio.engine.trainer import TrainerConfig
 from nerfstudio.plugins.types import MethodSpecification
 
 from nerfconvert.distillnerf.data import DistillNerfDataManagerConfig, DistillNerfDataParserConfig
 from nerfconvert.distillnerf.model import DistillNerfModelConfig
 from nerfconvert.distillnerf.pipeline import DistillNerfPipelineConfig
-from nerfconvert.schedules import adam_exponential
+from nerfconvert.schedules import RunLengthTrainerConfig, adam_exponential
 
 MAX_STEPS = 3000
 
@@ -34,7 +33,7 @@ class DistillNerfDataCLIConfig(DistillNerfDataManagerConfig):
 
 
 @dataclass
-class DistillNerfTrainerConfig(TrainerConfig):
+class DistillNerfTrainerConfig(RunLengthTrainerConfig):
     def __post_init__(self) -> None:
         machine = self.machine
         if machine.num_devices * machine.num_machines > 1 and machine.device_type != "cuda":

@@ -8,14 +8,15 @@ from nerfstudio.configs.base_config import ViewerConfig
 from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManagerConfig
 from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
 from nerfstudio.engine.optimizers import AdamOptimizerConfig
-from nerfstudio.engine.trainer import TrainerConfig
 from nerfstudio.pipelines.base_pipeline import VanillaPipelineConfig
 from nerfstudio.plugins.types import MethodSpecification
+
+from nerfconvert.schedules import RunLengthTrainerConfig
 
 from nerfconvert.distillnerf.scene_model import DistillNerfSceneModelConfig
 
 distillnerf_scene = MethodSpecification(
-    config=TrainerConfig(
+    config=RunLengthTrainerConfig(
         method_name="distillnerf-scene",
         max_num_iterations=0,
         mixed_precision=False,

@@ -15,19 +15,18 @@ from typing import Literal, Optional
 
 from nerfstudio.configs.base_config import ViewerConfig
 from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig
-from nerfstudio.engine.trainer import TrainerConfig
 from nerfstudio.plugins.types import MethodSpecification
 
 from nerfconvert.compress.entropy.model import EntropyCompressionModelConfig
 from nerfconvert.compress.entropy.pipeline import EntropyCompressionPipelineConfig
 from nerfconvert.data import CheckedDataManagerConfig
-from nerfconvert.schedules import adam_exponential
+from nerfconvert.schedules import RunLengthTrainerConfig, adam_exponential
 
 MAX_STEPS = 30000
 
 
 @dataclass
-class EntropyCompressionTrainerConfig(TrainerConfig):
+class EntropyCompressionTrainerConfig(RunLengthTrainerConfig):
     teacher_ckpt: Optional[Path] = None
     """config.yml of the trained tensorf run to compress. Only read, never modified."""
     lmbda: Optional[float] = None

@@ -12,9 +12,10 @@ from nerfstudio.configs.base_config import MachineConfig, ViewerConfig
 from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig
 from nerfstudio.engine.optimizers import AdamOptimizerConfig
 from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig
-from nerfstudio.engine.trainer import TrainerConfig
 from nerfstudio.pipelines.base_pipeline import VanillaPipelineConfig
 from nerfstudio.plugins.types import MethodSpecification
+
+from nerfconvert.schedules import RunLengthTrainerConfig
 
 from nerfconvert.data import CheckedDataManagerConfig
 from nerfconvert.plenoxels.model import FusedAdamOptimizerConfig, PlenoxelsModelConfig
@@ -32,7 +33,7 @@ def plenoxels_datamanager() -> CheckedDataManagerConfig:
 
 
 plenoxels = MethodSpecification(
-    config=TrainerConfig(
+    config=RunLengthTrainerConfig(
         method_name="plenoxels",
         steps_per_eval_batch=500,
         steps_per_eval_image=500,

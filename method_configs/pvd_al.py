@@ -19,7 +19,7 @@ from nerfconvert.distill.pipeline import PVDPipelineConfig
 from nerfconvert.distill.students import student_from_argv, student_model_config, student_optimizers
 from nerfconvert.distill.trainer import PVDTrainerConfig
 
-MAX_STEPS = 20000  # PVD: 20k steps of 4096 rays; stages at 3k and 8k
+MAX_STEPS = 20000  # PVD: 20k steps of 4096 rays; stages at 15% and 40% of the run (3k and 8k)
 
 _student = student_from_argv()
 
@@ -36,8 +36,8 @@ pvd_al = MethodSpecification(
         pipeline=PVDPipelineConfig(
             datamanager=PseudoCameraDataManagerConfig(train_num_rays_per_batch=4096),
             model=student_model_config(_student),
-            stage_steps=(3000, 8000),
         ),
+        # scheduler lengths follow --max-num-iterations (PVDTrainerConfig.fit_to_run_length)
         optimizers=student_optimizers(_student, MAX_STEPS),
         viewer=ViewerConfig(num_rays_per_chunk=1 << 13),
         vis="viewer",

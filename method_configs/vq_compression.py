@@ -14,19 +14,18 @@ from typing import Optional
 
 from nerfstudio.configs.base_config import ViewerConfig
 from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig
-from nerfstudio.engine.trainer import TrainerConfig
 from nerfstudio.plugins.types import MethodSpecification
 
 from nerfconvert.compress.vq.model import VQCompressionModelConfig
 from nerfconvert.compress.vq.pipeline import VQCompressionPipelineConfig
 from nerfconvert.data import CheckedDataManagerConfig
-from nerfconvert.schedules import adam_exponential
+from nerfconvert.schedules import RunLengthTrainerConfig, adam_exponential
 
 MAX_STEPS = 2000
 
 
 @dataclass
-class VQCompressionTrainerConfig(TrainerConfig):
+class VQCompressionTrainerConfig(RunLengthTrainerConfig):
     teacher_ckpt: Optional[Path] = None
     """config.yml of the trained run to compress (plenoxels, tensorf or nerfacto). Only read, never modified."""
 

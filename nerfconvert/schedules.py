@@ -1,11 +1,19 @@
-"""One optimizer entry as nerfstudio's ``TrainerConfig.optimizers`` wants it, shared by our method configs."""
+"""Schedules that follow the run's length.
+
+Users on a CPU run short (``--max-num-iterations 150`` is common), so nothing of ours is
+scheduled at an absolute step by default: stage boundaries, upsampling and pruning points are
+fractions of the run, and every learning-rate scheduler decays over the run's actual length.
+Absolute steps stay available as explicit options.
+"""
 
 from __future__ import annotations
 
-from typing import Dict
+from dataclasses import dataclass
+from typing import Dict, Optional, Sequence, Tuple
 
 from nerfstudio.engine.optimizers import AdamOptimizerConfig
 from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig
+from nerfstudio.engine.trainer import TrainerConfig
 
 
 def adam_exponential(lr: float, lr_final: float, max_steps: int, eps: float = 1e-15) -> Dict:
@@ -14,3 +22,49 @@ def adam_exponential(lr: float, lr_final: float, max_steps: int, eps: float = 1e
         "optimizer": AdamOptimizerConfig(lr=lr, eps=eps),
         "scheduler": ExponentialDecaySchedulerConfig(lr_final=lr_final, max_steps=max_steps),
     }
+
+
+def fit_schedulers(optimizers: Dict, max_steps: int) -> None:
+    """Every scheduler with a ``max_steps`` (and its warm-up, if longer) ends with the run."""
+    for group in optimizers.values():
+        scheduler = group.get("scheduler") if isinstance(group, dict) else None
+        if scheduler is None or not hasattr(scheduler, "max_steps"):
+            continue
+        scheduler.max_steps = max(1, int(max_steps))
+        if getattr(scheduler, "warmup_steps", 0) and scheduler.warmup_steps >= scheduler.max_steps:
+            scheduler.warmup_steps = scheduler.max_steps // 10
+
+
+def steps_at(fractions: Sequence[float], total: int) -> Tuple[int, ...]:
+    """Fractions of a run of ``total`` steps -> step numbers (rounded, strictly inside the run)."""
+    return tuple(int(round(float(f) * total)) for f in fractions)
+
+
+def distinct_increasing(steps: Sequence[int]) -> Tuple[int, ...]:
+    """Steps made strictly increasing (a very short run may round two fractions to one step)."""
+    out = []
+    for s in steps:
+        out.append(s if not out or s > out[-1] else out[-1] + 1)
+    return tuple(out)
+
+
+def run_length(training_callback_attributes, default: int) -> int:
+    """The trainer's ``--max-num-iterations`` as seen from a model's training callbacks."""
+    trainer = getattr(training_callback_attributes, "trainer", None)
+    config = getattr(trainer, "config", None)
+    total: Optional[int] = getattr(config, "max_num_iterations", None)
+    return int(total) if total else default
+
+
+@dataclass
+class RunLengthTrainerConfig(TrainerConfig):
+    """A TrainerConfig whose learning-rate schedules end with the run, whatever
+    ``--max-num-iterations`` says. ``ns-train`` calls ``set_timestamp`` before it saves the
+    config, so the saved ``config.yml`` shows the schedule that ran."""
+
+    def fit_to_run_length(self) -> None:
+        fit_schedulers(self.optimizers, self.max_num_iterations)
+
+    def set_timestamp(self) -> None:
+        self.fit_to_run_length()
+        super().set_timestamp()

@@ -47,7 +47,11 @@ from nerfconvert.distill.losses import (
 )
 from nerfconvert.distill.students import DEFAULT_STUDENT, PROJECTION_GROUP, student_model_config
 from nerfconvert.views.base import Decoded, FieldView
+from nerfconvert.schedules import run_length
 from nerfconvert.views.registry import load_run, view_class_for
+
+PVD_RUN_LENGTH = 20000
+"""PVD's distillation length (stages at 3k and 8k); the schedule's reference without a trainer."""
 
 
 @dataclass
@@ -80,8 +84,13 @@ class PVDPipelineConfig(VanillaPipelineConfig):
     teacher_ckpt: tyro.conf.Suppress[Optional[Path]] = None
     """Set from the trainer's --teacher-ckpt."""
     loss: PVDLossConfig = field(default_factory=PVDLossConfig)
-    stage_steps: Tuple[int, int] = (3000, 8000)
-    """Steps at which stage 2 (sigma, colour) and stage 3 (rendered RGB) begin (PVD: 3k, 8k)."""
+    stage_fractions: Tuple[float, float] = (0.15, 0.40)
+    """Fractions of --max-num-iterations at which stage 2 (sigma, colour) and stage 3 (rendered
+    RGB, active learning) begin: PVD's 3k and 8k of 20k steps."""
+    stage_steps: Optional[Tuple[int, int]] = None
+    """Absolute steps at which stage 2 and stage 3 begin; overrides stage_fractions."""
+    total_steps: tyro.conf.Suppress[Optional[int]] = None
+    """Set from the trainer's --max-num-iterations (20000, PVD's length, when built without one)."""
     block_wise: bool = True
     """False: all losses from the first step (the "w/o block-wise" ablation)."""
     active_learning: ActiveLearningConfig = field(default_factory=ActiveLearningConfig)
@@ -97,6 +106,39 @@ class PVDPipelineConfig(VanillaPipelineConfig):
     """K of PVD Table 1 for MLP teachers and students: phi1 = the first K layers."""
     coarse_sync_every: int = 100
     """vanilla-nerf students: copy the fine field into the coarse one every this many steps."""
+
+    def schedule(self, total_steps: Optional[int] = None) -> Tuple[int, int, int]:
+        """(stage 2 start, stage 3 start, active-learning start) of a run of ``total_steps``."""
+        total = int(total_steps or self.total_steps or PVD_RUN_LENGTH)
+        if self.stage_steps is not None:
+            s1, s2 = (int(s) for s in self.stage_steps)
+        else:
+            s1, s2 = (int(round(f * total)) for f in self.stage_fractions)
+        s2 = max(s1, s2)
+        al = self.active_learning.start_step
+        return s1, s2, int(al) if al is not None else s2
+
+    def schedule_problems(self, total_steps: int, has_stage1: bool = True) -> List[str]:
+        """One line per way a run of ``total_steps`` cannot do what it was asked."""
+        s1, s2, al = self.schedule(total_steps)
+        problems = []
+        if not self.block_wise:
+            return problems
+        if s2 >= total_steps:
+            problems.append(
+                f"stage 3 (rendered RGB) starts at step {s2} but the run has {total_steps} steps: the student "
+                "never learns the teacher's rendered colour; drop --pipeline.stage-steps (stages then follow "
+                "--pipeline.stage-fractions of the run) or raise --max-num-iterations."
+            )
+        elif s1 >= total_steps and has_stage1:
+            problems.append(f"stage 2 starts at step {s1} but the run has {total_steps} steps: only phi1 features are learned.")
+        elif total_steps - s2 < 20:
+            problems.append(f"stage 3 has only {total_steps - s2} of {total_steps} steps: expect a blurry student; raise --max-num-iterations.")
+        if self.active_learning.start_step is not None and al >= total_steps:
+            problems.append(
+                f"--pipeline.active-learning.start-step {al} is past the run's {total_steps} steps: active learning never starts."
+            )
+        return problems
 
 
 def _slice_len(s: slice, n: int) -> int:
@@ -248,7 +290,7 @@ class PVDPipeline(Pipeline):
         self.student_has_proposals = hasattr(self._model, "proposal_sampler")
         al = config.active_learning
         self.ray_pool = HardRayPool(al.ray_pool_size if al.hard_rays else 0)
-        self.al_start = al.start_step if al.start_step is not None else config.stage_steps[1]
+        self.set_run_length(config.total_steps or PVD_RUN_LENGTH)
         self.teacher_cache = TeacherCache(config.teacher_cache_batches, config.teacher_reuse)
         self._cache_generator = torch.Generator().manual_seed(self.datamanager.config.seed + 7)
 
@@ -280,11 +322,16 @@ class PVDPipeline(Pipeline):
         for handle in self.hard_pose_frustums:
             handle.visible = element.value
 
+    def set_run_length(self, total_steps: int) -> None:
+        """Place the stage boundaries and the start of active learning in a run of ``total_steps``."""
+        self.stage_starts = self.config.schedule(total_steps)[:2]
+        self.al_start = self.config.schedule(total_steps)[2]
+
     def stage(self, step: int) -> int:
         """Block-wise stage of a step (1: phi1, 2: + sigma and colour, 3: + rendered RGB)."""
         if not self.config.block_wise:
             return 3
-        s1, s2 = self.config.stage_steps
+        s1, s2 = self.stage_starts
         stage = 1 if step < s1 else (2 if step < s2 else 3)
         if stage == 1 and not self.use_volume_loss:
             return 2  # nothing to learn from phi1 alone
@@ -509,6 +556,7 @@ class PVDPipeline(Pipeline):
         return groups
 
     def get_training_callbacks(self, training_callback_attributes: TrainingCallbackAttributes) -> List[TrainingCallback]:
+        self.set_run_length(run_length(training_callback_attributes, self.config.total_steps or PVD_RUN_LENGTH))
         callbacks = list(self._model.get_training_callbacks(training_callback_attributes))
         if hasattr(self._model, "field_coarse") and hasattr(self._model, "field_fine"):
             callbacks.append(

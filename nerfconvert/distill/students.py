@@ -107,7 +107,7 @@ def make_pvd_config(
     student: str,
     output_dir,
     max_num_iterations: int = 20000,
-    stage_steps: Tuple[int, int] = (3000, 8000),
+    stage_steps: Optional[Tuple[int, int]] = None,
     num_rays: int = 4096,
     device_type: Optional[str] = None,
 ):
@@ -144,4 +144,5 @@ def make_pvd_config(
         vis="tensorboard",
     )
     config.machine.device_type = device_type or ("cuda" if torch.cuda.is_available() else "cpu")
+    config.fit_to_run_length()
     return copy.deepcopy(config)

@@ -14,6 +14,7 @@ from nerfstudio.engine.trainer import Trainer, TrainerConfig
 from nerfstudio.utils.rich_utils import CONSOLE
 
 from nerfconvert import NerfconvertError
+from nerfconvert.schedules import RunLengthTrainerConfig
 from nerfconvert.distill.students import (
     STUDENTS,
     StudentName,
@@ -23,7 +24,7 @@ from nerfconvert.distill.students import (
 
 
 @dataclass
-class PVDTrainerConfig(TrainerConfig):
+class PVDTrainerConfig(RunLengthTrainerConfig):
     """Distil a trained run into another architecture (PVD-AL), data-free."""
 
     _target: Type = field(default_factory=lambda: PVDTrainer)
@@ -57,11 +58,30 @@ class PVDTrainerConfig(TrainerConfig):
         self.pipeline.teacher_ckpt = path
         if self.experiment_name is None:
             self.experiment_name = teacher.experiment_name
-        # the student's model config and optimizers follow --student unless already its own
+        self.apply_student()
+        self.fit_to_run_length()
+
+    def apply_student(self) -> None:
+        """The student's model config and optimizers follow --student unless already its own."""
         expected = student_model_config(self.student)
         if getattr(self.pipeline.model, "_target", None) is not expected._target:
             self.pipeline.model = expected
             self.optimizers = student_optimizers(self.student, self.max_num_iterations)
+
+    def fit_to_run_length(self) -> None:
+        """Stages, active learning and learning-rate schedules follow --max-num-iterations."""
+        self.pipeline.total_steps = self.max_num_iterations
+        super().fit_to_run_length()
+
+    def schedule_summary(self) -> str:
+        s1, s2, al = self.pipeline.schedule(self.max_num_iterations)
+        total = self.max_num_iterations
+        if not self.pipeline.block_wise:
+            return f"pvd-al: {total} steps, all losses from the first step (block-wise off)"
+        return (
+            f"pvd-al: {total} steps: stage 1 (phi1 features) 0-{s1}, stage 2 (+ density, colour) {s1}-{s2}, "
+            f"stage 3 (+ rendered RGB) {s2}-{total}, active learning from {al}"
+        )
 
     def set_timestamp(self) -> None:
         # ns-train's main() calls this first: fail here with one line, before any directory is made
@@ -82,6 +102,9 @@ class PVDTrainer(Trainer):
 
     def __init__(self, config: PVDTrainerConfig, local_rank: int = 0, world_size: int = 1) -> None:
         config.check_inputs()
+        CONSOLE.print(config.schedule_summary())
+        for problem in config.pipeline.schedule_problems(config.max_num_iterations):
+            CONSOLE.print(f"[bold yellow]warning: {problem}")
         super().__init__(config, local_rank, world_size)
         self.student_config_path: Optional[Path] = None
         self._drawn_pose_version = -1

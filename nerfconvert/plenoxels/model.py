@@ -33,6 +33,10 @@ from nerfstudio.models.base_model import Model, ModelConfig
 from nerfstudio.utils import colormaps, misc
 
 from nerfconvert.plenoxels.field import DensityActivation, PlenoxelsField
+from nerfconvert.schedules import distinct_increasing, run_length, steps_at
+
+DEFAULT_RUN_LENGTH = 1000
+"""Run length the schedule fractions refer to when no trainer says (the method's default)."""
 
 GRID_PARAM_GROUPS = ("density", "sh")
 
@@ -52,11 +56,15 @@ class PlenoxelsModelConfig(ModelConfig):
 
     _target: Type = field(default_factory=lambda: PlenoxelsModel)
     grid_resolutions: Tuple[int, ...] = (32, 64, 96)
-    """Vertices per axis, coarse to fine. The grid starts at the first and is upsampled to the next at each of upsample_iters."""
-    upsample_iters: Tuple[int, ...] = (100, 300)
-    """Steps after which the grid is upsampled (one fewer than grid_resolutions)."""
-    prune_iters: Tuple[int, ...] = (100, 300, 600)
-    """Steps after which empty vertices are pruned (before an upsample at the same step)."""
+    """Vertices per axis, coarse to fine. The grid starts at the first and is upsampled to the next at each upsampling point."""
+    upsample_fractions: Tuple[float, ...] = (0.1, 0.3)
+    """Fractions of --max-num-iterations after which the grid is upsampled (one fewer than grid_resolutions)."""
+    prune_fractions: Tuple[float, ...] = (0.1, 0.3, 0.6)
+    """Fractions of --max-num-iterations after which empty vertices are pruned (before an upsample at the same step)."""
+    upsample_iters: Optional[Tuple[int, ...]] = None
+    """Absolute steps after which the grid is upsampled; overrides upsample_fractions."""
+    prune_iters: Optional[Tuple[int, ...]] = None
+    """Absolute steps after which empty vertices are pruned; overrides prune_fractions."""
     prune_alpha_threshold: float = 1e-2
     """A vertex is empty when 1 - exp(-density * voxel_size) is below this."""
     prune_dilation: int = 1
@@ -90,6 +98,17 @@ class PlenoxelsModelConfig(ModelConfig):
     camera_optimizer: CameraOptimizerConfig = field(default_factory=lambda: CameraOptimizerConfig(mode="off"))
     """Camera pose refinement (off: synthetic poses are exact)."""
 
+    def schedule(self, total_steps: int) -> Tuple[Tuple[int, ...], Tuple[int, ...]]:
+        """(prune steps, upsample steps) of a run of ``total_steps``: the absolute options when
+        given, else the fractions of the run."""
+        cfg = self
+        prune = cfg.prune_iters if cfg.prune_iters is not None else steps_at(cfg.prune_fractions, total_steps)
+        if cfg.upsample_iters is not None:
+            upsample = tuple(cfg.upsample_iters)
+        else:
+            upsample = distinct_increasing(steps_at(cfg.upsample_fractions, total_steps))
+        return tuple(sorted(set(prune))), tuple(upsample)
+
 
 class PlenoxelsModel(Model):
     """Voxel-grid radiance field. See :class:`PlenoxelsModelConfig`."""
@@ -100,13 +119,15 @@ class PlenoxelsModel(Model):
     def populate_modules(self) -> None:
         super().populate_modules()
         cfg = self.config
-        if len(cfg.grid_resolutions) != len(cfg.upsample_iters) + 1:
+        upsample = cfg.upsample_fractions if cfg.upsample_iters is None else cfg.upsample_iters
+        name = "upsample_fractions" if cfg.upsample_iters is None else "upsample_iters"
+        if len(cfg.grid_resolutions) != len(upsample) + 1:
             raise ValueError(
                 f"grid_resolutions {tuple(cfg.grid_resolutions)} needs exactly one more entry than "
-                f"upsample_iters {tuple(cfg.upsample_iters)}"
+                f"{name} {tuple(upsample)}"
             )
-        if list(cfg.upsample_iters) != sorted(set(cfg.upsample_iters)):
-            raise ValueError(f"upsample_iters must be strictly increasing, got {tuple(cfg.upsample_iters)}")
+        if list(upsample) != sorted(set(upsample)):
+            raise ValueError(f"{name} must be strictly increasing, got {tuple(upsample)}")
 
         self.field = PlenoxelsField(
             self.scene_box.aabb,
@@ -174,7 +195,7 @@ class PlenoxelsModel(Model):
             self.field.prune(cfg.prune_alpha_threshold, dilation=cfg.prune_dilation)
 
         def upsample(step: int) -> None:
-            resolution = cfg.grid_resolutions[list(cfg.upsample_iters).index(step) + 1]
+            resolution = cfg.grid_resolutions[list(upsample_iters).index(step) + 1]
             self.field.upsample(resolution)
             point_optimizers_at_new_grids()
 
@@ -183,10 +204,11 @@ class PlenoxelsModel(Model):
 
         after = [TrainingCallbackLocation.AFTER_TRAIN_ITERATION]
         callbacks = [TrainingCallback(after, keep_pruned_empty, update_every_num_iters=1)]
-        if cfg.prune_iters:
-            callbacks.append(TrainingCallback(after, prune, iters=tuple(cfg.prune_iters)))
-        if cfg.upsample_iters:
-            callbacks.append(TrainingCallback(after, upsample, iters=tuple(cfg.upsample_iters)))
+        prune_iters, upsample_iters = cfg.schedule(run_length(training_callback_attributes, DEFAULT_RUN_LENGTH))
+        if prune_iters:
+            callbacks.append(TrainingCallback(after, prune, iters=prune_iters))
+        if upsample_iters:
+            callbacks.append(TrainingCallback(after, upsample, iters=upsample_iters))
         return callbacks
 
     # ---- sampling and rendering --------------------------------------------------------------
