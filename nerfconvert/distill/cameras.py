@@ -56,6 +56,39 @@ def random_rotations(n: int, max_angle_rad: float, generator: Optional[torch.Gen
     return torch.eye(3)[None] + s * k + (1 - c) * (k @ k)  # Rodrigues
 
 
+@torch.no_grad()
+def optimised_cameras(model, cameras: Cameras) -> Cameras:
+    """The training cameras at the poses the model's camera optimizer moved them to.
+
+    A run trained with pose refinement (nerfacto's default) saw its scene from the corrected
+    poses, so pseudo cameras are fitted to those. The correction is applied as nerfstudio's
+    ``CameraOptimizer.apply_to_camera`` does: rotation on the left of the camera's rotation,
+    translation added to its centre."""
+    optimizer = getattr(model, "camera_optimizer", None)
+    if optimizer is None or getattr(optimizer.config, "mode", "off") == "off":
+        return cameras
+    c2w = cameras.camera_to_worlds.reshape(-1, 3, 4)
+    n = min(c2w.shape[0], int(optimizer.num_cameras))
+    adj = optimizer(torch.arange(n, device=optimizer.pose_adjustment.device)).to(c2w)
+    corrected = c2w.clone()
+    corrected[:n, :, :3] = torch.bmm(adj[:, :3, :3], c2w[:n, :, :3])
+    corrected[:n, :, 3] = c2w[:n, :, 3] + adj[:, :3, 3]
+    out = Cameras(
+        camera_to_worlds=corrected.reshape(cameras.camera_to_worlds.shape),
+        fx=cameras.fx,
+        fy=cameras.fy,
+        cx=cameras.cx,
+        cy=cameras.cy,
+        width=cameras.width,
+        height=cameras.height,
+        distortion_params=cameras.distortion_params,
+        camera_type=cameras.camera_type,
+        times=cameras.times,
+        metadata=cameras.metadata,
+    )
+    return out
+
+
 @dataclass
 class PseudoCameraDistribution:
     """Where pseudo cameras are drawn from, fitted to a set of training cameras (CPU tensors)."""

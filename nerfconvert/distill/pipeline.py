@@ -34,6 +34,7 @@ from nerfstudio.pipelines.base_pipeline import Pipeline, VanillaPipelineConfig
 from nerfstudio.utils import profiler
 
 from nerfconvert.distill.active import HardRayPool
+from nerfconvert.distill.cameras import optimised_cameras
 from nerfconvert.distill.datamanager import PseudoCameraDataManager, PseudoCameraDataManagerConfig
 from nerfconvert.distill.losses import (
     FeatureProjection,
@@ -254,7 +255,7 @@ class PVDPipeline(Pipeline):
             test_mode=test_mode,
             world_size=world_size,
             local_rank=local_rank,
-            teacher_cameras=teacher_train.cameras,
+            teacher_cameras=optimised_cameras(teacher_pipeline.model, teacher_train.cameras),
             scene_box=scene_box,
         )
         self.datamanager.to(device)
