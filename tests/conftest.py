@@ -288,3 +288,18 @@ def distillnerf_prediction(distillnerf_run, distillnerf_scenes, tmp_path_factory
     configs = list(out.glob("*/distillnerf-scene/p/config.yml"))
     assert len(configs) == 1
     return configs[0]
+
+
+# Fixtures that train real runs (through nerfstudio's train loop) or start servers: a test that
+# uses one is part of the slow lane, whatever its file says. `python -m pytest -m "not slow"`
+# is the fast lane; the README's command runs both.
+SLOW_FIXTURES = {
+    "trained_run", "vq_run", "entropy_run", "distillnerf_training", "distillnerf_run",
+    "distillnerf_prediction", "stock_viewer_page", "capture_nerfacto_run",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 TINY_MODEL_FLAGS = [
@@ -22,6 +23,7 @@ TINY_MODEL_FLAGS = [
 ]
 
 
+@pytest.mark.slow
 def test_ns_train_two_cpu_processes(distillnerf_scenes, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # two processes on a shared CPU: no thread oversubscription
     cmd = [
