@@ -295,7 +295,7 @@ def distillnerf_prediction(distillnerf_run, distillnerf_scenes, tmp_path_factory
 # is the fast lane; the README's command runs both.
 SLOW_FIXTURES = {
     "trained_run", "vq_run", "entropy_run", "distillnerf_training", "distillnerf_run",
-    "distillnerf_prediction", "stock_viewer_page", "capture_nerfacto_run",
+    "distillnerf_prediction", "stock_viewer_page", "capture_nerfacto_run", "teacher_root",
 }
 
 
