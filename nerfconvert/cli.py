@@ -12,7 +12,7 @@ import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Union
+from typing import Literal, Optional, Union
 
 import tyro
 from typing_extensions import Annotated
@@ -27,35 +27,59 @@ from nerfconvert.distillnerf.teachers import DistillNerfTeachers
 
 @dataclass
 class Scene:
-    """Make a seeded procedural object scene in nerfstudio's blender format."""
+    """Make a seeded procedural scene: the object scene in nerfstudio's blender format, or a
+    capture-like scene (ground, sky, lens distortion, exposure) laid out like ns-process-data."""
 
     output_dir: Path = Path("data/procedural")
-    """Where to write transforms_{train,val,test}.json, the RGBA PNGs and the depth maps."""
+    """Where to write the scene (object: transforms_{train,val,test}.json, RGBA PNGs, depth maps;
+    capture kinds: transforms.json, images/, sparse_pc.ply)."""
     seed: int = 0
     """Scene seed: the same seed always gives the same files."""
+    kind: Literal["object", "capture-360", "capture-forward"] = "object"
+    """object: the still life floating in white; capture-360: it on a ground under a sky, filmed
+    walking around it; capture-forward: objects before a wall, filmed forward-facing (LLFF-like)."""
     resolution: int = 64
-    """Image width and height in pixels."""
+    """Object kind: image width and height in pixels."""
     num_train: int = 50
     num_val: int = 10
     num_test: int = 20
+    width: int = 64
+    """Capture kinds: image width in pixels."""
+    height: int = 48
+    """Capture kinds: image height in pixels."""
+    num_frames: int = 40
+    """Capture kinds: number of frames (nerfstudio-data holds out about a tenth for eval)."""
     overwrite: bool = False
     """Replace an earlier scene in output_dir."""
 
     def main(self) -> None:
-        from nerfconvert.scenes import generate_object_scene
+        from nerfconvert.scenes import generate_capture_scene, generate_object_scene
         from nerfstudio.utils.rich_utils import CONSOLE
 
-        out = generate_object_scene(
-            self.output_dir,
-            seed=self.seed,
-            resolution=self.resolution,
-            num_train=self.num_train,
-            num_val=self.num_val,
-            num_test=self.num_test,
-            overwrite=self.overwrite,
-        )
+        if self.kind == "object":
+            out = generate_object_scene(
+                self.output_dir,
+                seed=self.seed,
+                resolution=self.resolution,
+                num_train=self.num_train,
+                num_val=self.num_val,
+                num_test=self.num_test,
+                overwrite=self.overwrite,
+            )
+            hint = f"ns-train plenoxels blender-data --data {out}"
+        else:
+            out = generate_capture_scene(
+                self.output_dir,
+                kind="360" if self.kind == "capture-360" else "forward",
+                seed=self.seed,
+                width=self.width,
+                height=self.height,
+                num_frames=self.num_frames,
+                overwrite=self.overwrite,
+            )
+            hint = f"ns-train nerfacto nerfstudio-data --data {out}"
         CONSOLE.print(f"[green]Scene written to {out}[/green]")
-        CONSOLE.print(f"Train on it:  ns-train plenoxels blender-data --data {out}")
+        CONSOLE.print(f"Train on it:  {hint}")
 
 
 @dataclass

@@ -4,9 +4,16 @@ nerfstudio's blender format. The default scene of the demo and of every test.
     from nerfconvert.scenes import generate_object_scene
     data = generate_object_scene("data/object", seed=0, resolution=64)
     # ns-train <method> blender-data --data data/object
+
+Capture-like scenes (ground, sky, lens distortion, exposure) in ns-process-data's layout:
+
+    from nerfconvert.scenes import generate_capture_scene
+    data = generate_capture_scene("data/capture", kind="360", seed=0)
+    # ns-train nerfacto nerfstudio-data --data data/capture
 """
 
 from nerfconvert.scenes.cameras import CAMERA_ANGLE_X, look_at, orbit_position, pixel_rays
+from nerfconvert.scenes.capture import generate_capture_scene
 from nerfconvert.scenes.generate import (
     GENERATOR_VERSION,
     generate_object_scene,
@@ -24,6 +31,7 @@ __all__ = [
     "ObjectScene",
     "RenderedRays",
     "SdfField",
+    "generate_capture_scene",
     "generate_object_scene",
     "is_generated_scene",
     "look_at",
