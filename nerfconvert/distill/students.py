@@ -27,9 +27,21 @@ PROJECTION_GROUP = "pvd_projection"
 """Optimizer group of the learned L_v projection (not part of the student)."""
 
 
-def student_model_config(student: str) -> ModelConfig:
-    """The student's model config: the stock method's, without camera optimisation."""
+UNBOUNDED_STUDENTS: Tuple[str, ...] = ("nerfacto", "tensorf")
+"""Students that model a background past the scene box (scene contraction)."""
+
+
+def student_model_config(student: str, unbounded: bool = False) -> ModelConfig:
+    """The student's model config: the stock method's, without camera optimisation.
+
+    ``unbounded``: the teacher contracts space (a capture with a background), so the student
+    must too; the contracted box carries over (nerfacto contracts anyway; tensorf becomes
+    :class:`~nerfconvert.unbounded.UnboundedTensoRFModelConfig`)."""
     off = CameraOptimizerConfig(mode="off")
+    if student == "tensorf" and unbounded:
+        from nerfconvert.unbounded import UnboundedTensoRFModelConfig
+
+        return UnboundedTensoRFModelConfig(regularization="none", camera_optimizer=off)
     if student == "nerfacto":
         from nerfstudio.models.nerfacto import NerfactoModelConfig
 

@@ -15,8 +15,10 @@ from nerfstudio.utils.rich_utils import CONSOLE
 
 from nerfconvert import NerfconvertError
 from nerfconvert.schedules import RunLengthTrainerConfig
+from nerfconvert.unbounded import is_unbounded
 from nerfconvert.distill.students import (
     STUDENTS,
+    UNBOUNDED_STUDENTS,
     StudentName,
     student_model_config,
     student_optimizers,
@@ -58,15 +60,26 @@ class PVDTrainerConfig(RunLengthTrainerConfig):
         self.pipeline.teacher_ckpt = path
         if self.experiment_name is None:
             self.experiment_name = teacher.experiment_name
-        self.apply_student()
+        self.apply_student(unbounded=is_unbounded(teacher.pipeline.model))
         self.fit_to_run_length()
 
-    def apply_student(self) -> None:
-        """The student's model config and optimizers follow --student unless already its own."""
-        expected = student_model_config(self.student)
+    def apply_student(self, unbounded: bool = False) -> None:
+        """The student's model config and optimizers follow --student unless already its own;
+        an unbounded teacher (scene contraction) gets a student that contracts space too."""
+        expected = student_model_config(self.student, unbounded=unbounded)
         if getattr(self.pipeline.model, "_target", None) is not expected._target:
             self.pipeline.model = expected
             self.optimizers = student_optimizers(self.student, self.max_num_iterations)
+        self.teacher_unbounded = unbounded
+
+    def student_problems(self) -> list:
+        """One line per thing the chosen student cannot carry over from this teacher."""
+        if getattr(self, "teacher_unbounded", False) and self.student not in UNBOUNDED_STUDENTS:
+            return [
+                f"the teacher models an unbounded scene (scene contraction) but a {self.student} student covers only "
+                f"the scene box: the background past it is lost; --student {' or '.join(UNBOUNDED_STUDENTS)} keeps it."
+            ]
+        return []
 
     def fit_to_run_length(self) -> None:
         """Stages, active learning and learning-rate schedules follow --max-num-iterations."""
@@ -103,7 +116,7 @@ class PVDTrainer(Trainer):
     def __init__(self, config: PVDTrainerConfig, local_rank: int = 0, world_size: int = 1) -> None:
         config.check_inputs()
         CONSOLE.print(config.schedule_summary())
-        for problem in config.pipeline.schedule_problems(config.max_num_iterations):
+        for problem in config.pipeline.schedule_problems(config.max_num_iterations) + config.student_problems():
             CONSOLE.print(f"[bold yellow]warning: {problem}")
         super().__init__(config, local_rank, world_size)
         self.student_config_path: Optional[Path] = None

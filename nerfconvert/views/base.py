@@ -49,6 +49,11 @@ class FieldView(ABC):
     def __init__(self, model: Model) -> None:
         self.model = model
 
+    @property
+    def unbounded(self) -> bool:
+        """Whether the field contracts space, so that it models a background past the scene box."""
+        return False
+
     # ---- the two levels -------------------------------------------------------------
     @property
     @abstractmethod

@@ -65,6 +65,10 @@ class HashGridView(FieldView):
         return self.field.geo_feat_dim + 2
 
     # ---- phi1 ---------------------------------------------------------------------------
+    @property
+    def unbounded(self) -> bool:
+        return self.field.spatial_distortion is not None
+
     def _unit_cube(self, positions: Tensor) -> Tensor:
         """World positions -> the [0, 1]^3 coordinates the hash grid is indexed with."""
         if self.field.spatial_distortion is not None:

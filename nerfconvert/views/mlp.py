@@ -66,6 +66,10 @@ class MLPView(FieldView):
     def feature_dim(self) -> int:
         return self._hidden_dim + self._encoding_dim
 
+    @property
+    def unbounded(self) -> bool:
+        return self.field.spatial_distortion is not None
+
     # ---- the two levels -----------------------------------------------------------------
     def phi1(self, positions: Tensor, directions: Tensor = None) -> Tensor:
         # phi1, PVD Table 1: first K layers

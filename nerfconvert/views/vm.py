@@ -69,10 +69,23 @@ class VMView(FieldView):
         return slice(self._density_dim, self.feature_dim)
 
     # ---- the two levels -----------------------------------------------------------------
+    def field_coordinates(self, positions: Tensor) -> Tensor:
+        """World positions -> the [-1, 1] coordinates the VM encodings are looked up at (through
+        the scene contraction first, for an unbounded TensoRF)."""
+        contract = getattr(self.field, "contract", None)
+        if contract is not None:
+            positions = contract(positions)
+        return SceneBox.get_normalized_positions(positions, self.field.aabb) * 2 - 1
+
+    @property
+    def unbounded(self) -> bool:
+        """Whether the field reaches past the scene box (a contracted TensoRF)."""
+        return getattr(self.field, "contract", None) is not None
+
     def phi1(self, positions: Tensor, directions: Tensor = None) -> Tensor:
         # phi1, PVD Table 1: decomposed tensors (planes x lines, then the basis B)
         del directions
-        x = SceneBox.get_normalized_positions(positions, self.field.aabb) * 2 - 1
+        x = self.field_coordinates(positions)
         density_components = self.field.density_encoding(x)
         appearance = self.field.B(self.field.color_encoding(x))
         return torch.cat([density_components, appearance], dim=-1)

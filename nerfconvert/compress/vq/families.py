@@ -193,13 +193,13 @@ class VMFamily(Family):
 
     def accumulate_importance(self, ray_bundle: RayBundle, into: Dict[str, Tensor]) -> None:
         from nerfconvert.views.vm import VMView
-        from nerfstudio.data.scene_box import SceneBox
 
-        points = self._weighted_points(VMView(self.model), ray_bundle)
+        view = VMView(self.model)
+        points = self._weighted_points(view, ray_bundle)
         if points is None:
             return
         positions, w = points
-        x = SceneBox.get_normalized_positions(positions, self.field.aabb) * 2 - 1
+        x = view.field_coordinates(positions)
         for prefix, enc in self._encodings():
             h, wd = enc.plane_coef.shape[-2:]
             coords = torch.stack([x[:, list(axes)] for axes in _PLANE_AXES]).view(3, -1, 1, 2)
