@@ -20,6 +20,7 @@ from typing_extensions import Annotated
 from nerfconvert import NerfconvertError
 from nerfconvert.bench import Bench
 from nerfconvert.compress.cli import Decompress, Inspect
+from nerfconvert.convert import Convert
 from nerfconvert.viewer import View
 from nerfconvert.distillnerf.predict import DistillNerfPredict
 from nerfconvert.distillnerf.teachers import DistillNerfTeachers
@@ -131,6 +132,7 @@ Commands = Union[
     Annotated[Scene, tyro.conf.subcommand("scene")],
     Annotated[Demo, tyro.conf.subcommand("demo")],
     Annotated[Describe, tyro.conf.subcommand("describe")],
+    Annotated[Convert, tyro.conf.subcommand("convert")],
     Annotated[Inspect, tyro.conf.subcommand("inspect")],
     Annotated[Decompress, tyro.conf.subcommand("decompress")],
     Annotated[View, tyro.conf.subcommand("view")],
