@@ -93,6 +93,41 @@ def trained_run(object_scene, tmp_path_factory) -> Callable[[str], Path]:
     return _get
 
 
+@pytest.fixture(scope="session")
+def capture_scene(tmp_path_factory) -> Path:
+    """A tiny capture-like 360 scene as ns-process-data writes it: OPENCV distortion, per-frame
+    intrinsics and exposure, a ground and sky far past the scene box (32x24, 12 frames)."""
+    from nerfconvert.scenes import generate_capture_scene
+
+    return generate_capture_scene(tmp_path_factory.mktemp("capture") / "c360", kind="360", width=32, height=24, num_frames=12)
+
+
+def capture_config(method: str, data: Path, output_dir: Path, steps: int = TINY_STEPS):
+    """``method`` with its default flags on a capture through the nerfstudio-data parser (for nerfacto:
+    camera optimizer and appearance embedding on), shrunk in steps and rays only."""
+    from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
+
+    config = tiny_config(method, data, output_dir, steps)
+    config.pipeline.datamanager.dataparser = NerfstudioDataParserConfig(data=data, downscale_factor=1)
+    return config
+
+
+@pytest.fixture(scope="session")
+def make_capture_config() -> Callable:
+    return capture_config
+
+
+@pytest.fixture(scope="session")
+def capture_nerfacto_run(capture_scene, tmp_path_factory) -> Path:
+    """config.yml of a default-flag nerfacto run on the capture scene (a few steps, so that the
+    camera optimizer has moved the poses and the appearance embedding has been trained)."""
+    from nerfstudio.scripts import train
+
+    config = capture_config("nerfacto", capture_scene, tmp_path_factory.mktemp("capture_nerfacto"), steps=8)
+    train.main(config)
+    return config.get_base_dir() / "config.yml"
+
+
 @pytest.fixture
 def stock_viewer_page(tmp_path) -> Callable[[Path], str]:
     """``stock_viewer_page(config_yml)`` -> the HTML that a stock ``ns-viewer`` serves for the run

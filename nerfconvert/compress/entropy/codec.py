@@ -108,7 +108,7 @@ def pack(tensorf, entropy: MaskedEntropyModel, decoder: PlaneDecoder, latents: T
          metadata: Dict[str, Any]) -> Tuple[bytes, Dict[str, Any]]:
     """Encode. ``tensorf``: the TensoRF model (its planes are not read); ``spec``: preset and plane
     shapes. Returns the file bytes and a size/rate report. Calls ``update()`` on the bottleneck."""
-    from nerfconvert.compress.vq.codec import model_config_to_json
+    from nerfconvert.compress.vq.codec import model_config_to_json, model_method_for
 
     eb = entropy.bottleneck
     eb.update(force=True)
@@ -142,6 +142,7 @@ def pack(tensorf, entropy: MaskedEntropyModel, decoder: PlaneDecoder, latents: T
         "family": "vm",
         "model_class": type(tensorf).__name__,
         "teacher_method": "tensorf",
+        "model_method": model_method_for(tensorf.config, "tensorf"),
         "model_config": model_config_to_json(tensorf.config),
         "scene_box": tensorf.scene_box.aabb.detach().cpu().tolist(),
         "num_train_data": int(tensorf.num_train_data),
@@ -216,7 +217,7 @@ def decode(ncz: container.NczFile, device: Optional[torch.device] = None, num_tr
     arch = ncz.architecture
     planes = decode_planes(decoder, latents, arch["plane_resolution"], device)
     density, color = split_planes(planes, int(arch["density_channels"]))
-    config = model_config_from_json(VMFamily, arch.get("model_config", {}))
+    config = model_config_from_json(VMFamily, arch.get("model_config", {}), arch.get("model_method"))
     scene_box = SceneBox(aabb=torch.tensor(arch["scene_box"], dtype=torch.float32))
     model = config.setup(scene_box=scene_box, num_train_data=num_train_data or arch["num_train_data"], metadata={},
                          device=device)

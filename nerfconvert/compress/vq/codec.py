@@ -87,14 +87,39 @@ def model_config_to_json(config) -> Dict[str, Any]:
     return out
 
 
-def model_config_from_json(family_cls, fields: Dict[str, Any]):
+def model_method_for(config, default: str) -> str:
+    """The registered method whose model config class ``config`` has (``default`` when that one
+    does), so that a decoder rebuilds the same variant, e.g. ``tensorf-unbounded``."""
     from nerfstudio.configs.method_configs import all_methods
 
-    if family_cls.teacher_method not in all_methods:
+    def model_of(name: str):
+        # all_methods also lists external methods that are not installed (no pipeline)
+        return getattr(getattr(all_methods.get(name), "pipeline", None), "model", None)
+
+    if type(model_of(default)) is type(config):
+        return default
+    for name in sorted(all_methods):
+        if type(model_of(name)) is type(config):
+            return name
+    return default
+
+
+def model_config_from_json(family_cls, fields: Dict[str, Any], method: Optional[str] = None):
+    """The model config a file describes: a registered method's (the family's own, or a variant of
+    it named in the file), with the file's plain-valued fields. A name is looked up, never imported."""
+    from nerfstudio.configs.method_configs import all_methods
+
+    base = family_cls.teacher_method
+    if base not in all_methods:
+        raise NerfconvertError(f"Decoding needs the {base!r} method, which is not installed; install its plugin.")
+    method = base if method is None else method
+    if not isinstance(method, str) or getattr(all_methods.get(method), "pipeline", None) is None:
         raise NerfconvertError(
-            f"Decoding needs the {family_cls.teacher_method!r} method, which is not installed; install its plugin."
+            f"The file was made from a {method!r} run, a method this installation does not have; install its plugin."
         )
-    config = copy.deepcopy(all_methods[family_cls.teacher_method].pipeline.model)
+    if not isinstance(all_methods[method].pipeline.model, type(all_methods[base].pipeline.model)):
+        raise NerfconvertError(f"The file names method {method!r}, which is not a {base} variant: the file is corrupt.")
+    config = copy.deepcopy(all_methods[method].pipeline.model)
     for name, value in fields.items():
         if not hasattr(config, name):
             continue  # a field this nerfstudio does not know: keep the default
@@ -192,6 +217,7 @@ def pack(family: Family, states: Dict[str, TableState], extra: Dict[str, Any]) -
         "family": family.name,
         "model_class": type(model).__name__,
         "teacher_method": family.teacher_method,
+        "model_method": model_method_for(model.config, family.teacher_method),
         "model_config": model_config_to_json(model.config),
         "scene_box": model.scene_box.aabb.detach().cpu().tolist(),
         "num_train_data": int(model.num_train_data),
@@ -213,7 +239,7 @@ def decode(ncz: container.NczFile, device: Optional[torch.device] = None, num_tr
     family_cls = next((c for c in FAMILIES.values() if c.name == arch.get("family")), None)
     if family_cls is None:
         raise NerfconvertError(f"Unknown architecture family {arch.get('family')!r}: upgrade nerfconvert.")
-    config = model_config_from_json(family_cls, arch.get("model_config", {}))
+    config = model_config_from_json(family_cls, arch.get("model_config", {}), arch.get("model_method"))
     scene_box = SceneBox(aabb=torch.tensor(arch["scene_box"], dtype=torch.float32))
     model = config.setup(scene_box=scene_box, num_train_data=num_train_data or arch["num_train_data"], metadata={},
                          device=device or torch.device("cpu"))
