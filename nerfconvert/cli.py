@@ -85,22 +85,40 @@ class Scene:
 
 @dataclass
 class Demo:
-    """Run the main job on the embedded default scene: generate it, train a plenoxels run with
-    ns-train, evaluate it on the test views and write a side-by-side picture."""
+    """The main job on the embedded capture-like scene: train a teacher with ns-train, convert it to
+    another architecture (pvd-al, data-free), compress it into one .ncz file, and write one picture
+    (ground truth | teacher | converted | compressed) and a table. About 7-10 minutes on 2 CPU cores."""
 
     output_dir: Path = Path("outputs/nerfconvert-demo")
-    """Everything goes here: the scene, the nerfstudio run and the result picture."""
+    """Everything goes here: the scene, the nerfstudio runs, demo_result.png."""
     seed: int = 0
-    resolution: int = 64
-    method: str = "plenoxels"
-    """Which nerfstudio method to train (any installed one; ours is the fastest on CPU)."""
-    max_num_iterations: Optional[int] = None
-    """Training steps; the method's default when unset."""
+    """Scene seed."""
+    width: int = 64
+    height: int = 48
+    num_frames: int = 40
+    teacher_method: str = "tensorf-unbounded"
+    """The teacher's method (the best teacher this CPU trains in about three minutes; nerfacto works too)."""
+    teacher_steps: int = 250
+    to: Literal["nerfacto", "tensorf", "vanilla-nerf", "plenoxels"] = "nerfacto"
+    """The architecture to convert to."""
+    compress: Literal["vq", "entropy"] = "vq"
+    """How to compress the teacher (vq-compression, or entropy-compression for a tensorf teacher)."""
+    steps: int = 120
+    """pvd-al steps."""
+    compress_steps: int = 100
+    """Compression fine-tuning steps."""
+    teacher_rays_per_batch: int = 1024
+    """Rays per step of the teacher and of the compression."""
+    num_rays_per_batch: int = 512
+    """Rays per step of the conversion."""
 
     def main(self) -> None:
         from nerfconvert.demo import run_demo
 
-        run_demo(self.output_dir, self.seed, self.resolution, self.method, self.max_num_iterations)
+        run_demo(self.output_dir, seed=self.seed, width=self.width, height=self.height, num_frames=self.num_frames,
+                 teacher_method=self.teacher_method, teacher_steps=self.teacher_steps, to=self.to,
+                 compress=self.compress, steps=self.steps, compress_steps=self.compress_steps,
+                 teacher_rays_per_batch=self.teacher_rays_per_batch, num_rays_per_batch=self.num_rays_per_batch)
 
 
 @dataclass

@@ -84,6 +84,10 @@ def model_config_to_json(config) -> Dict[str, Any]:
         ok, value = _jsonable(getattr(config, f.name))
         if ok:
             out[f.name] = value
+    camera_optimizer = getattr(config, "camera_optimizer", None)
+    if camera_optimizer is not None:
+        # its mode decides whether the model has pose parameters (pvd-al students have none)
+        out["camera_optimizer_mode"] = str(camera_optimizer.mode)
     return out
 
 
@@ -120,6 +124,13 @@ def model_config_from_json(family_cls, fields: Dict[str, Any], method: Optional[
     if not isinstance(all_methods[method].pipeline.model, type(all_methods[base].pipeline.model)):
         raise NerfconvertError(f"The file names method {method!r}, which is not a {base} variant: the file is corrupt.")
     config = copy.deepcopy(all_methods[method].pipeline.model)
+    fields = dict(fields)
+    mode = fields.pop("camera_optimizer_mode", None)
+    if mode is not None and getattr(config, "camera_optimizer", None) is not None:
+        if mode not in ("off", "SO3xR3", "SE3"):
+            raise NerfconvertError(f"The file names camera optimizer mode {mode!r}, which nerfstudio does not have: the file is corrupt.")
+        config.camera_optimizer = copy.deepcopy(config.camera_optimizer)
+        config.camera_optimizer.mode = mode
     for name, value in fields.items():
         if not hasattr(config, name):
             continue  # a field this nerfstudio does not know: keep the default
