@@ -64,6 +64,12 @@ def tiny_config(method: str, data: Path, output_dir: Path, steps: int = TINY_STE
     config = shrunk_config(method, data, output_dir, steps, "cuda" if torch.cuda.is_available() else "cpu")
     if hasattr(config.pipeline.model, "implementation"):
         config.pipeline.model.implementation = "torch"
+    if hasattr(config.pipeline.model, "upsample_fractions"):
+        # plenoxels upsamples at fractions of the run: a few-step run would jump to the finest grid
+        # at once; tiny runs keep their first (32^3) grid, as a few steps of the default run did
+        config.pipeline.model.grid_resolutions = config.pipeline.model.grid_resolutions[:1]
+        config.pipeline.model.upsample_fractions = ()
+        config.pipeline.model.prune_fractions = ()  # nor is it pruned before it has learnt anything
     return config
 
 

@@ -75,32 +75,57 @@ def test_pvd_from_a_capture_teacher_to_every_student(capture_nerfacto_run, tmp_p
         assert losses and all(torch.isfinite(v) for v in losses.values()), losses
 
 
-def test_capture_teacher_to_unbounded_tensorf_through_ns_train_then_entropy(
-    capture_nerfacto_run, capture_scene, make_entropy_config, tmp_path
-):
+@pytest.fixture(scope="module")
+def capture_tensorf_student(capture_nerfacto_run, tmp_path_factory) -> Path:
+    """The tensorf student of the capture teacher, distilled through nerfstudio's train loop."""
     from nerfstudio.scripts import train
 
+    out = tmp_path_factory.mktemp("capture_pvd")
+    before = _tree_digest(capture_nerfacto_run.parent)
+    train.main(_pvd(capture_nerfacto_run, "tensorf", out, steps=4))
+    assert _tree_digest(capture_nerfacto_run.parent) == before
+    (student,) = sorted(out.glob("*/tensorf/*/config.yml"))
+    return student
+
+
+def test_capture_student_is_an_unbounded_tensorf_that_ns_eval_scores(capture_tensorf_student):
     from nerfconvert.unbounded import UnboundedTensoRFModel
 
-    before = _tree_digest(capture_nerfacto_run.parent)
-    train.main(_pvd(capture_nerfacto_run, "tensorf", tmp_path / "pvd", steps=4))
-    (student,) = sorted((tmp_path / "pvd").glob("*/tensorf/*/config.yml"))
-    pipeline, view = load_run(student, device="cpu")
+    pipeline, view = load_run(capture_tensorf_student, device="cpu")
     assert isinstance(pipeline.model, UnboundedTensoRFModel) and view.unbounded
-    metrics = _eval_render(student)  # ns-eval's path, on the teacher's eval views
+    metrics = _eval_render(capture_tensorf_student)  # ns-eval's path, on the teacher's eval views
     assert math.isfinite(metrics["psnr"])
 
-    config = _nerfstudio_data(make_entropy_config(student, capture_scene, tmp_path / "entropy"), capture_scene)
+
+def test_capture_student_opens_in_ns_viewer_and_ns_export(capture_tensorf_student, stock_viewer_page, tmp_path):
+    import subprocess
+
+    from processes import bin_, read_ply_vertex_count
+
+    stock_viewer_page(capture_tensorf_student)
+    result = subprocess.run(
+        [bin_("ns-export"), "pointcloud", "--load-config", str(capture_tensorf_student), "--output-dir", str(tmp_path),
+         "--normal-method", "open3d", "--num-points", "1000", "--remove-outliers", "False"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert read_ply_vertex_count(tmp_path / "point_cloud.ply") > 0
+
+
+def test_capture_student_through_entropy_compression(capture_tensorf_student, capture_scene, make_entropy_config, tmp_path):
+    from nerfstudio.scripts import train
+
+    from nerfconvert.compress import container
+    from nerfconvert.compress.entropy.codec import decode
+    from nerfconvert.unbounded import UnboundedTensoRFModel
+
+    config = _nerfstudio_data(make_entropy_config(capture_tensorf_student, capture_scene, tmp_path / "entropy"), capture_scene)
     train.main(config)
     run = config.get_base_dir()
     assert (run / "scene.ncz").stat().st_size > 0
-    from nerfconvert.compress import container
-    from nerfconvert.compress.entropy.codec import decode
-
     decoded, _ = decode(container.read_ncz(run / "scene.ncz"))
     assert isinstance(decoded, UnboundedTensoRFModel)  # the file rebuilds the variant it was made from
     assert math.isfinite(_eval_render(run / "config.yml")["psnr"])
-    assert _tree_digest(capture_nerfacto_run.parent) == before
 
 
 def test_capture_teacher_through_vq_compression(capture_nerfacto_run, capture_scene, make_vq_config, tmp_path):

@@ -291,15 +291,15 @@ def test_cli_scene_writes_capture_kinds(tmp_path, capsys):
 def test_stock_nerfacto_trains_on_the_360_capture(capture_360, tmp_path):
     """nerfacto with its default flags (camera optimizer, appearance embedding, scene
     contraction, proposal sampling) through the real ``ns-train`` and nerfstudio-data parser.
-    Only the ray batch is smaller (512, not 4096): the same code path, 1.5 min instead of 4 on
-    two shared CPU cores."""
+    Only the ray batch (512, not 4096) and the steps (3) are smaller: the same code path, in under a
+    minute on two CPU cores. Longer in-process runs of the same config are in tests/test_capture_path.py."""
     import torch
 
     from nerfconvert.compat import install_safe_globals
 
     out = tmp_path / "outputs"
     command = [
-        bin_("ns-train"), "nerfacto", "--machine.device-type", "cpu", "--max-num-iterations", "10",
+        bin_("ns-train"), "nerfacto", "--machine.device-type", "cpu", "--max-num-iterations", "3",
         "--vis", "tensorboard", "--output-dir", str(out), "--viewer.quit-on-train-completion", "True",
         "--pipeline.datamanager.train-num-rays-per-batch", "512",
         "nerfstudio-data", "--data", str(capture_360), "--downscale-factor", "1",
@@ -317,7 +317,7 @@ def test_stock_nerfacto_trains_on_the_360_capture(capture_360, tmp_path):
     assert ckpts, "ns-train saved no checkpoint:\n" + log_text[-3000:]
     install_safe_globals()  # torch >= 2.6 loads nerfstudio checkpoints safely with these numpy globals
     state = torch.load(ckpts[-1], map_location="cpu")
-    assert state["step"] >= 9
+    assert state["step"] >= 2
     pipeline = state["pipeline"]
     assert any("camera_optimizer" in key for key in pipeline)  # default: SO3xR3 pose refinement
     assert any("embedding_appearance" in key for key in pipeline)  # default: per-image appearance
