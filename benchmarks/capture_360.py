@@ -1,7 +1,7 @@
 """The capture path on the capture-like 360 scene: a default-flag nerfacto teacher, converted and
 compressed the way a nerfstudio user with a phone capture would do it on a CPU.
 
-    python benchmarks/capture_360.py                      # ~45-60 min on 2 CPU cores
+    python benchmarks/capture_360.py                      # ~30-45 min on 2 CPU cores
     python benchmarks/capture_360.py --teacher-steps 20 --pvd-steps 20 --compress-steps 5   # smoke run
 
 1. ``generate_capture_scene(kind="360")``: OPENCV lens distortion, per-frame intrinsics and exposure,
@@ -46,9 +46,10 @@ def main(argv=None) -> int:
     parser.add_argument("--width", type=int, default=64)
     parser.add_argument("--height", type=int, default=48)
     parser.add_argument("--frames", type=int, default=40)
-    parser.add_argument("--teacher-steps", type=int, default=300)
-    parser.add_argument("--pvd-steps", type=int, default=600)
-    parser.add_argument("--compress-steps", type=int, default=200)
+    parser.add_argument("--teacher-steps", type=int, default=200)
+    parser.add_argument("--pvd-steps", type=int, default=400)
+    parser.add_argument("--compress-steps", type=int, default=100)
+    parser.add_argument("--importance-rays", type=int, default=1 << 14, help="vq: training rays of the importance pass")
     parser.add_argument("--rays", type=int, default=1024, help="rays per step, every stage")
     parser.add_argument("--codebook-size", type=int, default=4096)
     args = parser.parse_args(argv)
@@ -83,6 +84,7 @@ def main(argv=None) -> int:
     def configure(method, config):
         if method == "vq-compression":
             config.pipeline.model.codebook_size = args.codebook_size
+            config.pipeline.model.importance_max_rays = args.importance_rays
 
     chain = run_convert(teacher, to="tensorf", compress="entropy", data=scene, steps=args.pvd_steps,
                         compress_steps=args.compress_steps, output_dir=work / "runs", device=device,
@@ -110,7 +112,8 @@ def main(argv=None) -> int:
         "hardware": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {device}",
         "load_average_at_end": _load_average(), "scene": f"capture-like 360, {args.width}x{args.height}, {args.frames} frames",
         "teacher_steps": args.teacher_steps, "pvd_steps": args.pvd_steps, "compress_steps": args.compress_steps,
-        "rays_per_step": args.rays, "codebook_size": args.codebook_size, "eval_views": chain.eval_views,
+        "rays_per_step": args.rays, "codebook_size": args.codebook_size, "importance_rays": args.importance_rays,
+        "eval_views": chain.eval_views,
     }
     args.results_dir.mkdir(parents=True, exist_ok=True)
     (args.results_dir / f"{args.tag}.json").write_text(json.dumps({"settings": settings, "rows": rows}, indent=2) + "\n")
