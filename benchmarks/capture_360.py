@@ -38,6 +38,33 @@ def _load_average() -> str:
         return "n/a"
 
 
+def plot(rows, path: Path, title: str) -> None:
+    """PSNR against ground truth over size (log), one marker per run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for row, marker in zip(rows, "osD^"):
+        if row["size_bytes"] and row["psnr_vs_gt"] is not None:
+            ax.scatter(row["size_bytes"] / 1e6, row["psnr_vs_gt"], marker=marker, s=60, label=row["run"])
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    sizes = [row["size_bytes"] / 1e6 for row in rows if row["size_bytes"]]
+    ticks = [t for t in (0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100, 200) if min(sizes) / 1.5 <= t <= max(sizes) * 1.5]
+    ax.set_xticks(ticks)
+    ax.set_xlabel("size (MB; runs: zipped weights, compressed: .ncz)")
+    ax.set_ylabel("PSNR vs ground truth (dB)")
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/nerfconvert-bench-capture360"))
@@ -52,7 +79,12 @@ def main(argv=None) -> int:
     parser.add_argument("--importance-rays", type=int, default=1 << 14, help="vq: training rays of the importance pass")
     parser.add_argument("--rays", type=int, default=1024, help="rays per step, every stage")
     parser.add_argument("--codebook-size", type=int, default=4096)
+    parser.add_argument("--replot", action="store_true", help="only redraw the PNG from the recorded JSON")
     args = parser.parse_args(argv)
+    if args.replot:
+        recorded = json.loads((args.results_dir / f"{args.tag}.json").read_text())
+        plot(recorded["rows"], args.results_dir / f"{args.tag}.png", f"{recorded['settings']['scene']}, CPU")
+        return 0
 
     import torch
 
@@ -136,23 +168,7 @@ def main(argv=None) -> int:
     (args.results_dir / f"{args.tag}.md").write_text(table)
     print(table)
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for row, marker in zip(rows, "osD^"):
-        if row["size_bytes"] and row["psnr_vs_gt"] is not None:
-            ax.scatter(row["size_bytes"] / 1e6, row["psnr_vs_gt"], marker=marker, s=60, label=row["run"])
-    ax.set_xscale("log")
-    ax.set_xlabel("size (MB; runs: zipped weights, compressed: .ncz)")
-    ax.set_ylabel("PSNR vs ground truth (dB)")
-    ax.set_title(f"capture-like 360 scene, {args.width}x{args.height}, CPU")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(args.results_dir / f"{args.tag}.png", dpi=120)
+    plot(rows, args.results_dir / f"{args.tag}.png", f"capture-like 360 scene, {args.width}x{args.height}, CPU")
     return 0
 
 
