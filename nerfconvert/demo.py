@@ -118,10 +118,8 @@ def write_picture(path: Path, teacher: Path, columns: List[Dict], views: Sequenc
     grid = []
     for r, row in enumerate(rows):
         tiles = [big(t) for t in row]
-        if r == 0:
+        if r == 0:  # captions over the first row only
             tiles = [_label(t, title) for t, title in zip(tiles, titles)]
-        else:
-            tiles = [np.pad(t, ((0, 0), (0, 0), (0, 0)), constant_values=255) for t in tiles]
         pad = [np.pad(t, ((2, 2), (2, 2), (0, 0)), constant_values=255) for t in tiles]
         grid.append(np.concatenate(pad, axis=1))
     picture = np.concatenate(grid, axis=0)

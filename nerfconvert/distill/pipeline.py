@@ -325,8 +325,8 @@ class PVDPipeline(Pipeline):
 
     def set_run_length(self, total_steps: int) -> None:
         """Place the stage boundaries and the start of active learning in a run of ``total_steps``."""
-        self.stage_starts = self.config.schedule(total_steps)[:2]
-        self.al_start = self.config.schedule(total_steps)[2]
+        s1, s2, self.al_start = self.config.schedule(total_steps)
+        self.stage_starts = (s1, s2)
 
     def stage(self, step: int) -> int:
         """Block-wise stage of a step (1: phi1, 2: + sigma and colour, 3: + rendered RGB)."""
