@@ -12,7 +12,8 @@ import torch
 
 from conftest import _tree_digest
 from nerfconvert.distill.cameras import optimised_cameras
-from nerfconvert.distill.students import STUDENTS, UNBOUNDED_STUDENTS, make_pvd_config
+from nerfconvert.distill.method import make_pvd_config
+from nerfconvert.distill.students import STUDENTS, UNBOUNDED_STUDENTS
 from nerfconvert.views import load_run
 
 

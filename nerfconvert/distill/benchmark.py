@@ -209,7 +209,7 @@ def method_config(method: str, data: Path, out: Path, steps: int, rays: int, nam
 
 
 def pvd_config(teacher: Path, student: str, out: Path, steps: int, scale: Scale, name: str, **changes):
-    from nerfconvert.distill.students import make_pvd_config
+    from nerfconvert.distill.method import make_pvd_config
 
     s2, s3 = int(scale.stage_fractions[0] * steps), int(scale.stage_fractions[1] * steps)
     config = make_pvd_config(teacher, student, out, max_num_iterations=steps, stage_steps=(s2, s3), num_rays=scale.distill_rays)

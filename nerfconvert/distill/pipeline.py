@@ -80,8 +80,8 @@ class PVDPipelineConfig(VanillaPipelineConfig):
 
     _target: Type = field(default_factory=lambda: PVDPipeline)
     datamanager: DataManagerConfig = field(default_factory=PseudoCameraDataManagerConfig)
-    model: ModelConfig = field(default_factory=lambda: student_model_config(DEFAULT_STUDENT))
-    """The student's model config (set by --student; its options stay reachable here)."""
+    model: tyro.conf.Suppress[ModelConfig] = field(default_factory=lambda: student_model_config(DEFAULT_STUDENT))
+    """The student's model config: set from the trainer's student (its options are the student subcommand's --model.*)."""
     teacher_ckpt: tyro.conf.Suppress[Optional[Path]] = None
     """Set from the trainer's --teacher-ckpt."""
     loss: PVDLossConfig = field(default_factory=PVDLossConfig)

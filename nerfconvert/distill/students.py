@@ -4,13 +4,18 @@ A student is the stock model of its method, so the run written at the end opens 
 ``ns-viewer`` / ``ns-export`` / ``ns-eval``. Defaults follow each stock method, with two changes
 that only matter while distilling: no camera optimisation (pseudo cameras are exact) and
 optimizer schedules sized to the distillation length.
+
+``ns-train pvd-al`` chooses the student as a tyro subcommand (:data:`StudentUnion`), as
+``ns-train`` chooses a dataparser: ``ns-train pvd-al --teacher-ckpt X nerfacto --help`` lists
+the nerfacto student's own ``--model.*`` and ``--optimizers.*`` options.
 """
 
 from __future__ import annotations
 
-import sys
-from typing import Dict, Literal, Optional, Sequence, Tuple
+from dataclasses import dataclass, field, fields
+from typing import Any, Dict, Literal, Tuple
 
+import tyro
 from nerfstudio.cameras.camera_optimizers import CameraOptimizerConfig
 from nerfstudio.engine.optimizers import RAdamOptimizerConfig
 from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig
@@ -99,62 +104,53 @@ def student_optimizers(student: str, max_steps: int) -> Dict[str, Dict]:
     return groups
 
 
-def student_from_argv(argv: Optional[Sequence[str]] = None) -> str:
-    """The ``--student`` value on the command line, so that ``--pipeline.model.*`` and
-    ``--optimizers.*`` show the chosen student's own options. Falls back to the default."""
-    argv = list(sys.argv if argv is None else argv)
-    for i, arg in enumerate(argv):
-        value = None
-        if arg == "--student" and i + 1 < len(argv):
-            value = argv[i + 1]
-        elif arg.startswith("--student="):
-            value = arg.split("=", 1)[1]
-        if value in STUDENTS:
-            return value
-    return DEFAULT_STUDENT
+STUDENT_DESCRIPTIONS: Dict[str, str] = {
+    "nerfacto": "nerfacto student (hash grid), as ns-train nerfacto builds it.",
+    "tensorf": "tensorf student (VM decomposition), as ns-train tensorf builds it (the default).",
+    "vanilla-nerf": "vanilla-nerf student (MLP), as ns-train vanilla-nerf builds it.",
+    "plenoxels": "plenoxels student (voxel grid), as ns-train plenoxels builds it.",
+}
+
+DEFAULT_RUN_LENGTH = 20000
+"""PVD's distillation length; every schedule is refitted to --max-num-iterations before a run."""
 
 
-def make_pvd_config(
-    teacher_ckpt,
-    student: str,
-    output_dir,
-    max_num_iterations: int = 20000,
-    stage_steps: Optional[Tuple[int, int]] = None,
-    num_rays: int = 4096,
-    device_type: Optional[str] = None,
-):
-    """A pvd-al TrainerConfig for ``student``, as ``ns-train pvd-al --student <student>`` builds
-    it (for scripts, tests and benchmarks that call ``nerfstudio.scripts.train.main``)."""
-    import copy
-    from pathlib import Path
+@dataclass
+class StudentConfig:
+    """The student of a pvd-al run: a stock method's model config and its optimizers."""
 
-    import torch
+    name: tyro.conf.Suppress[str] = DEFAULT_STUDENT
+    """The stock method that carries the student (its run is written under this name)."""
+    model: ModelConfig = field(default_factory=lambda: student_model_config(DEFAULT_STUDENT))
+    """The student's model config (the stock method's, without camera optimisation)."""
+    optimizers: Dict[str, Any] = field(default_factory=lambda: student_optimizers(DEFAULT_STUDENT, DEFAULT_RUN_LENGTH))
+    """The student's optimizer groups and the L_v projection's; schedules end with the run."""
 
-    from nerfconvert.distill.trainer import PVDTrainerConfig
-    from nerfconvert.distill.pipeline import PVDPipelineConfig
-    from nerfconvert.distill.datamanager import PseudoCameraDataManagerConfig
-    from nerfstudio.configs.base_config import ViewerConfig
+    def model_for(self, unbounded: bool) -> ModelConfig:
+        """The model config for a teacher that does (``unbounded``) or does not contract space:
+        a tensorf student of an unbounded teacher becomes the unbounded TensoRF variant, its
+        options kept."""
+        if not (unbounded and self.name == "tensorf"):
+            return self.model
+        from nerfconvert.unbounded import UnboundedTensoRFModelConfig
 
-    config = PVDTrainerConfig(
-        method_name="pvd-al",
-        teacher_ckpt=Path(teacher_ckpt),
-        student=student,
-        output_dir=Path(output_dir),
-        steps_per_eval_batch=10**9,
-        steps_per_eval_image=10**9,
-        steps_per_eval_all_images=10**9,
-        steps_per_save=max_num_iterations,
-        max_num_iterations=max_num_iterations,
-        mixed_precision=False,
-        pipeline=PVDPipelineConfig(
-            datamanager=PseudoCameraDataManagerConfig(train_num_rays_per_batch=num_rays, eval_num_rays_per_batch=num_rays),
-            model=student_model_config(student),
-            stage_steps=stage_steps,
-        ),
-        optimizers=student_optimizers(student, max_num_iterations),
-        viewer=ViewerConfig(num_rays_per_chunk=1 << 13),
-        vis="tensorboard",
+        if isinstance(self.model, UnboundedTensoRFModelConfig):
+            return self.model
+        kept = {f.name: getattr(self.model, f.name) for f in fields(self.model) if f.name != "_target"}
+        self.model = UnboundedTensoRFModelConfig(**kept)
+        return self.model
+
+
+def student_config(student: str, max_steps: int = DEFAULT_RUN_LENGTH) -> StudentConfig:
+    """The student ``student`` with its defaults."""
+    if student not in STUDENTS:
+        raise ValueError(f"unknown student {student!r}")
+    return StudentConfig(name=student, model=student_model_config(student), optimizers=student_optimizers(student, max_steps))
+
+
+StudentUnion = tyro.conf.OmitSubcommandPrefixes[
+    tyro.extras.subcommand_type_from_defaults(
+        {name: student_config(name) for name in STUDENTS}, STUDENT_DESCRIPTIONS, prefix_names=False
     )
-    config.machine.device_type = device_type or ("cuda" if torch.cuda.is_available() else "cpu")
-    config.fit_to_run_length()
-    return copy.deepcopy(config)
+]
+"""tyro subcommands, one per student: ``ns-train pvd-al ... nerfacto --model.<option> ...``."""

@@ -3,25 +3,29 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Type
+from typing import Any, Dict, Optional, Type
 
 import numpy as np
 import torch
+import tyro
 
 from nerfstudio.engine.trainer import Trainer, TrainerConfig
 from nerfstudio.utils.rich_utils import CONSOLE
 
 from nerfconvert import NerfconvertError
-from nerfconvert.schedules import RunLengthTrainerConfig
+from nerfconvert.schedules import RunLengthTrainerConfig, fit_schedulers
 from nerfconvert.unbounded import is_unbounded
 from nerfconvert.distill.students import (
+    DEFAULT_STUDENT,
     STUDENTS,
     UNBOUNDED_STUDENTS,
+    StudentConfig,
     StudentName,
-    student_model_config,
-    student_optimizers,
+    StudentUnion,
+    student_config,
 )
 
 
@@ -32,8 +36,13 @@ class PVDTrainerConfig(RunLengthTrainerConfig):
     _target: Type = field(default_factory=lambda: PVDTrainer)
     teacher_ckpt: Optional[Path] = None
     """config.yml of the trained run to distil (the teacher): nerfacto, tensorf, vanilla-nerf or plenoxels."""
-    student: StudentName = "tensorf"
-    """Architecture of the student: nerfacto (hash), tensorf (VM), vanilla-nerf (MLP), plenoxels (voxel)."""
+    student: Optional[StudentName] = None
+    """The student with its default options: nerfacto (hash), tensorf (VM), vanilla-nerf (MLP), plenoxels
+    (voxel). To set the student's own options, name it as a subcommand instead (default: tensorf)."""
+    student_config: StudentUnion = field(default_factory=lambda: student_config(DEFAULT_STUDENT))
+    """The student, with its own options: ``ns-train pvd-al ... nerfacto --model.<option> --optimizers.<group>...``."""
+    optimizers: tyro.conf.Suppress[Dict[str, Any]] = field(default_factory=lambda: student_config(DEFAULT_STUDENT).optimizers)
+    """The student's optimizers (set from the student; its options are the student subcommand's --optimizers.*)."""
     finetune_data: Optional[Path] = None
     """Optional: after distillation, fine-tune the student on the real images of this scene (PVD-AL Table 5)."""
     finetune_steps: int = 2000
@@ -45,10 +54,7 @@ class PVDTrainerConfig(RunLengthTrainerConfig):
         """Validate --teacher-ckpt and --student (one-line errors) and fill in what follows."""
         from nerfconvert.views.registry import _latest_checkpoint, _read_run_config, view_class_for
 
-        if self.student not in STUDENTS:
-            raise NerfconvertError(
-                f"--student {self.student!r} is not an architecture family. Pick one of: {', '.join(STUDENTS)}."
-            )
+        self.resolve_student()
         if self.teacher_ckpt is None:
             raise NerfconvertError(
                 "--teacher-ckpt is required: pass the config.yml of a trained run, "
@@ -63,13 +69,31 @@ class PVDTrainerConfig(RunLengthTrainerConfig):
         self.apply_student(unbounded=is_unbounded(teacher.pipeline.model))
         self.fit_to_run_length()
 
+    def resolve_student(self) -> StudentConfig:
+        """The student: the subcommand's, or --student's with its defaults. Sets ``student`` to its name."""
+        chosen = self.student_config
+        if self.student is not None and self.student != chosen.name:
+            if self.student not in STUDENTS:
+                raise NerfconvertError(
+                    f"--student {self.student!r} is not an architecture family. Pick one of: {', '.join(STUDENTS)}."
+                )
+            if not _is_default(chosen, self.max_num_iterations):
+                raise NerfconvertError(
+                    f"--student {self.student} and the student subcommand {chosen.name} (with options of its own) "
+                    f"disagree: name the student once, as the subcommand (ns-train pvd-al ... {self.student} --help)."
+                )
+            chosen = student_config(self.student, self.max_num_iterations)
+        self.student_config = chosen
+        self.student = chosen.name
+        return chosen
+
     def apply_student(self, unbounded: bool = False) -> None:
-        """The student's model config and optimizers follow --student unless already its own;
-        an unbounded teacher (scene contraction) gets a student that contracts space too."""
-        expected = student_model_config(self.student, unbounded=unbounded)
-        if getattr(self.pipeline.model, "_target", None) is not expected._target:
-            self.pipeline.model = expected
-            self.optimizers = student_optimizers(self.student, self.max_num_iterations)
+        """The model config and optimizers are the student's (``pipeline.model`` and ``optimizers``
+        are the student's own objects); an unbounded teacher (scene contraction) gets a student
+        that contracts space too."""
+        chosen = self.resolve_student()
+        self.pipeline.model = chosen.model_for(unbounded)
+        self.optimizers = chosen.optimizers
         self.teacher_unbounded = unbounded
 
     def student_problems(self) -> list:
@@ -108,6 +132,14 @@ class PVDTrainerConfig(RunLengthTrainerConfig):
         from nerfconvert.views.registry import _read_run_config
 
         return _read_run_config(Path(self.pipeline.teacher_ckpt or self.teacher_ckpt))[1]
+
+
+def _is_default(chosen: StudentConfig, max_steps: int) -> bool:
+    """Whether ``chosen`` is its student's defaults (schedules aside: they follow the run)."""
+    default, mine = student_config(chosen.name, max_steps), copy.deepcopy(chosen)
+    fit_schedulers(default.optimizers, max_steps)
+    fit_schedulers(mine.optimizers, max_steps)
+    return mine.model == default.model and mine.optimizers == default.optimizers
 
 
 class PVDTrainer(Trainer):

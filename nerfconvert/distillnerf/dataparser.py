@@ -21,6 +21,7 @@ from nerfstudio.data.dataparsers.base_dataparser import DataParser, DataParserCo
 from nerfstudio.data.scene_box import SceneBox
 
 from nerfconvert import NerfconvertError
+from nerfconvert.distillnerf.records import FrameRecord, SceneRecord, StepRecord  # noqa: F401  (re-exported)
 
 CACHE_DIR = "teacher_cache"
 """A scene's teacher depth cache: ``<scene>/teacher_cache/`` (``teacher.json`` + ``t000/<cam>_depth.npy``)."""
@@ -29,48 +30,6 @@ GENERATE_HINT = (
     "make procedural scenes with `python -c \"from nerfconvert.scenes.driving import generate_driving_dataset; "
     "generate_driving_dataset('data/driving')\"`"
 )
-
-
-# ---------------------------------------------------------------------------------------------
-# Records
-
-
-@dataclass
-class FrameRecord:
-    """One camera at one time step."""
-
-    camera: str
-    image: Path
-    c2w: np.ndarray  # [4, 4] OpenGL camera-to-world, metres
-    intrinsics: Tuple[float, float, float, float]  # fx, fy, cx, cy in pixels
-    width: int
-    height: int
-    depth: Optional[Path] = None  # exact z-depth .npy (procedural)
-    sky: Optional[Path] = None  # sky mask PNG (procedural)
-    lidar: Optional[Path] = None  # sparse z-depth .npy
-    lidar_fn: Optional[Callable[[], np.ndarray]] = None  # or computed on demand (nuScenes)
-
-
-@dataclass
-class StepRecord:
-    time: int
-    ego_to_world: np.ndarray  # [4, 4]
-    frames: List[FrameRecord]
-
-
-@dataclass
-class SceneRecord:
-    name: str
-    kind: str  # "procedural" or "nuscenes"
-    steps: List[StepRecord]
-    cache_dir: Path
-    """Where the teacher's dense depth for this scene lives."""
-    root: Optional[Path] = None
-    """The scene folder (procedural); teachers train on ``root / transforms.json``."""
-
-    @property
-    def num_steps(self) -> int:
-        return len(self.steps)
 
 
 def read_cache_meta(scene: SceneRecord) -> Optional[Dict[str, Any]]:

@@ -17,7 +17,7 @@ from typing import List
 import numpy as np
 
 from nerfconvert import NerfconvertError
-from nerfconvert.distillnerf.dataparser import FrameRecord, SceneRecord, StepRecord
+from nerfconvert.distillnerf.records import FrameRecord, SceneRecord, StepRecord
 
 CAMERAS = ("CAM_FRONT", "CAM_FRONT_LEFT", "CAM_FRONT_RIGHT", "CAM_BACK", "CAM_BACK_LEFT", "CAM_BACK_RIGHT")
 TABLES = ("category", "attribute", "visibility", "instance", "sensor", "calibrated_sensor", "ego_pose", "log",

@@ -177,7 +177,7 @@ def test_entropy_compression_of_a_pvd_al_tensorf_student(trained_run, object_sce
     from nerfstudio.scripts import train
 
     from nerfconvert.compress.container import read_ncz
-    from nerfconvert.distill.students import make_pvd_config
+    from nerfconvert.distill.method import make_pvd_config
 
     pvd = make_pvd_config(trained_run("tensorf"), "tensorf", tmp_path / "pvd", max_num_iterations=2, stage_steps=(1, 1),
                           num_rays=48)

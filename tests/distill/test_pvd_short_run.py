@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from nerfconvert.distill.students import make_pvd_config
+from nerfconvert.distill.method import make_pvd_config
 
 STEPS = 300
 

@@ -11,7 +11,8 @@ from processes import bin_
 import torch
 import yaml
 
-from nerfconvert.distill.students import FAMILY_OF_STUDENT, make_pvd_config
+from nerfconvert.distill.method import make_pvd_config
+from nerfconvert.distill.students import FAMILY_OF_STUDENT
 
 FAMILIES = ["nerfacto", "tensorf", "vanilla-nerf", "plenoxels"]
 PAIRS = [(t, s) for t in FAMILIES for s in FAMILIES]

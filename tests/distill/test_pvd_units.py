@@ -24,7 +24,7 @@ from nerfconvert.distill.losses import (
     select_hard_points,
     volume_loss,
 )
-from nerfconvert.distill.students import STUDENTS, student_from_argv
+from nerfconvert.distill.students import STUDENTS
 
 
 # ---- losses ---------------------------------------------------------------------------------
@@ -253,8 +253,3 @@ def test_hard_pose_pool_is_fifo():
         pool.add(torch.full((1, 3, 4), float(i)), torch.tensor([float(i)]))
     assert pool.c2w[:, 0, 0].tolist() == [2.0, 3.0, 4.0] and pool.version == 5
 
-
-def test_student_flag_is_read_from_the_command_line():
-    assert student_from_argv(["ns-train", "pvd-al", "--student", "nerfacto"]) == "nerfacto"
-    assert student_from_argv(["ns-train", "pvd-al", "--student=plenoxels"]) == "plenoxels"
-    assert student_from_argv(["ns-train", "pvd-al", "--student", "nope"]) in STUDENTS

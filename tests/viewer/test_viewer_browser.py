@@ -55,7 +55,7 @@ def pvd_student(plenoxels_run, tmp_path_factory) -> Path:
     entropy-compression of it fits its planes in 20 steps (at 128^2 each step is ~16x dearer)."""
     from nerfstudio.scripts import train
 
-    from nerfconvert.distill.students import make_pvd_config
+    from nerfconvert.distill.method import make_pvd_config
 
     out = tmp_path_factory.mktemp("pvd")
     config = make_pvd_config(plenoxels_run, "tensorf", out, max_num_iterations=30, stage_steps=(5, 10),
