@@ -33,6 +33,7 @@ from typing import Any, Dict, Iterable, Mapping, Optional, Tuple, Union
 import numpy as np
 
 from nerfconvert import NerfconvertError
+from nerfconvert.compress import validate
 
 MAGIC = b"\x89NCZ\r\n\x1a\n"
 FORMAT_VERSION = 1
@@ -64,24 +65,54 @@ def encode_bytes(data: bytes, codec: str) -> bytes:
     raise NerfconvertError(f"Unknown or unavailable codec {codec!r}; available: {', '.join(available_codecs())}.")
 
 
+LZMA_MEMLIMIT = 1 << 28
+"""Memory the lzma decoder may use (its dictionary): the writer's preset 9 needs 64 MiB."""
+ZSTD_MAX_WINDOW = 1 << 27
+"""Largest zstd window a reader accepts (level 19 uses 8 MiB)."""
+
+
 def decode_bytes(data: bytes, codec: str, raw_length: int) -> bytes:
+    """Inflate one section to exactly ``raw_length`` bytes. The coder is told the limit, so a section
+    that would inflate further (a decompression bomb) stops at ``raw_length + 1`` bytes and is refused."""
     if codec == "zstd" and _zstd is None:
         raise NerfconvertError("This .ncz uses zstd; install it with `pip install zstandard` and retry.")
+    limit = raw_length + 1  # one byte more than declared tells "too long" from "exact"
     try:
         if codec == "raw":
             out = bytes(data)
         elif codec == "zlib":
-            out = zlib.decompress(data)
+            d = zlib.decompressobj()
+            out = d.decompress(data, limit)
+            if len(out) <= raw_length and not d.eof:
+                raise NerfconvertError("A zlib section ends before its stream does: the file is corrupted; re-create it.")
         elif codec == "lzma":
-            out = lzma.decompress(data)
+            d = lzma.LZMADecompressor(format=lzma.FORMAT_AUTO, memlimit=LZMA_MEMLIMIT)
+            out = d.decompress(data, max_length=limit)
+            if len(out) <= raw_length and not d.eof:
+                raise NerfconvertError("An lzma section ends before its stream does: the file is corrupted; re-create it.")
         elif codec == "zstd":
-            out = _zstd.ZstdDecompressor().decompress(data, max_output_size=raw_length)
+            with _zstd.ZstdDecompressor(max_window_size=ZSTD_MAX_WINDOW).stream_reader(data) as reader:
+                chunks, size = [], 0
+                while size < limit:
+                    chunk = reader.read(limit - size)
+                    if not chunk:
+                        break
+                    chunks.append(chunk)
+                    size += len(chunk)
+            out = b"".join(chunks)
         else:
             raise NerfconvertError(
                 f"Unknown section codec {codec!r}: the file was written by a newer nerfconvert; upgrade nerfconvert."
             )
-    except (zlib.error, lzma.LZMAError) as err:
+    except NerfconvertError:
+        raise
+    except (zlib.error, lzma.LZMAError, MemoryError, ValueError) + ((_zstd.ZstdError,) if _zstd is not None else ()) as err:
         raise NerfconvertError(f"A {codec} section does not decode ({err}): the file is corrupted; re-create it.") from err
+    if len(out) > raw_length:
+        raise NerfconvertError(
+            f"A {codec} section inflates past its declared {raw_length:,} bytes (a decompression bomb or a corrupted "
+            "file): it was refused before inflating further; re-create the file."
+        )
     if len(out) != raw_length:
         raise NerfconvertError("A section decodes to the wrong length: the file is corrupted; re-create it.")
     return out
@@ -138,9 +169,20 @@ class NczFile:
     sections: Dict[str, Section]
     metadata: Dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+    file_bytes: int = 0
+    """Size of the file read (0: built in memory); sets the decode budget (``validate.budget``)."""
 
-    def array(self, name: str) -> np.ndarray:
+    def array(self, name: str, dtype: Optional[str] = None, shape: Optional[Iterable[int]] = None) -> np.ndarray:
+        """The section as an array; with ``dtype`` / ``shape`` (``-1``: any) it must be declared so,
+        else a one-line error. Decoders pass what the architecture implies."""
+        self.check(name, dtype, shape)
         return self.section(name).array()
+
+    def check(self, name: str, dtype: Optional[str] = None, shape: Optional[Iterable[int]] = None) -> Section:
+        section = self.section(name)
+        validate.expect_section(name, section.dtype, section.shape, len(section.data), dtype,
+                                tuple(shape) if shape is not None else None)
+        return section
 
     def section(self, name: str) -> Section:
         if name not in self.sections:
@@ -281,38 +323,49 @@ def from_bytes(data: bytes, source: str = "the .ncz") -> NczFile:
 
 
 def _parse_payload(payload: bytes, source: str, version: int) -> NczFile:
-    # The checksum passed, so a failure here is a writer bug or a hand-made file, not bit rot.
+    # The checksum passed, so a failure here is a writer bug or a hand-made file, not bit rot:
+    # every size is checked against the bytes there are before anything is inflated.
     try:
+        if len(payload) < 8:
+            raise ValueError("no header length")
         (n,) = struct.unpack_from("<Q", payload)
-        header = json.loads(payload[8 : 8 + n].decode("utf-8"))
-        ours = json.loads(header.pop("__metadata__")[_META_KEY])
+        if n > len(payload) - 8:
+            raise ValueError(f"header length {n} runs past the end")
+        header = validate.mapping(json.loads(payload[8 : 8 + n].decode("utf-8")), "The header")
+        meta = validate.mapping(header.pop("__metadata__", None), "The header's __metadata__")
+        ours = validate.mapping(json.loads(validate.str_in(meta.get(_META_KEY), "The nerfconvert header", max_len=n)),
+                                "The nerfconvert header")
+        method = validate.str_in(ours.get("method"), "The file's method")
+        architecture = validate.mapping(ours.get("architecture"), "The file's architecture")
+        metadata = validate.mapping(ours.get("metadata", {}), "The file's metadata")
+        described = validate.mapping(ours.get("sections"), "The file's section list")
         data_start = 8 + n
+        data_len = len(payload) - data_start
+        raw_budget = validate.elements_for(data_len) * validate.RAW_BYTES_PER_ELEMENT
+        specs = []
+        for name, spec in described.items():
+            tensor = validate.mapping(header.get(name), f"The safetensors entry of section {name!r}")
+            offsets = tensor.get("data_offsets")
+            if not isinstance(offsets, list) or len(offsets) != 2:
+                validate.fail(f"Section {name!r} has offsets {offsets!r}")
+            a = validate.int_in(offsets[0], f"Section {name!r}'s start", 0, data_len)
+            b = validate.int_in(offsets[1], f"Section {name!r}'s end", a, data_len)
+            codec, raw, dtype, shape = validate.section_spec(name, spec, b - a, available_codecs() + ("zstd",))
+            raw_budget -= raw
+            if raw_budget < 0:
+                validate.fail(f"The sections declare more bytes than a {data_len:,}-byte payload may inflate to")
+            specs.append((name, a, b, codec, raw, dtype, shape))
         sections = {}
-        for name, spec in ours["sections"].items():
-            a, b = header[name]["data_offsets"]
+        for name, a, b, codec, raw, dtype, shape in specs:  # inflate only once every size is known and bounded
             encoded = payload[data_start + a : data_start + b]
-            if len(encoded) != b - a:
-                raise ValueError(f"section {name} runs past the end")
-            shape = spec.get("shape")
-            section = Section(
-                data=decode_bytes(encoded, spec["codec"], int(spec["raw_bytes"])),
-                dtype=spec.get("dtype", "uint8"),
-                shape=tuple(shape) if shape is not None else None,
-                codec=spec["codec"],
-                stored_bytes=len(encoded),
-            )
-            sections[name] = section
-        return NczFile(
-            method=ours["method"],
-            architecture=ours["architecture"],
-            sections=sections,
-            metadata=ours.get("metadata", {}),
-            format_version=version,
-        )
+            sections[name] = Section(data=decode_bytes(encoded, codec, raw), dtype=dtype, shape=shape, codec=codec,
+                                     stored_bytes=len(encoded))
+        return NczFile(method=method, architecture=architecture, sections=sections, metadata=metadata,
+                       format_version=version, file_bytes=len(payload))
     except NerfconvertError:
         raise
-    except (ValueError, KeyError, TypeError, struct.error, UnicodeDecodeError) as err:
-        raise NerfconvertError(f"{source} has a malformed header ({type(err).__name__}: {err}). Re-create it.") from err
+    except (ValueError, KeyError, TypeError, struct.error, UnicodeDecodeError, RecursionError) as err:
+        raise NerfconvertError(f"{source} has a malformed header ({type(err).__name__}: {str(err)[:200]}). Re-create it.") from err
 
 
 def describe(ncz: NczFile, file_bytes: Optional[int] = None) -> str:

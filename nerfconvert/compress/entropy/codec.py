@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from nerfconvert import NerfconvertError
-from nerfconvert.compress import container
+from nerfconvert.compress import container, validate
 from nerfconvert.compress.entropy.coder import MaskedEntropyModel, PlaneDecoder, split_planes
 from nerfconvert.compress.quant import pack_mask, unpack_mask
 
@@ -64,8 +64,7 @@ def _cdf_sections(eb) -> Dict[str, Any]:
 
 
 def _load_cdf(eb, ncz: container.NczFile) -> None:
-    lengths = ncz.array("entropy/cdf_length").astype(np.int64)
-    counts = ncz.array("entropy/pmf_counts").astype(np.int64)
+    lengths, counts = validate.entropy_tables(ncz, eb.channels)
     if lengths.shape[0] != eb.channels or int((lengths - 1).sum()) != counts.size or (lengths < 2).any():
         raise NerfconvertError("The .ncz's entropy-model tables do not match its latents: the file is corrupted.")
     cdf = np.zeros((lengths.shape[0], int(lengths.max())), np.int32)
@@ -176,6 +175,7 @@ def decode_sections(ncz: container.NczFile) -> Tuple[Tensor, PlaneDecoder, Maske
     if ncz.method != METHOD:
         raise NerfconvertError(f"The file was written by {ncz.method!r}, not {METHOD}; decode it with that method's tools.")
     arch = ncz.architecture
+    validate.entropy_architecture(ncz)  # every size bounded before anything is allocated
     try:
         entropy, decoder = build_coder(arch)
         n, c, h, w = arch["latent_shape"]
@@ -183,13 +183,16 @@ def decode_sections(ncz: container.NczFile) -> Tuple[Tensor, PlaneDecoder, Maske
         raise NerfconvertError(f"The .ncz's architecture is incomplete ({err}): the file is corrupted or from another version.") from err
     _load_cdf(entropy.bottleneck, ncz)
     if arch.get("masked", True):
-        mask = unpack_mask(ncz.array("latents/mask"), n * h * w).view(n, h, w)
+        mask = unpack_mask(ncz.array("latents/mask", "uint8", ((n * h * w + 7) // 8,)), n * h * w).view(n, h, w)
     else:
         mask = torch.ones(n, h, w, dtype=torch.bool)
     if int(mask.sum()) != int(arch.get("coded_locations", -1)):
         raise NerfconvertError("The .ncz's mask does not match its latent count: the file is corrupted.")
-    latents = decode_latents(entropy.bottleneck, ncz.section("latents/bitstream").data, mask, c)
-    weights = {name[len("decoder/"):]: torch.from_numpy(ncz.array(name).astype(np.float32))
+    bitstream = validate.padded_bitstream(ncz.section("latents/bitstream").data, int(mask.sum()) * c)
+    latents = decode_latents(entropy.bottleneck, bitstream, mask, c)
+    expected = decoder.state_dict()
+    weights = {name[len("decoder/"):]: torch.from_numpy(ncz.array(name, "float16", tuple(
+                   expected[name[len("decoder/"):]].shape) if name[len("decoder/"):] in expected else None).astype(np.float32))
                for name in ncz.sections if name.startswith("decoder/")}
     try:
         decoder.load_state_dict(weights)
@@ -204,6 +207,7 @@ def decode_planes(decoder: PlaneDecoder, latents: Tensor, resolution, device=Non
     return decoder.to(device)(latents.to(device), tuple(resolution))
 
 
+@validate.hostile_input
 def decode(ncz: container.NczFile, device: Optional[torch.device] = None, num_train_data: Optional[int] = None):
     """.ncz -> (a stock TensoRF model with the decoded planes, report with ``decode_seconds``)."""
     from nerfstudio.data.scene_box import SceneBox
@@ -218,6 +222,7 @@ def decode(ncz: container.NczFile, device: Optional[torch.device] = None, num_tr
     planes = decode_planes(decoder, latents, arch["plane_resolution"], device)
     density, color = split_planes(planes, int(arch["density_channels"]))
     config = model_config_from_json(VMFamily, arch.get("model_config", {}), arch.get("model_method"))
+    validate.charge_model(VMFamily.name, config, validate.budget(ncz))
     scene_box = SceneBox(aabb=torch.tensor(arch["scene_box"], dtype=torch.float32))
     model = config.setup(scene_box=scene_box, num_train_data=num_train_data or arch["num_train_data"], metadata={},
                          device=device)

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from nerfconvert import NerfconvertError
-from nerfconvert.compress import container
+from nerfconvert.compress import container, validate
 from nerfconvert.compress.quant import (
     dequantize_uint8,
     index_bits,
@@ -124,7 +124,7 @@ def model_config_from_json(family_cls, fields: Dict[str, Any], method: Optional[
     if not isinstance(all_methods[method].pipeline.model, type(all_methods[base].pipeline.model)):
         raise NerfconvertError(f"The file names method {method!r}, which is not a {base} variant: the file is corrupt.")
     config = copy.deepcopy(all_methods[method].pipeline.model)
-    fields = dict(fields)
+    fields = validate.model_config(family_cls.name, config, fields)
     mode = fields.pop("camera_optimizer_mode", None)
     if mode is not None and getattr(config, "camera_optimizer", None) is not None:
         if mode not in ("off", "SO3xR3", "SE3"):
@@ -167,22 +167,25 @@ def _table_sections(table: Table, rows: Tensor, state: TableState) -> Dict[str, 
 def _decode_table(ncz: container.NczFile, table: Table, spec: Dict[str, Any]) -> Tensor:
     n, c = spec["rows"], spec["channels"]
     p = f"t/{table.name}/"
-    alive = unpack_mask(ncz.array(p + "alive"), n)
+    alive = unpack_mask(ncz.array(p + "alive", "uint8", ((n + 7) // 8,)), n)
     rows = torch.full((n, c), float(table.empty_value))
     if table.kind == "scalar":
-        rows[alive] = dequantize_uint8(ncz.array(p + "values").reshape(-1, c), ncz.array(p + "range"))
+        rows[alive] = dequantize_uint8(ncz.array(p + "values", "uint8", (int(alive.sum()), c)),
+                                       ncz.array(p + "range", "float32", (2, c)))
         return rows
-    kept_in_alive = unpack_mask(ncz.array(p + "kept"), int(alive.sum()))
+    kept_in_alive = unpack_mask(ncz.array(p + "kept", "uint8", ((int(alive.sum()) + 7) // 8,)), int(alive.sum()))
     kept = torch.zeros(n, dtype=torch.bool)
     kept[alive] = kept_in_alive
     vq = alive & ~kept
-    codebook = torch.from_numpy(ncz.array(p + "codebook").astype(np.float32))
+    codebook = torch.from_numpy(ncz.array(p + "codebook", "float16", (spec["codes"], c)).astype(np.float32))
     bits = index_bits(codebook.shape[0])
+    ncz.check(p + "indices", "uint8", ((int(vq.sum()) * bits + 7) // 8,))
     idx = torch.from_numpy(unpack_indices(ncz.section(p + "indices").data, bits, int(vq.sum())))
     if idx.numel() and int(idx.max()) >= codebook.shape[0]:
         raise NerfconvertError(f"Table {table.name} has a code index beyond its codebook: the file is corrupted.")
     rows[vq] = codebook[idx]
-    rows[kept] = dequantize_uint8(ncz.array(p + "kept_values").reshape(-1, c), ncz.array(p + "kept_range"))
+    rows[kept] = dequantize_uint8(ncz.array(p + "kept_values", "uint8", (int(kept.sum()), c)),
+                                  ncz.array(p + "kept_range", "float32", (2, c)))
     return rows
 
 
@@ -238,6 +241,7 @@ def pack(family: Family, states: Dict[str, TableState], extra: Dict[str, Any]) -
     return container.to_bytes(METHOD, architecture, sections, metadata=extra)
 
 
+@validate.hostile_input
 def decode(ncz: container.NczFile, device: Optional[torch.device] = None, num_train_data: Optional[int] = None):
     """.ncz -> a stock model of the compressed architecture, with the decoded tensors loaded."""
     from nerfstudio.data.scene_box import SceneBox
@@ -250,13 +254,15 @@ def decode(ncz: container.NczFile, device: Optional[torch.device] = None, num_tr
     family_cls = next((c for c in FAMILIES.values() if c.name == arch.get("family")), None)
     if family_cls is None:
         raise NerfconvertError(f"Unknown architecture family {arch.get('family')!r}: upgrade nerfconvert.")
+    budget, tables, checked_state = validate.vq_architecture(ncz)  # sizes bounded before anything is allocated
     config = model_config_from_json(family_cls, arch.get("model_config", {}), arch.get("model_method"))
+    validate.charge_model(family_cls.name, config, budget)
     scene_box = SceneBox(aabb=torch.tensor(arch["scene_box"], dtype=torch.float32))
     model = config.setup(scene_box=scene_box, num_train_data=num_train_data or arch["num_train_data"], metadata={},
                          device=device or torch.device("cpu"))
     family = family_cls(model)
     state: Dict[str, Tensor] = {}
-    for key, spec in arch["state"].items():
+    for key, spec in checked_state.items():
         shape = tuple(spec["shape"])
         dtype = getattr(torch, spec["dtype"])
         storage = spec["storage"]
@@ -271,7 +277,7 @@ def decode(ncz: container.NczFile, device: Optional[torch.device] = None, num_tr
             value = torch.from_numpy(np.array(ncz.array("s/" + key)))
         state[key] = value.to(dtype).view(shape)
     for table in family.tables():
-        spec = arch["tables"][table.name]
+        spec = validate.vq_table(tables, table.name, table.kind)
         table.rows(state[table.param_name])[:] = _decode_table(ncz, table, spec).to(state[table.param_name].dtype)
     load_state_into(model, state)
     model.to(device or torch.device("cpu"))
