@@ -4,7 +4,7 @@ the raw sparse LiDAR. Generates the scenes, trains one teacher per scene
 
     nice -n 10 python benchmarks/distillnerf_data.py --num-scenes 2 --num-steps 3 --width 64 --height 36 --steps 200
 
-Code in ``nerfconvert/distillnerf/data_benchmark.py``; results in benchmarks/results/distillnerf_data.{json,md,png}.
+Code in ``benchmarks/distillnerf_data_bench.py``; results in benchmarks/results/distillnerf_data.{json,md,png}.
 """
 
 import argparse
@@ -13,7 +13,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from nerfconvert.distillnerf.data_benchmark import run
+from common import RESULTS
+from distillnerf_data_bench import run
 
 
 def main() -> int:
@@ -29,11 +30,11 @@ def main() -> int:
     parser.add_argument("--rays", type=int, default=1024, help="teacher rays per batch")
     parser.add_argument("--tag", default="", help="results go to distillnerf_data<tag>.{json,md,png}")
     parser.add_argument("--work-dir", type=Path, default=Path("outputs/distillnerf_data_bench"))
-    parser.add_argument("--results", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--lidar-only", action="store_true", help="score the raw LiDAR of generated scenes only (no teachers)")
     args = parser.parse_args()
     if args.lidar_only:
-        from nerfconvert.distillnerf.data_benchmark import lidar_only
+        from distillnerf_data_bench import lidar_only
         from nerfconvert.scenes.driving import generate_driving_dataset
 
         data = args.work_dir / "scenes_lidar"

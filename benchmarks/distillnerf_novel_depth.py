@@ -1,7 +1,7 @@
 """Where the depth AbsRel of DistillNeRF's novel views comes from: per held-out frame and target
 (0 = input cameras, -1 / +1 = previous / next step), the mean and the median of the per-cell
 relative depth error (the cells ``depth_abs_rel`` scores) and the share of those cells rendered
-beyond 100 m. Reads the runs ``nerfconvert bench distillnerf`` trained:
+beyond 100 m. Reads the runs ``python benchmarks/distillnerf_quick.py --mode quick`` trained:
 
     python benchmarks/distillnerf_novel_depth.py /tmp/dn_bench/quick2/runs/distillnerf/distillnerf/{distilled,no-distillation}/config.yml
 """

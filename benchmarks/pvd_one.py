@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from nerfconvert.distill import benchmark as B
+import pvd_bench as B
 
 
 def main() -> None:

@@ -18,7 +18,6 @@ import tyro
 from typing_extensions import Annotated
 
 from nerfconvert import NerfconvertError
-from nerfconvert.bench import Bench
 from nerfconvert.compress.cli import Decompress, Inspect
 from nerfconvert.convert import Convert
 from nerfconvert.viewer import View
@@ -154,7 +153,6 @@ Commands = Union[
     Annotated[Inspect, tyro.conf.subcommand("inspect")],
     Annotated[Decompress, tyro.conf.subcommand("decompress")],
     Annotated[View, tyro.conf.subcommand("view")],
-    Annotated[Bench, tyro.conf.subcommand("bench")],
     Annotated[DistillNerfPredict, tyro.conf.subcommand("distillnerf-predict")],
     Annotated[DistillNerfTeachers, tyro.conf.subcommand("distillnerf-teachers")],
 ]

@@ -82,7 +82,7 @@ class ConvertRow:
     """The run's config.yml."""
     size_bytes: Optional[int]
     """teacher / student: the checkpoint's model weights zipped (deflate), as the benchmarks measure
-    them (``nerfconvert.compress.vq.benchmark.zipped_checkpoint_bytes``); compressed: the .ncz file."""
+    them (``nerfconvert.sizes.zipped_checkpoint_bytes``); compressed: the .ncz file."""
     size_kind: str
     """"zipped weights" or ".ncz"."""
     psnr_vs_teacher: Optional[float] = None
@@ -479,7 +479,7 @@ def _student_config(stage: Stage) -> Path:
 
 
 def _zipped_weights(config_path: Path) -> Optional[int]:
-    from nerfconvert.compress.vq.benchmark import zipped_checkpoint_bytes
+    from nerfconvert.sizes import zipped_checkpoint_bytes
 
     try:
         return zipped_checkpoint_bytes(config_path)

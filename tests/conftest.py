@@ -3,7 +3,6 @@ through nerfstudio's real ``ns-train`` code path (``nerfstudio.scripts.train.mai
 
 from __future__ import annotations
 
-import copy
 import os
 from pathlib import Path
 from typing import Callable, Dict
@@ -37,26 +36,10 @@ def distillnerf_scenes(tmp_path_factory) -> Path:
 
 def shrunk_config(method: str, data: Path, output_dir: Path, steps: int, device_type: str = "cpu"):
     """The registered config of ``method`` on ``data``: ``steps`` steps, one checkpoint at the end,
-    no evaluation or viewer, 256-ray batches."""
-    from nerfstudio.configs.method_configs import all_methods
-    from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig
+    no evaluation or viewer, 256-ray batches (the benchmarks' short run, ``benchmarks/common.py``)."""
+    from common import short_run_config
 
-    config = copy.deepcopy(all_methods[method])
-    config.output_dir = output_dir
-    config.timestamp = "run"
-    config.vis = "tensorboard"
-    config.max_num_iterations = steps
-    config.steps_per_save = steps
-    config.steps_per_eval_batch = config.steps_per_eval_image = config.steps_per_eval_all_images = 10**6
-    config.mixed_precision = False
-    config.machine.device_type = device_type
-    config.pipeline.datamanager.dataparser = BlenderDataParserConfig(data=data)
-    dm = config.pipeline.datamanager
-    if hasattr(dm, "train_num_rays_per_batch"):
-        dm.train_num_rays_per_batch = 256
-        dm.eval_num_rays_per_batch = 256
-    config.pipeline.model.eval_num_rays_per_chunk = 1024
-    return config
+    return short_run_config(method, output_dir, steps, data=data, rays=256, eval_chunk=1024, device=device_type)
 
 
 def tiny_config(method: str, data: Path, output_dir: Path, steps: int = TINY_STEPS):
@@ -260,19 +243,10 @@ DISTILLNERF_TINY_STEPS = 10
 
 def tiny_distillnerf_config(data: Path, output_dir: Path, steps: int = DISTILLNERF_TINY_STEPS):
     """``ns-train distillnerf``'s config with a tiny model, training ``steps`` steps on CPU."""
-    from nerfstudio.configs.method_configs import all_methods
+    from common import short_run_config
 
-    config = copy.deepcopy(all_methods["distillnerf"])
+    config = short_run_config("distillnerf", output_dir, steps, experiment="distillnerf")
     config.pipeline.datamanager.data = data
-    config.output_dir = output_dir
-    config.experiment_name = "distillnerf"
-    config.timestamp = "run"
-    config.vis = "tensorboard"
-    config.machine.device_type = "cuda" if torch.cuda.is_available() else "cpu"
-    config.max_num_iterations = steps
-    config.steps_per_save = steps
-    config.steps_per_eval_batch = config.steps_per_eval_image = config.steps_per_eval_all_images = 10**6
-    config.mixed_precision = False
     model = config.pipeline.model
     model.backbone_channels = (8, 16, 16, 16)
     model.depth_channels = 16

@@ -81,9 +81,3 @@ def test_cli_prints_one_line(tmp_path):
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "is not a nerfstudio run config" in errors[0]
 
-
-def test_bench_matrix_mode_is_pvd_only(tmp_path):
-    result = run([bin_("nerfconvert"), "bench", "vq", "--mode", "matrix", "--results-dir", str(tmp_path)], cwd=tmp_path)
-    assert result.returncode == 2
-    assert "--mode matrix belongs to the pvd benchmark only" in result.stderr
-    assert "Traceback" not in result.stderr and not any(tmp_path.iterdir())

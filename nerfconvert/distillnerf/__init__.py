@@ -4,7 +4,6 @@ from per-scene NeRFs.
     data.py            multi-scene data: dataparser ``distillnerf-data`` and the data manager
     nuscenes.py        nuScenes scenes through nuscenes-devkit, in the same records
     teachers.py        per-scene teacher NeRFs and their dense-depth cache (``nerfconvert distillnerf-teachers``)
-    data_benchmark.py  teacher depth vs ground truth on procedural scenes
 
 Imports are kept out of this file so that each part loads only what it needs.
 """

@@ -242,7 +242,7 @@ def test_bad_files_are_rejected(entropy_run, tmp_path):
 
 
 def test_benchmark_report_judges_the_ratio_point(tmp_path):
-    from nerfconvert.compress.entropy.benchmark import decoder_bytes, write_report
+    from entropy_bench import decoder_bytes, write_report
 
     assert decoder_bytes(384, 192, 64) == 2 * (384 * 192 * 9 + 192 + 192 * 64 * 9 + 64)  # fp16 weights + biases
 
@@ -265,7 +265,7 @@ def test_benchmark_report_judges_the_ratio_point(tmp_path):
 def test_benchmark_merges_the_parts_of_one_sweep(tmp_path):
     """Parts of a sweep run as parallel processes are merged into one report; a part on another
     teacher, or a missing part, is refused with the fix."""
-    from nerfconvert.compress.entropy.benchmark import merged_rows, write_report
+    from entropy_bench import merged_rows, write_report
 
     teacher = {"config": str(tmp_path / "t" / "config.yml"), "psnr": 26.0, "ssim": 0.9, "mb": 12.0, "ckpt_zip_mb": 40.0}
 
@@ -309,7 +309,7 @@ def test_benchmark_merges_the_parts_of_one_sweep(tmp_path):
 
 def test_benchmark_modes_parse():
     """Every recorded mode is a valid command line; bd spans vq down to K = 16 and both presets."""
-    from nerfconvert.compress.entropy.benchmark import MODES, build_parser
+    from entropy_bench import MODES, build_parser
 
     for mode, argv in MODES.items():
         build_parser().parse_args(argv)

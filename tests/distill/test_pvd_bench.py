@@ -1,14 +1,10 @@
-"""The pvd benchmark's report (tables, acceptance lines, PNG) and its CLI entry."""
+"""The pvd benchmark's report (tables, acceptance lines, PNG); its launcher: tests/test_benchmarks.py."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
 import math
 
-from nerfconvert.distill.benchmark import MODES, conversion_grid, write_results
+from pvd_bench import MODES, conversion_grid, write_results
 
 
 def _result(psnr, **extra):
@@ -59,9 +55,3 @@ def test_matrix_mode_reports_the_conversion_grid(tmp_path):
     assert [line.split("|")[-2].strip() for line in md.splitlines() if line.startswith("| tensorf -> nerfacto")] == ["+1.00"]
     assert (tmp_path / "pvd_matrix.png").stat().st_size > 1000
 
-
-def test_cli_lists_the_benchmark():
-    result = subprocess.run([str(Path(sys.executable).parent / "nerfconvert"), "bench", "--help"], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0 and "--mode" in result.stdout
-    choices = result.stdout.split("{", 1)[1].split("}", 1)[0].split(",")
-    assert "pvd" in choices

@@ -1,4 +1,4 @@
-"""The VQRF benchmark (``nerfconvert bench vq``, ``benchmarks/vq_quick.py``): the columns of the
+"""The VQRF benchmark (``python benchmarks/vq_quick.py``): the columns of the
 paper's Table 1 / Table 3, and a codebook-size sweep (Table 2) as a rate-distortion plot.
 
 Generates the 64x64 procedural object scene (seed 0), trains a ``plenoxels`` and a stock
@@ -6,9 +6,9 @@ Generates the 64x64 procedural object scene (seed 0), trains a ``plenoxels`` and
 vq-compression`` (same code path), and evaluates teacher and compressed run on every test view
 as ``ns-eval`` does (both reloaded from disk with ``eval_setup``).
 
-    nerfconvert bench vq                       # quick: generated 64x64 scene, CPU
-    nerfconvert bench vq --mode smoke          # seconds: tiny teachers, checks the plumbing
-    nerfconvert bench vq --mode real           # ../shared/data/lego, longer teachers
+    python benchmarks/vq_quick.py --mode quick     # generated 64x64 scene, CPU
+    python benchmarks/vq_quick.py --mode smoke     # seconds: tiny teachers, checks the plumbing
+    python benchmarks/vq_quick.py --mode real      # ../shared/data/lego, longer teachers
     python benchmarks/vq_quick.py --help       # every knob
 
 Size before = the teacher's weights (the checkpoint's pipeline state, without the optimizers'
@@ -20,54 +20,26 @@ packing). Writes benchmarks/results/vq_<mode>.{md,json} and vq_<mode>_sweep.png.
 from __future__ import annotations
 
 import argparse
-import copy
-import datetime
-import io
 import json
-import os
-import platform
 import sys
 import time
-import zipfile
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
-os.environ.setdefault("MPLBACKEND", "Agg")
+from common import LEGO, RESULTS, evaluate, expand_mode, hardware, now_utc, short_run_config, write_report as write_files
+from nerfconvert.sizes import zipped_checkpoint_bytes
 
-import torch
-
-REPO = Path(__file__).resolve().parents[3]
 TARGETS = {"plenoxels": 50.0, "tensorf": 15.0}  # compression ratio at <= 0.3 dB PSNR drop
 MAX_DROP_DB = 0.3
-
-
-def quiet_config(config) -> None:
-    config.vis = "tensorboard"
-    config.machine.device_type = "cuda" if torch.cuda.is_available() else "cpu"
-    config.steps_per_eval_batch = config.steps_per_eval_image = config.steps_per_eval_all_images = 10**9
-    config.logging.local_writer.enable = False
-    config.mixed_precision = False
 
 
 def train_teacher(method: str, data: Path, out: Path, steps: Optional[int], rays: Optional[int] = None,
                   timestamp: str = "run", adjust: Optional[Callable] = None) -> Path:
     """A stock ``method`` run on ``data`` (reused when an earlier invocation finished it);
     ``adjust(config)`` changes the stock config first."""
-    from nerfstudio.configs.method_configs import all_methods
-    from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig
     from nerfstudio.scripts import train
 
-    config = copy.deepcopy(all_methods[method])
-    config.pipeline.datamanager.dataparser = BlenderDataParserConfig(data=data)
-    config.output_dir = out
-    config.experiment_name = "teacher"
-    config.timestamp = timestamp
-    quiet_config(config)
-    if steps is not None:
-        config.max_num_iterations = steps
-    if rays is not None and hasattr(config.pipeline.datamanager, "train_num_rays_per_batch"):
-        config.pipeline.datamanager.train_num_rays_per_batch = rays
-    config.steps_per_save = config.max_num_iterations
+    config = short_run_config(method, out, steps, data=data, rays=rays, experiment="teacher", timestamp=timestamp)
     if adjust is not None:
         adjust(config)
     path = config.get_base_dir() / "config.yml"
@@ -79,21 +51,10 @@ def train_teacher(method: str, data: Path, out: Path, steps: Optional[int], rays
 
 def run_vq(teacher: Path, data: Path, out: Path, name: str, steps: int, codebook_size: int,
            keep_quantile: Optional[float] = None, importance_max_rays: Optional[int] = None) -> Dict:
-    from nerfstudio.configs.method_configs import all_methods
-    from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig
     from nerfstudio.scripts import train
 
-    config = copy.deepcopy(all_methods["vq-compression"])
+    config = short_run_config("vq-compression", out, steps, data=data, experiment="vq", timestamp=name, fit_schedules=True)
     config.pipeline.teacher_ckpt = teacher
-    config.pipeline.datamanager.dataparser = BlenderDataParserConfig(data=data)
-    config.output_dir = out
-    config.experiment_name = "vq"
-    config.timestamp = name
-    quiet_config(config)
-    config.max_num_iterations = steps
-    config.steps_per_save = steps
-    for opt in config.optimizers.values():  # keep the decay over the shorter run
-        opt["scheduler"].max_steps = steps
     config.pipeline.model.codebook_size = codebook_size
     config.pipeline.model.keep_quantile = keep_quantile
     config.pipeline.model.importance_max_rays = importance_max_rays
@@ -104,44 +65,6 @@ def run_vq(teacher: Path, data: Path, out: Path, name: str, steps: int, codebook
     run = config.get_base_dir()
     report = json.loads((run / "vq_report.json").read_text())
     return {"config": run / "config.yml", "seconds": seconds, "bytes": (run / "scene.ncz").stat().st_size, "report": report}
-
-
-@torch.no_grad()
-def evaluate(config_path: Path, every: int = 1) -> Dict[str, float]:
-    """Mean test PSNR/SSIM as ns-eval computes them, over every ``every``-th test view."""
-    from nerfstudio.data.utils.dataloaders import FixedIndicesEvalDataloader
-    from nerfstudio.utils.eval_utils import eval_setup
-
-    _, pipeline, _, _ = eval_setup(config_path, test_mode="test")
-    if every == 1:
-        metrics = pipeline.get_average_eval_image_metrics()
-    else:
-        dataset = pipeline.datamanager.eval_dataset
-        loader = FixedIndicesEvalDataloader(dataset, tuple(range(0, len(dataset), every)), device=pipeline.device)
-        metrics = pipeline.get_average_image_metrics(loader, "eval")
-    views = len(range(0, len(pipeline.datamanager.eval_dataset), max(every, 1)))
-    return {"psnr": float(metrics["psnr"]), "ssim": float(metrics["ssim"]), "views": views}
-
-
-def zipped_checkpoint_bytes(config_path: Path, weights_only: bool = True) -> int:
-    """Size of the teacher as the paper measures it: its saved model, zipped (deflate).
-
-    nerfstudio checkpoints also hold the optimizers' Adam moments (twice the weights); those are
-    not part of the model, so by default only the pipeline state is saved and zipped."""
-    ckpt = sorted((config_path.parent / "nerfstudio_models").glob("step-*.ckpt"))[-1]
-    raw = ckpt.read_bytes()
-    if weights_only:
-        from nerfconvert import compat
-
-        compat.install()  # nerfstudio checkpoints hold numpy scalars: allow-list them for safe loading
-        state = torch.load(io.BytesIO(raw), map_location="cpu")
-        buffer = io.BytesIO()
-        torch.save(state["pipeline"], buffer)
-        raw = buffer.getvalue()
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as z:
-        z.writestr("model.ckpt", raw)
-    return len(out.getvalue())
 
 
 def plot_sweep(rows: List[Dict], path: Path) -> None:
@@ -179,9 +102,7 @@ def write_report(rows: List[Dict], sweep: List[Dict], command: str, results: Pat
         "",
         f"Command: `{command}`",
         "",
-        f"Date: {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}. Machine: "
-        f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
-        f"{'CUDA' if torch.cuda.is_available() else 'CPU only'}.",
+        f"Date: {now_utc()}. Hardware: {hardware()}.",
         "",
         f"Scene: {settings.get('scene')} (test split). Settings: {json.dumps(settings)}.",
         "",
@@ -213,17 +134,13 @@ def write_report(rows: List[Dict], sweep: List[Dict], command: str, results: Pat
             lines.append(f"- {method}: best ratio within {MAX_DROP_DB} dB is {best['ratio']:.1f}x (K={best['codebook_size']}, "
                          f"{best['psnr_after'] - best['psnr_before']:+.2f} dB); target >= {target:.0f}x: **{verdict}**.")
     lines.append("")
-    text = "\n".join(lines)
-    (results / f"vq_{tag}.md").write_text(text)
-    (results / f"vq_{tag}.json").write_text(json.dumps({"rows": rows, "sweep": sweep, "command": command, "settings": settings},
-                                                      indent=2, default=str))
-    return text
+    return write_files(results, f"vq_{tag}", "\n".join(lines), {"rows": rows, "sweep": sweep, "command": command, "settings": settings})
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/nerfconvert_bench/vq"))
-    parser.add_argument("--results-dir", type=Path, default=REPO / "benchmarks" / "results")
+    parser.add_argument("--results-dir", type=Path, default=RESULTS)
     parser.add_argument("--methods", nargs="+", default=["plenoxels", "tensorf"])
     parser.add_argument("--data", type=Path, default=None, help="a blender-format scene (default: the generated 64x64 one)")
     parser.add_argument("--tag", default="quick", help="results file names: vq_<tag>.md/.json, vq_<tag>_sweep.png")
@@ -241,7 +158,9 @@ def main(argv=None) -> int:
     parser.add_argument("--eval-every", type=int, default=1, help="score every N-th test view (default: all)")
     parser.add_argument("--teacher", action="append", default=[], metavar="METHOD=CONFIG",
                         help="use an already trained teacher run for METHOD instead of training one (repeatable)")
-    args = parser.parse_args(argv)
+    parser.add_argument("--mode", choices=sorted(MODES), default=None,
+                        help="a recorded mode's settings (the options given with it win)")
+    args = parser.parse_args(expand_mode(argv, MODES))
 
     from nerfconvert.scenes import generate_object_scene, is_generated_scene
 
@@ -311,15 +230,15 @@ MODES = {
     # what benchmarks/README.md records, sized for a shared 2-core CPU
     "quick": ["--plenoxels-steps", "350", "--tensorf-steps", "120", "--teacher-rays", "1024", "--vq-steps", "100",
               "--importance-max-rays", "16384", "--sweep", "64", "256"],
-    "real": ["--data", str(REPO.parent / "shared" / "data" / "lego"), "--plenoxels-steps", "3000", "--tensorf-steps", "3000",
+    "real": ["--data", str(LEGO), "--plenoxels-steps", "3000", "--tensorf-steps", "3000",
              "--vq-steps", "1000", "--sweep", "64", "256", "1024"],
-    "full": ["--data", str(REPO.parent / "shared" / "data" / "lego"), "--plenoxels-steps", "10000", "--tensorf-steps", "30000",
+    "full": ["--data", str(LEGO), "--plenoxels-steps", "10000", "--tensorf-steps", "30000",
              "--vq-steps", "10000", "--sweep", "16", "64", "256", "1024", "16384"],
 }
 
 
 def run(mode: str, work_dir: Optional[Path], results_dir: Path) -> int:
-    """Entry of ``nerfconvert bench vq`` (see ``nerfconvert.bench.RUNNERS``)."""
+    """Entry of ``python benchmarks/bench.py vq`` (see ``bench.RUNNERS``)."""
     work_dir = work_dir or Path(f"/tmp/nerfconvert-bench-vq-{mode}")
     suffix = [] if mode == "quick" else ["--tag", mode]
     return main(MODES[mode] + ["--work-dir", str(work_dir), "--results-dir", str(results_dir)] + suffix)

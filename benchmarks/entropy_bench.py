@@ -1,4 +1,4 @@
-"""The ECTensoRF benchmark (``nerfconvert bench entropy``, ``benchmarks/entropy_quick.py``): a
+"""The ECTensoRF benchmark (``python benchmarks/entropy_quick.py``): a
 rate-distortion sweep over lambda for both presets, vq-compression's codebook sweep on the same
 teacher, BD-rate / BD-PSNR of entropy against vq, and the Fig. 5 ablations (no importance
 weights; plain factorised prior instead of the masked one).
@@ -8,10 +8,10 @@ nerfstudio's trainer, compresses it with ``ns-train entropy-compression`` / ``vq
 (same code path as the commands), and scores teacher and compressed runs on the same test views,
 each reloaded from disk with ``eval_setup``.
 
-    nerfconvert bench entropy                  # quick: generated 64x64 scene, CPU
-    nerfconvert bench entropy --mode smoke     # minutes: checks the plumbing
-    nerfconvert bench entropy --mode real      # ../shared/data/lego, longer teacher and runs
-    nerfconvert bench entropy --mode full      # the paper's settings (30k steps, all lambdas): a GPU
+    python benchmarks/entropy_quick.py --mode quick   # generated 64x64 scene, CPU
+    python benchmarks/entropy_quick.py --mode smoke   # minutes: checks the plumbing
+    python benchmarks/entropy_quick.py --mode real    # ../shared/data/lego, longer teacher and runs
+    python benchmarks/entropy_quick.py --mode full    # the paper's settings (30k steps, all lambdas): a GPU
     python benchmarks/entropy_quick.py --help  # every knob
 
 Size before = the teacher's weights zipped (deflate), measured as the vq benchmark does; size
@@ -22,23 +22,18 @@ the real CompressAI bitstream. Writes benchmarks/results/entropy_<tag>.{md,json,
 from __future__ import annotations
 
 import argparse
-import copy
-import datetime
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-os.environ.setdefault("MPLBACKEND", "Agg")
+from common import LEGO as LEGO_DIR
+from common import RESULTS, evaluate, expand_mode, hardware, now_utc, short_run_config, write_report as write_files
+from nerfconvert.sizes import zipped_checkpoint_bytes
+from vq_bench import run_vq
+from vq_bench import train_teacher as train_stock
 
-import torch
-
-from nerfconvert.compress.vq.benchmark import evaluate, quiet_config, run_vq, zipped_checkpoint_bytes  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[3]
 PAPER_LAMBDAS = [2e-2, 1e-2, 5e-3, 1e-3, 5e-4, 2e-4, 1e-4]
 TARGET_RATIO = 15.0
 MAX_DROP_DB = 0.3
@@ -50,8 +45,6 @@ MIN_RATE_OVERLAP = 1.1  # BD-PSNR: ... and at least this rate ratio (10%)
 def train_teacher(data: Path, out: Path, steps: int, rays: int, resolution: Optional[int]) -> Path:
     """A stock tensorf run. ``resolution`` fixes the plane size (init = final, no upsampling);
     None keeps tensorf's schedule (128 -> 300 over steps 2000..7000)."""
-    from nerfconvert.compress.vq.benchmark import train_teacher as train_stock
-
     def fix_resolution(config) -> None:
         if resolution is not None:
             config.pipeline.model.init_resolution = resolution
@@ -63,22 +56,12 @@ def train_teacher(data: Path, out: Path, steps: int, rays: int, resolution: Opti
 
 def run_entropy(teacher: Path, data: Path, out: Path, name: str, steps: int, rays: int, preset: str, lmbda: float,
                 masked: bool = True, use_importance: bool = True, importance_max_rays: Optional[int] = None) -> Dict:
-    from nerfstudio.configs.method_configs import all_methods
-    from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig
     from nerfstudio.scripts import train
 
-    config = copy.deepcopy(all_methods["entropy-compression"])
+    config = short_run_config("entropy-compression", out, steps, data=data, experiment="entropy", timestamp=name,
+                              fit_schedules=True)
     config.pipeline.teacher_ckpt = teacher
-    config.pipeline.datamanager.dataparser = BlenderDataParserConfig(data=data)
     config.pipeline.datamanager.train_num_rays_per_batch = rays
-    config.output_dir = out
-    config.experiment_name = "entropy"
-    config.timestamp = name
-    quiet_config(config)
-    config.max_num_iterations = steps
-    config.steps_per_save = steps
-    for opt in config.optimizers.values():  # the exponential decay spans the shorter run
-        opt["scheduler"].max_steps = steps
     model = config.pipeline.model
     model.preset, model.lmbda, model.masked, model.use_importance = preset, lmbda, masked, use_importance
     model.importance_max_rays = importance_max_rays
@@ -215,9 +198,7 @@ def write_report(rows: List[Dict], teacher: Dict, command: str, results: Path, s
         "",
         f"Command: `{command}`",
         "",
-        f"Date: {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}. Machine: "
-        f"{platform.machine()}, {os.cpu_count()} CPU cores (shared with other jobs), torch {torch.__version__}, "
-        f"{'CUDA' if torch.cuda.is_available() else 'CPU only, no GPU'}.",
+        f"Date: {now_utc()}. Hardware: {hardware()} (shared with other jobs).",
         "",
         *(["Merged from parts run in parallel on the same teacher: " + "; ".join(f"`{c}`" for c in settings["merged"].values()),
            ""] if settings.get("merged") else []),
@@ -265,10 +246,8 @@ def write_report(rows: List[Dict], teacher: Dict, command: str, results: Path, s
         lines.append(f"- estimated vs real latent bitstream: largest mismatch {100 * max(mism):.2f}% over {len(mism)} runs "
                      f"(target <= 2%): **{'PASS' if max(mism) <= 0.02 else 'FAIL'}**.")
     lines.append("")
-    text = "\n".join(lines)
-    (results / f"entropy_{tag}.md").write_text(text)
-    (results / f"entropy_{tag}.json").write_text(json.dumps({"rows": rows, "teacher": teacher, "bd": bd, "command": command,
-                                                            "settings": settings}, indent=2, default=str))
+    text = write_files(results, f"entropy_{tag}", "\n".join(lines),
+                       {"rows": rows, "teacher": teacher, "bd": bd, "command": command, "settings": settings})
     plot(rows, teacher, results / f"entropy_{tag}.png")
     return text
 
@@ -276,7 +255,7 @@ def write_report(rows: List[Dict], teacher: Dict, command: str, results: Path, s
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/nerfconvert_bench/entropy"))
-    parser.add_argument("--results-dir", type=Path, default=REPO / "benchmarks" / "results")
+    parser.add_argument("--results-dir", type=Path, default=RESULTS)
     parser.add_argument("--tag", default="quick", help="results file names: entropy_<tag>.md/.json/.png")
     parser.add_argument("--data", type=Path, default=None, help="a blender-format scene (default: the generated 64x64 one)")
     parser.add_argument("--teacher", type=Path, default=None, help="an existing tensorf run's config.yml (default: train one)")
@@ -295,6 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--vq-steps", type=int, default=100)
     parser.add_argument("--importance-max-rays", type=int, default=16384)
     parser.add_argument("--eval-every", type=int, default=1, help="score every N-th test view")
+    parser.add_argument("--mode", choices=sorted(MODES), default=None,
+                        help="a recorded mode's settings (the options given with it win)")
     parser.add_argument("--merge", nargs="*", default=[], metavar="TAG",
                         help="first take the rows of entropy_<TAG>.json in --results-dir (parts of one sweep run as parallel "
                              "processes on the same --teacher); the report then covers them all")
@@ -302,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(expand_mode(argv, MODES))
 
     from nerfconvert.scenes import generate_object_scene, is_generated_scene
 
@@ -388,7 +369,7 @@ def main(argv=None) -> int:
     return 0
 
 
-LEGO = str(REPO.parent / "shared" / "data" / "lego")
+LEGO = str(LEGO_DIR)
 MODES = {
     "smoke": ["--teacher-steps", "30", "--teacher-resolution", "32", "--steps", "3", "--rays", "256", "--lambdas", "1e-3", "1e-2",
               "--presets", "high", "--ablation-lambdas", "--vq-sizes", "16", "64", "--vq-steps", "3",
@@ -417,7 +398,7 @@ MODES = {
 
 
 def run(mode: str, work_dir: Optional[Path], results_dir: Path) -> int:
-    """Entry of ``nerfconvert bench entropy`` (see ``nerfconvert.bench.RUNNERS``)."""
+    """Entry of ``python benchmarks/bench.py entropy`` (see ``bench.RUNNERS``)."""
     work_dir = work_dir or Path(f"/tmp/nerfconvert-bench-entropy-{mode}")
     suffix = [] if mode == "quick" else ["--tag", mode]
     return main(MODES[mode] + ["--work-dir", str(work_dir), "--results-dir", str(results_dir)] + suffix)

@@ -1,5 +1,6 @@
-"""``nerfconvert bench <name>``: the benchmarks, each writing a markdown table, a JSON file and a
-PNG into benchmarks/results/. Add a benchmark with one name and one runner in ``RUNNERS``."""
+"""``python benchmarks/bench.py <name> --mode <mode>``: the benchmarks, each writing a markdown
+table, a JSON file and a PNG into benchmarks/results/. Add a benchmark with one name and one
+runner in ``RUNNERS`` (a module of this folder)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,14 @@ from typing import Literal, Optional, get_args
 
 import tyro
 
-# name -> "module:function(mode, work_dir, results_dir)"
+from common import RESULTS
+
+# name -> "module:function(mode, work_dir, results_dir)", modules of benchmarks/
 RUNNERS = {
-    "pvd": "nerfconvert.distill.benchmark:run",
-    "vq": "nerfconvert.compress.vq.benchmark:run",
-    "entropy": "nerfconvert.compress.entropy.benchmark:run",
-    "distillnerf": "nerfconvert.distillnerf.benchmark:run",
+    "pvd": "pvd_bench:run",
+    "vq": "vq_bench:run",
+    "entropy": "entropy_bench:run",
+    "distillnerf": "distillnerf_bench:run",
 }
 
 Mode = Literal["smoke", "quick", "matrix", "ratio", "bd", "real", "full"]
@@ -38,7 +41,7 @@ class Bench:
     where the two curves overlap and BD-rate / BD-PSNR are defined (about 1.5 h on one CPU core)."""
     work_dir: Optional[Path] = None
     """Scene and runs go here (default: /tmp/nerfconvert-bench-<name>-<mode>)."""
-    results_dir: Path = Path("benchmarks/results")
+    results_dir: Path = RESULTS
 
     def main(self) -> None:
         owner = ONLY_FOR.get(self.mode)
@@ -49,3 +52,19 @@ class Bench:
             raise NerfconvertError(f"--mode {self.mode} belongs to the {owner} benchmark only; {self.name} has {', '.join(own)}.")
         module, function = RUNNERS[self.name].split(":")
         getattr(importlib.import_module(module), function)(self.mode, self.work_dir, self.results_dir)
+
+
+def main(argv: Optional[list] = None) -> None:
+    import sys
+
+    from nerfconvert import NerfconvertError
+
+    try:
+        tyro.cli(Bench, args=argv).main()
+    except NerfconvertError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -16,6 +16,8 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
+from common import hardware
+
 
 def depth_metrics(pred: np.ndarray, gt: np.ndarray, valid: np.ndarray) -> Dict[str, float]:
     m = valid & (gt > 0) & (pred > 0)
@@ -118,7 +120,7 @@ def save_figure(root: Path, scene: str, path: Path) -> None:
 
 def run(output: Path, num_scenes: int, num_steps: int, width: int, height: int, steps: int, method: Optional[str] = None,
         small: bool = False, depth_loss_mult: Optional[float] = None, rays: int = 1024) -> Dict:
-    from nerfconvert.distillnerf.benchmark import cpu_teacher_hook
+    from distillnerf_bench import cpu_teacher_hook
     from nerfconvert.distillnerf.teachers import DEFAULT_METHOD, DEPTH_LOSS_MULT, run_teachers
     from nerfconvert.scenes.driving import generate_driving_dataset
 
@@ -142,7 +144,7 @@ def run(output: Path, num_scenes: int, num_steps: int, width: int, height: int, 
         "num_scenes": num_scenes, "num_steps": num_steps, "width": width, "height": height,
         "teacher": method, "teacher_steps": steps, "teacher_rays": rays, "small_teacher": small,
         "depth_loss_mult": depth_loss_mult if "depth" in method else None, "teacher_seconds_total": round(seconds, 1),
-        "machine": platform.platform(),
+        "machine": platform.platform(), "hardware": hardware(),
     }
     (output / "result.json").write_text(json.dumps(result, indent=2) + "\n")
     save_figure(data, "scene-000", output / "depth_scene-000.png")

@@ -1,4 +1,4 @@
-"""The DistillNeRF benchmark (``nerfconvert bench distillnerf``, ``benchmarks/distillnerf_quick.py``):
+"""The DistillNeRF benchmark (``python benchmarks/distillnerf_quick.py``):
 the columns of the paper's Table 1 on held-out procedural driving scenes.
 
 1. Generates seeded driving scenes (6 cameras, ``nerfconvert.scenes.driving``); the data
@@ -14,45 +14,33 @@ the columns of the paper's Table 1 on held-out procedural driving scenes.
 5. Times one forward pass per 6-camera frame set, writes a PNG of input / predictions / teacher
    / ground truth for a few frames, and a markdown + JSON table.
 
-    nerfconvert bench distillnerf                  # quick: tiny scenes on CPU (< 20 min)
-    nerfconvert bench distillnerf --mode smoke     # plumbing only, a minute or two
-    nerfconvert bench distillnerf --mode full      # 228x128 scenes, longer training: for a GPU
+    python benchmarks/distillnerf_quick.py --mode quick   # tiny scenes on CPU (< 20 min)
+    python benchmarks/distillnerf_quick.py --mode smoke   # plumbing only, a minute or two
+    python benchmarks/distillnerf_quick.py --mode full    # 228x128 scenes, longer training: for a GPU
     python benchmarks/distillnerf_quick.py --help  # every knob
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
-import datetime
 import json
-import os
-import platform
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-os.environ.setdefault("MPLBACKEND", "Agg")
-
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[2]
-
-
-def _hardware() -> str:
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_name(0)
-    return f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), no GPU, {torch.get_num_threads()} torch thread(s)"
+from common import RESULTS, expand_mode, hardware, now_utc, short_run_config, write_report as write_files
 
 
 def train_model(root: Path, out: Path, name: str, steps: int, distill: bool, seed: int,
                 train_fraction: float, scenes: Tuple[str, ...] = (), teacher: Optional[str] = None) -> Dict[str, Any]:
     """``ns-train distillnerf`` (nerfstudio's trainer, in process); returns the run and its wall time."""
-    from nerfstudio.configs.method_configs import all_methods
     from nerfstudio.scripts import train
 
-    config = copy.deepcopy(all_methods["distillnerf"])
+    config = short_run_config("distillnerf", out, steps, experiment="distillnerf", timestamp=name, fit_schedules=True)
+    config.machine.seed = seed
     config.pipeline.datamanager.data = root
     config.pipeline.datamanager.dataparser.train_split_fraction = train_fraction
     config.pipeline.datamanager.dataparser.val_split_fraction = 0.0
@@ -61,18 +49,6 @@ def train_model(root: Path, out: Path, name: str, steps: int, distill: bool, see
     if teacher is not None:
         config.pipeline.datamanager.teacher = teacher
     config.pipeline.model.use_dense_depth = distill  # L_depth' off = the paper's "no distillation" row
-    config.output_dir = out
-    config.experiment_name = "distillnerf"
-    config.timestamp = name
-    config.vis = "tensorboard"
-    config.machine.device_type = "cuda" if torch.cuda.is_available() else "cpu"
-    config.machine.seed = seed
-    config.max_num_iterations = steps
-    config.steps_per_save = steps
-    config.steps_per_eval_batch = config.steps_per_eval_image = config.steps_per_eval_all_images = 10**9
-    config.logging.local_writer.enable = False
-    for opt in config.optimizers.values():
-        opt["scheduler"].max_steps = steps
     base = config.get_base_dir()
     record = base / "bench_time.json"
     if record.exists():  # trained by an earlier invocation
@@ -274,7 +250,7 @@ def write_report(rows: List[Dict[str, Any]], settings: Dict[str, Any], command: 
         f"# DistillNeRF benchmark ({tag})",
         "",
         f"Command: `{command}`",
-        f"Date: {datetime.date.today().isoformat()}. Hardware: {_hardware()}.",
+        f"Date: {now_utc()}. Hardware: {hardware()}.",
         f"Held-out (test) scenes: {', '.join(eval_scenes)}; settings: {json.dumps(settings)}.",
         "",
         "| method | recon PSNR | recon SSIM | prev PSNR | prev SSIM | next PSNR | next SSIM | depth AbsRel | train time | per-frame forward |",
@@ -294,20 +270,14 @@ def write_report(rows: List[Dict[str, Any]], settings: Dict[str, Any], command: 
         "(their cached dense depth block-averaged to the same cells); novel views are not defined for them.",
         "",
     ]
-    text = "\n".join(lines)
-    results.mkdir(parents=True, exist_ok=True)
-    (results / f"distillnerf_model_{tag}.md").write_text(text)
-    (results / f"distillnerf_model_{tag}.json").write_text(
-        json.dumps({"rows": rows, "settings": settings, "command": command, "hardware": _hardware(),
-                    "date": datetime.date.today().isoformat(), "eval_scenes": eval_scenes}, indent=1)
-    )
-    return text
+    return write_files(results, f"distillnerf_model_{tag}", "\n".join(lines),
+                       {"rows": rows, "settings": settings, "command": command, "eval_scenes": eval_scenes})
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/nerfconvert-bench-distillnerf-quick"))
-    parser.add_argument("--results-dir", type=Path, default=REPO / "benchmarks" / "results")
+    parser.add_argument("--results-dir", type=Path, default=RESULTS)
     parser.add_argument("--tag", default="quick")
     parser.add_argument("--num-scenes", type=int, default=6, help="generated scenes (split by scene)")
     parser.add_argument("--train-fraction", type=float, default=0.67, help="share of scenes trained on; the rest are held out")
@@ -327,10 +297,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--scenes", nargs="*", default=[], help="use only these scene folders (default: all)")
     parser.add_argument("--existing-teachers-only", action="store_true",
                         help="train no teacher; evaluate against the teachers already finished (parts run side by side)")
-    args = parser.parse_args(argv)
+    parser.add_argument("--mode", choices=sorted(MODES), default=None,
+                        help="a recorded mode's settings (the options given with it win)")
+    args = parser.parse_args(expand_mode(argv, {**MODES, "real": MODES["full"]}))
     if not torch.cuda.is_available():
         torch.set_num_threads(args.threads)
-    command = "nerfconvert bench distillnerf" + ("" if args.tag == "quick" else f" --mode {args.tag}")
+    command = "python benchmarks/distillnerf_quick.py --mode " + (args.mode or args.tag)
     from nerfconvert.distillnerf.teachers import DEFAULT_METHOD
     from nerfconvert.scenes.driving import generate_driving_dataset
 
@@ -390,7 +362,7 @@ MODES = {
 
 
 def run(mode: str, work_dir: Optional[Path], results_dir: Path) -> int:
-    """Entry of ``nerfconvert bench distillnerf`` (see ``nerfconvert.bench.RUNNERS``)."""
+    """Entry of ``python benchmarks/bench.py distillnerf`` (see ``bench.RUNNERS``)."""
     if mode == "real":
         mode = "full"
     work_dir = work_dir or Path(f"/tmp/nerfconvert-bench-distillnerf-{mode}")

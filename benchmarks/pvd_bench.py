@@ -1,10 +1,10 @@
-"""pvd-al benchmark (the code of ``benchmarks/pvd_quick.py`` and ``nerfconvert bench pvd``): teacher -> student conversions on a generated scene, against the same
+"""pvd-al benchmark (the code of ``benchmarks/pvd_quick.py``): teacher -> student conversions on a generated scene, against the same
 students trained from scratch on the real images for the same time, and the ablations of
 PVD-AL Table 6.
 
     python benchmarks/pvd_quick.py                 # quick: 40x40 generated scene (100 views), CPU
     python benchmarks/pvd_quick.py --mode real     # ../shared/data/lego (hours on CPU)
-    nerfconvert bench pvd --mode quick             # the same, through the CLI
+    python benchmarks/bench.py pvd --mode quick    # the same, through the launcher
 
 Everything runs through nerfstudio's real trainer (``nerfstudio.scripts.train.main``):
 
@@ -26,17 +26,14 @@ import argparse
 import copy
 import json
 import os
-import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-os.environ.setdefault("MPLBACKEND", "Agg")
-
 import torch
 
-REPO = Path(__file__).resolve().parents[2]
+from common import LEGO, RESULTS, hardware, short_run_config
 FAMILY = {"nerfacto": "hash", "tensorf": "VM", "vanilla-nerf": "MLP", "plenoxels": "voxel"}
 
 
@@ -105,10 +102,10 @@ MODES = {
     "smoke": Scale(resolution=32, num_train=8, num_test=2, teacher_steps={k: 30 for k in FAMILY}, distill_steps=12,
                    ablation_steps=8, teacher_rays=256, distill_rays=256, students=("tensorf", "plenoxels"),
                    model_overrides={"nerfacto": LIGHT_NERFACTO}),
-    "real": Scale(data=REPO.parent / "shared" / "data" / "lego", teacher_steps={k: 30000 for k in FAMILY},
+    "real": Scale(data=LEGO, teacher_steps={k: 30000 for k in FAMILY},
                   teacher_rays=4096, distill_steps=20000, distill_rays=4096, ablation_steps=20000,
                   teachers=("nerfacto", "tensorf", "vanilla-nerf", "plenoxels")),
-    "full": Scale(data=REPO.parent / "shared" / "data" / "lego", teacher_steps={k: 30000 for k in FAMILY},
+    "full": Scale(data=LEGO, teacher_steps={k: 30000 for k in FAMILY},
                   teacher_rays=4096, distill_steps=20000, distill_rays=4096, ablation_steps=20000,
                   teachers=("nerfacto", "tensorf", "vanilla-nerf", "plenoxels")),
 }
@@ -177,32 +174,15 @@ def apply_overrides(model_config, overrides: Dict) -> None:
 
 
 def method_config(method: str, data: Path, out: Path, steps: int, rays: int, name: str, overrides: Optional[Dict] = None):
-    from nerfstudio.configs.method_configs import all_methods
-    from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig
-
-    config = copy.deepcopy(all_methods[method])
-    config.output_dir, config.experiment_name, config.timestamp = out, "bench", name
-    config.vis = "tensorboard"
-    config.max_num_iterations = steps
-    config.steps_per_save = 10**9
-    config.steps_per_eval_batch = config.steps_per_eval_image = config.steps_per_eval_all_images = 10**9
-    config.mixed_precision = False
-    config.machine.device_type = "cuda" if torch.cuda.is_available() else "cpu"
-    config.pipeline.datamanager.dataparser = BlenderDataParserConfig(data=data)
-    dm = config.pipeline.datamanager
-    if hasattr(dm, "train_num_rays_per_batch"):
-        dm.train_num_rays_per_batch = rays
-        dm.eval_num_rays_per_batch = rays
+    config = short_run_config(method, out, steps, data=data, rays=rays, experiment="bench", timestamp=name, save=False,
+                              fit_schedules=True)
+    config.logging.local_writer.enable = True  # the stock config's local writer, as these runs always had
     if hasattr(config.pipeline.model, "implementation"):
         config.pipeline.model.implementation = "torch" if not torch.cuda.is_available() else "tcnn"
     if method in ("nerfacto", "tensorf") and hasattr(config.pipeline.model, "camera_optimizer"):
         from nerfstudio.cameras.camera_optimizers import CameraOptimizerConfig
 
         config.pipeline.model.camera_optimizer = CameraOptimizerConfig(mode="off")  # exact synthetic poses
-    for group in config.optimizers.values():
-        sched = group.get("scheduler")
-        if sched is not None and hasattr(sched, "max_steps"):
-            sched.max_steps = steps
     config.pipeline.model.eval_num_rays_per_chunk = 4096
     apply_overrides(config.pipeline.model, overrides or {})
     return config
@@ -269,7 +249,7 @@ def student_run(out: Path, student: str, name: str) -> Path:
 def run(
     mode: str = "quick",
     work_dir: Optional[Path] = None,
-    results_dir: Path = Path("benchmarks/results"),
+    results_dir: Path = RESULTS,
     reuse_teachers: bool = False,
     skip_ablations: bool = False,
     teachers_only: bool = False,
@@ -423,19 +403,6 @@ def merge(paths: List[Path], mode: str, results_dir: Path) -> Dict:
     return results
 
 
-def hardware() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return f"{cpu}, {os.cpu_count()} cores visible, torch {torch.__version__}, {gpu}"
-
-
 def scratch_twin(results: Dict, name: str) -> Dict:
     """The from-scratch run a matrix row is compared with (its own; results of older runs kept
     one twin per student)."""
@@ -573,7 +540,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mode", choices=sorted(MODES), default="quick")
     parser.add_argument("--work-dir", type=Path, default=None)
-    parser.add_argument("--results-dir", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--results-dir", type=Path, default=RESULTS)
     parser.add_argument("--reuse-teachers", action="store_true", help="score teachers already trained in --work-dir instead of retraining")
     parser.add_argument("--skip-ablations", action="store_true", help="keep the ablation rows of the previous results file")
     parser.add_argument("--teachers-only", action="store_true", help="train (or reuse) and score the teachers, then stop")
