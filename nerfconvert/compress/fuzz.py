@@ -29,7 +29,7 @@ import sys
 import time
 import zlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from nerfconvert.compress import container
 
@@ -141,17 +141,25 @@ def reseal(parts: Parts) -> bytes:
 
 
 def bomb(codec: str, size: int) -> bytes:
-    """``size`` zero bytes, coded small."""
+    """``size`` zero bytes, coded small (a valid zlib or xz stream)."""
     if codec == "lzma":
-        return lzma.compress(bytes(min(size, 1 << 26)) if size <= 1 << 26 else _lzma_zeros(size), format=lzma.FORMAT_XZ)
-    c = zlib.compressobj(9)
-    chunk = bytes(1 << 20)
-    out = []
-    for _ in range(size // len(chunk)):
-        out.append(c.compress(chunk))
-    out.append(c.compress(bytes(size % len(chunk))))
-    out.append(c.flush())
-    return b"".join(out)
+        return _lzma_zeros(size)
+    return _zlib_zeros(size)
+
+
+def _zlib_zeros(size: int) -> bytes:
+    """A zlib stream of ``size`` zeros in about size / 1000 bytes, in milliseconds: raw deflate of one
+    1 MiB block after a full flush is the same bytes every time, so it is repeated, and the Adler-32
+    of n zeros is (n mod 65521) << 16 | 1."""
+    chunk = 1 << 20
+    full, rest = divmod(size, chunk)
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    body = b""
+    if full:
+        block = c.compress(bytes(chunk)) + c.flush(zlib.Z_FULL_FLUSH)  # the same bytes for every full block
+        body = block * full
+    end = c.compress(bytes(rest)) + c.flush()
+    return b"\x78\xda" + body + end + struct.pack(">I", ((size % 65521) << 16) | 1)
 
 
 def _lzma_zeros(size: int) -> bytes:
@@ -265,7 +273,10 @@ class Mutator:
         done = []
         for _ in range(rng.choice([1, 1, 1, 2, 3])):
             name, op = rng.choice(self.operators)
-            done.append(f"{name}: {op(rng, parts)}")
+            try:
+                done.append(f"{name}: {op(rng, parts)}")
+            except (TypeError, ValueError, KeyError, AttributeError, IndexError):
+                done.append(f"{name}: skipped (an earlier mutation broke what it edits)")
         return reseal(parts), "; ".join(done)
 
     # -- operators --
@@ -465,8 +476,8 @@ class Worker:
     """A decoding child process; restarted after a crash or hang. Its peak RSS (VmHWM) is compared
     with the peak after decoding the unmutated file once (the baseline)."""
 
-    def __init__(self, original: bytes, timeout: float = 120.0) -> None:
-        self.original = original
+    def __init__(self, original: Union[bytes, Sequence[bytes]], timeout: float = 120.0) -> None:
+        self.originals = [original] if isinstance(original, (bytes, bytearray)) else list(original)
         self.timeout = timeout
         self.proc: Optional[subprocess.Popen] = None
         self.baseline_kb = 0
@@ -476,10 +487,11 @@ class Worker:
         env = dict(os.environ, OMP_NUM_THREADS="1")
         self.proc = subprocess.Popen([sys.executable, "-m", "nerfconvert.compress.fuzz", "--worker"], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
-        answer = self._ask(self.original)
-        if answer is None or answer["outcome"] != "decoded":
-            raise RuntimeError(f"the unmutated file does not decode in the worker: {answer}")
-        self.baseline_kb = answer["hwm_kb"]
+        for original in self.originals:  # one worker can serve several files: each warms it up once
+            answer = self._ask(original)
+            if answer is None or answer["outcome"] != "decoded":
+                raise RuntimeError(f"the unmutated file does not decode in the worker: {answer}")
+            self.baseline_kb = answer["hwm_kb"]
 
     def _ask(self, data: bytes) -> Optional[Dict[str, Any]]:
         import select
@@ -531,17 +543,21 @@ class FuzzResult:
 
 
 def run(original: bytes, cases: int, seed: int = 0, memory_bound_mb: float = 512.0, bomb_size: int = 1 << 26,
-        timeout: float = 120.0, progress: Optional[Callable[[int, Dict[str, int]], None]] = None) -> FuzzResult:
-    """``cases`` mutations of ``original`` (seeds ``seed``, ``seed + 1``, ...), each decoded by the worker."""
+        timeout: float = 120.0, progress: Optional[Callable[[int, Dict[str, int]], None]] = None,
+        worker: Optional[Worker] = None) -> FuzzResult:
+    """``cases`` mutations of ``original`` (seeds ``seed``, ``seed + 1``, ...), each decoded by the worker
+    (``worker``: a started one that ``original`` warmed up, shared with other runs and left running)."""
     mutator = Mutator(original, bomb_size)
-    worker = Worker(original, timeout)
+    own = worker is None
+    worker = worker or Worker(original, timeout)
     counts = {k: 0 for k in OUTCOMES}
     by_operator: Dict[str, Dict[str, int]] = {}
     findings = []
     peak = 0.0
     start = time.perf_counter()
     try:
-        worker.start()
+        if own:
+            worker.start()
         for i in range(cases):
             data, what = mutator.case(seed * 1_000_003 + i)
             answer = worker.decode(data)
@@ -560,7 +576,8 @@ def run(original: bytes, cases: int, seed: int = 0, memory_bound_mb: float = 512
             if progress is not None:
                 progress(i + 1, counts)
     finally:
-        worker.stop()
+        if own:
+            worker.stop()
     return FuzzResult(cases, counts, peak, time.perf_counter() - start, findings, by_operator)
 
 

@@ -398,6 +398,7 @@ def _eight_bit(shape: Tuple[int, ...], dtype: str) -> List[Tuple[str, str, Tuple
 
 STATE_STORAGES: Dict[str, Optional[Callable[[Tuple[int, ...], str], List[Tuple[str, str, Tuple[int, ...]]]]]] = {
     "table": None,  # filled from the tables (their own sections)
+    "alias": None,  # another name of a stored entry (its "of"), checked by the decoder
     "bits": _packed,
     "raw": _plain(None),
     "fp16": _plain("float16"),
@@ -457,7 +458,9 @@ def hostile_input(func: Callable) -> Callable:
     def wrapper(*args, **kwargs):
         try:
             return func(*args, **kwargs)
-        except NerfconvertError:
+        except NerfconvertError as err:
+            if "\n" in str(err):  # a message built from a library's multi-line text: one line, same words
+                raise NerfconvertError(" ".join(str(err).split())) from err.__cause__
             raise
         except UNEXPECTED as err:
             detail = str(err).splitlines()[0][:160] if str(err) else ""

@@ -197,7 +197,8 @@ def decode_sections(ncz: container.NczFile) -> Tuple[Tensor, PlaneDecoder, Maske
     try:
         decoder.load_state_dict(weights)
     except RuntimeError as err:
-        raise NerfconvertError(f"The .ncz's decoder weights do not fit its architecture: the file is corrupted ({err}).") from err
+        detail = " ".join(str(err).split())[:300]
+        raise NerfconvertError(f"The .ncz's decoder weights do not fit its architecture: the file is corrupted ({detail}).") from err
     return latents, decoder, entropy
 
 
