@@ -277,6 +277,17 @@ def write_bytes_atomic(path: Union[str, Path], data: bytes) -> int:
     return len(data)
 
 
+def portable_path(path: Union[str, Path, None]) -> Optional[str]:
+    """A path fit for a shared file's metadata: a relative one as given (``data/blender/lego``), else
+    only its last component. Never the writer's absolute path or home layout."""
+    if path is None:
+        return None
+    p = Path(os.path.normpath(str(path)))
+    if not p.is_absolute() and not str(p).startswith("~") and ".." not in p.parts:
+        return p.as_posix()
+    return p.name
+
+
 # ---- reading ---------------------------------------------------------------------------------------
 def read_ncz(path: Union[str, Path]) -> NczFile:
     path = Path(path)
@@ -381,6 +392,8 @@ def describe(ncz: NczFile, file_bytes: Optional[int] = None) -> str:
         shape = "x".join(map(str, s.shape)) if s.shape is not None else "-"
         out.write(f"{name:<40}{s.codec:>6}{len(s.data):>14,}{s.stored_bytes:>14,}  {s.dtype} {shape}\n")
     out.write(f"{'total':<40}{'':>6}{sum(len(s.data) for s in ncz.sections.values()):>14,}{ncz.stored_bytes:>14,}\n")
+    if "teacher_method" in ncz.metadata or "teacher_step" in ncz.metadata:
+        out.write(f"teacher         {ncz.metadata.get('teacher_method', '?')} at step {ncz.metadata.get('teacher_step', '?')}\n")
     for key, value in ncz.metadata.items():
-        out.write(f"meta {key:<11}{json.dumps(value)[:200]}\n")
+        out.write(f"meta {key:<26} {json.dumps(value)[:200]}\n")
     return out.getvalue()

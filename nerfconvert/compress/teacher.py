@@ -57,6 +57,13 @@ def teacher_step(config_path: Path) -> int:
     return int(name.split("-")[-1])
 
 
+def teacher_method(config_path: Path) -> str:
+    """The registered method of the teacher run (what a shared file names, not its path)."""
+    from nerfconvert.views.registry import _read_run_config
+
+    return str(_read_run_config(config_path)[1].method_name)
+
+
 def importance_key(config_path: Path, datamanager, max_rays: Optional[int], seed: int) -> str:
     """Importance depends on the teacher's weights and on the rays: hash both."""
     from nerfconvert.views.registry import _latest_checkpoint, _read_run_config
@@ -166,9 +173,10 @@ class CompressionPipeline(VanillaPipeline):
         compared before and after packing)."""
         probe_camera = self.datamanager.train_dataset.cameras[0:1].to(self.device)
         return {
-            "teacher": str(teacher_path),
+            # a shared .ncz names its teacher and scene, never the writer's paths (issue 18)
+            "teacher_method": teacher_method(teacher_path),
             "teacher_step": teacher_step(teacher_path),
-            "data": str(self.config.datamanager.dataparser.data),
+            "data": container.portable_path(self.config.datamanager.dataparser.data),
             "dataparser": type(self.config.datamanager.dataparser).__name__,
             "_probe_bundle": probe_camera.generate_rays(camera_indices=0, keep_shape=True),
         }

@@ -210,3 +210,28 @@ def test_unmutated_tiny_files_decode(tiny_files):
     for data in tiny_files.values():
         model = _decode(data)
         assert model is not None
+
+
+# ---- no local paths in shared files ---------------------------------------------------------------------------
+def test_portable_path_never_keeps_an_absolute_path():
+    assert container.portable_path("data/blender/lego") == "data/blender/lego"
+    assert container.portable_path("/home/alice/scenes/lego") == "lego"
+    assert container.portable_path("../../alice/lego") == "lego"
+    assert container.portable_path("~/lego") == "lego"
+    assert container.portable_path(None) is None
+
+
+def test_inspect_shows_the_teacher_by_method_and_step_and_no_absolute_path(vq_run, tmp_path):
+    import os
+
+    from nerfconvert.compress.cli import Inspect
+
+    path = vq_run("plenoxels").parent / "scene.ncz"
+    ncz = container.read_ncz(path)
+    assert "teacher" not in ncz.metadata and ncz.metadata["teacher_step"] >= 1
+    for value in ncz.metadata.values():
+        assert not (isinstance(value, str) and (os.path.isabs(value) or value.startswith("~"))), ncz.metadata
+    text = container.describe(ncz, path.stat().st_size)
+    assert "teacher         " in text and f"at step {ncz.metadata['teacher_step']}" in text
+    assert str(tmp_path.parent.parent) not in text and "/tmp" not in text and os.path.expanduser("~") + "/" not in text
+    Inspect(path).main()  # the command prints the same summary
