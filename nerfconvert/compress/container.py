@@ -352,7 +352,7 @@ def _parse_payload(payload: bytes, source: str, version: int) -> NczFile:
         described = validate.mapping(ours.get("sections"), "The file's section list")
         data_start = 8 + n
         data_len = len(payload) - data_start
-        raw_budget = validate.elements_for(data_len) * validate.RAW_BYTES_PER_ELEMENT
+        raw_budget = validate.raw_bytes_for(data_len)
         specs = []
         for name, spec in described.items():
             tensor = validate.mapping(header.get(name), f"The safetensors entry of section {name!r}")

@@ -566,6 +566,7 @@ def run(original: bytes, cases: int, seed: int = 0, memory_bound_mb: float = 512
             peak = max(peak, growth)
             if growth > memory_bound_mb and outcome not in FINDINGS:
                 outcome = "memory"
+                worker.stop()  # VmHWM only grows: the next case starts a fresh worker, measured afresh
             counts[outcome] += 1
             for op in {part.split(":")[0] for part in what.split("; ")}:
                 by_operator.setdefault(op, {}).setdefault(outcome, 0)

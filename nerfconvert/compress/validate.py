@@ -55,8 +55,16 @@ MIN_ELEMENTS = 1 << 23
 MAX_ELEMENTS = 1 << 31
 """Decode budget of any file, however large."""
 MAX_BYTES_PER_ELEMENT = 8
-RAW_BYTES_PER_ELEMENT = 4
-"""All sections of a file together inflate to at most this many bytes per budget element."""
+RAW_BYTES_PER_FILE_BYTE = 16
+"""All sections of a file together inflate to at most this many bytes per byte of payload (real
+files: 1-3, the fp16/8-bit sections and bitstreams barely compress; only masks shrink much)..."""
+MIN_RAW_BYTES = 64 << 20
+"""... or to 64 MB, whichever is more."""
+
+
+def raw_bytes_for(payload_bytes: int) -> int:
+    """What a file's sections may inflate to, in all: a 1.5 MB zlib bomb cannot declare 1.5 GB."""
+    return max(MIN_RAW_BYTES, RAW_BYTES_PER_FILE_BYTE * max(int(payload_bytes), 0))
 
 
 def fail(problem: str) -> NoReturn:
