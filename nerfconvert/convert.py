@@ -39,14 +39,14 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Literal, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Literal, Optional, Tuple, Union, get_args
 
 from nerfconvert import NerfconvertError
 
 # The students of pvd-al (nerfconvert.distill.students.STUDENTS; kept here so that the command
 # line parses without importing nerfstudio, and checked against it in the tests).
 ToName = Literal["nerfacto", "tensorf", "vanilla-nerf", "plenoxels"]
-TO_CHOICES: Tuple[str, ...] = ("nerfacto", "tensorf", "vanilla-nerf", "plenoxels")
+TO_CHOICES: Tuple[str, ...] = get_args(ToName)
 CompressName = Literal["vq", "entropy"]
 COMPRESS_METHODS: Dict[str, str] = {"vq": "vq-compression", "entropy": "entropy-compression"}
 SUMMARY_NAME = "convert_summary.json"

@@ -1,5 +1,7 @@
-"""pvd-al through nerfstudio's real ``ns-train`` path: every teacher/student pair of the four
-families, the student written as a standalone run, staged work, resume, and bad input."""
+"""pvd-al: every teacher/student pair of the four families in-process (pipeline built, a few
+optimizer steps through all three stages, the student written as a standalone run), four pairs
+through nerfstudio's real ``ns-train`` path (every student family, every teacher family), staged
+work, resume, and bad input."""
 
 from __future__ import annotations
 
@@ -16,6 +18,8 @@ from nerfconvert.distill.students import FAMILY_OF_STUDENT
 
 FAMILIES = ["nerfacto", "tensorf", "vanilla-nerf", "plenoxels"]
 PAIRS = [(t, s) for t in FAMILIES for s in FAMILIES]
+# the pairs that also run through ns-train: each student family once, each teacher family once
+NS_TRAIN_PAIRS = [("plenoxels", "nerfacto"), ("nerfacto", "tensorf"), ("tensorf", "vanilla-nerf"), ("vanilla-nerf", "plenoxels")]
 
 
 def tiny_pvd(teacher: Path, student: str, out: Path, steps: int = 3, stage_steps=(1, 2)):
@@ -43,20 +47,46 @@ def student_runs(out: Path, student: str):
     return sorted(out.glob(f"*/{student}/*/config.yml"))
 
 
-@pytest.mark.parametrize("teacher,student", PAIRS, ids=[f"{t}->{s}" for t, s in PAIRS])
-def test_pair_distils_through_ns_train(trained_run, tmp_path, teacher, student):
-    from nerfstudio.scripts import train
+def distil_in_process(config, steps: int):
+    """What ns-train's trainer does for ``steps`` steps, in-process (pipeline, optimizers, training
+    callbacks, one optimizer step per iteration), then the student written as PVDTrainer writes it.
+    Returns (pipeline, losses per step)."""
+    from nerfstudio.engine.callbacks import TrainingCallbackAttributes, TrainingCallbackLocation
+    from nerfstudio.engine.optimizers import Optimizers
 
+    from nerfconvert.distill.trainer import PVDTrainer
+
+    config.check_inputs()
+    pipeline = config.pipeline.setup(device="cpu", test_mode="val")
+    pipeline.train()
+    pipeline.initial_student = {k: v.detach().clone() for k, v in pipeline.student.named_parameters()}
+    optimizers = Optimizers(config.optimizers, pipeline.get_param_groups())
+    scaler = torch.cuda.amp.GradScaler(enabled=False)
+    callbacks = pipeline.get_training_callbacks(TrainingCallbackAttributes(optimizers, scaler, pipeline, None))
+    losses_per_step = []
+    for step in range(steps):
+        for callback in callbacks:
+            callback.run_callback_at_location(step, TrainingCallbackLocation.BEFORE_TRAIN_ITERATION)
+        optimizers.zero_grad_all()
+        _, losses, _ = pipeline.get_train_loss_dict(step)
+        scaler.scale(sum(losses.values())).backward()
+        optimizers.optimizer_scaler_step_all(scaler)
+        scaler.update()
+        optimizers.scheduler_step_all(step)
+        for callback in callbacks:
+            callback.run_callback_at_location(step, TrainingCallbackLocation.AFTER_TRAIN_ITERATION)
+        losses_per_step.append({k: float(v) for k, v in losses.items()})
+    trainer = PVDTrainer.__new__(PVDTrainer)  # only its write_student: the end of an ns-train run
+    trainer.config, trainer.pipeline, trainer.step = config, pipeline, steps - 1
+    trainer.write_student()
+    return pipeline, losses_per_step
+
+
+def _check_student_run(out: Path, student: str, teacher_cfg: Path, step: int) -> None:
     from nerfconvert.views import load_run
 
-    teacher_cfg = trained_run(teacher)
-    before = tree(teacher_cfg.parent)
-    config = tiny_pvd(teacher_cfg, student, tmp_path / "out")
-    train.main(config)
-
-    assert tree(teacher_cfg.parent) == before, "the teacher's run directory was modified"
-    runs = student_runs(tmp_path / "out", student)
-    assert len(runs) == 1, list((tmp_path / "out").rglob("config.yml"))
+    runs = student_runs(out, student)
+    assert len(runs) == 1, list(out.rglob("config.yml"))
     run = yaml.load(runs[0].read_text(), Loader=yaml.Loader)
     assert run.method_name == student
     teacher_run = yaml.load(teacher_cfg.read_text(), Loader=yaml.Loader)
@@ -64,11 +94,36 @@ def test_pair_distils_through_ns_train(trained_run, tmp_path, teacher, student):
     # the student is a run of its own: it loads, and could be a teacher in turn
     pipeline, view = load_run(runs[0], device="cpu")
     assert view.family == FAMILY_OF_STUDENT[student]
-    params = [p for p in pipeline.model.parameters()]
-    assert all(torch.isfinite(p).all() for p in params)
+    assert all(torch.isfinite(p).all() for p in pipeline.model.parameters())
     ckpt = torch.load(next((runs[0].parent / "nerfstudio_models").glob("*.ckpt")), map_location="cpu")
-    assert ckpt["step"] == 2
+    assert ckpt["step"] == step
 
+
+@pytest.mark.parametrize("teacher,student", PAIRS, ids=[f"{t}->{s}" for t, s in PAIRS])
+def test_pair_distils_in_process(trained_run, tmp_path, teacher, student):
+    teacher_cfg = trained_run(teacher)
+    before = tree(teacher_cfg.parent)
+    config = tiny_pvd(teacher_cfg, student, tmp_path / "out")
+    pipeline, losses = distil_in_process(config, steps=3)
+    assert tree(teacher_cfg.parent) == before, "the teacher's run directory was modified"
+    assert all(losses) and "density_loss" in losses[1] and "rgb_loss" in losses[2]  # stages 1, 2, 3 at steps 0, 1, 2
+    assert all(torch.isfinite(torch.tensor(list(step.values()))).all() for step in losses)
+    moved = [k for k, v in pipeline.student.named_parameters() if not torch.equal(v.detach(), pipeline.initial_student[k])]
+    assert moved, "no student parameter was updated"
+    _check_student_run(tmp_path / "out", student, teacher_cfg, step=2)
+
+
+@pytest.mark.parametrize("teacher,student", NS_TRAIN_PAIRS, ids=[f"{t}->{s}" for t, s in NS_TRAIN_PAIRS])
+def test_pair_distils_through_ns_train(trained_run, tmp_path, teacher, student):
+    from nerfstudio.scripts import train
+
+    teacher_cfg = trained_run(teacher)
+    before = tree(teacher_cfg.parent)
+    config = tiny_pvd(teacher_cfg, student, tmp_path / "out")
+    train.main(config)
+
+    assert tree(teacher_cfg.parent) == before, "the teacher's run directory was modified"
+    _check_student_run(tmp_path / "out", student, teacher_cfg, step=2)
 
 def test_student_can_be_a_teacher_again(trained_run, tmp_path):
     """hash -> MLP -> voxel grid."""
