@@ -374,19 +374,23 @@ def test_student_that_is_not_a_family(trained_run, tmp_path):
     _expect_error(config, "'mipnerf' is not an architecture family", "nerfacto, tensorf, vanilla-nerf, plenoxels")
 
 
-def test_cli_errors_are_one_line(tmp_path):
-    result = subprocess.run(
-        [bin_("ns-train"), "pvd-al", "--teacher-ckpt", str(tmp_path / "missing.yml"), "--student", "tensorf",
-         "--output-dir", str(tmp_path / "out"), "--vis", "tensorboard"],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path,
-    )
-    assert result.returncode != 0
-    assert "missing.yml does not exist" in result.stderr and "Traceback" not in result.stderr
-    result = subprocess.run(
-        [bin_("ns-train"), "pvd-al", "--teacher-ckpt", str(tmp_path / "missing.yml"), "--student", "mipnerf"],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path,
-    )
-    assert result.returncode != 0 and "mipnerf" in result.stderr and "Traceback" not in result.stderr
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    """ns-train's own parsing and main, in-process (the installed ns-train: tests/test_errors.py)."""
+    import tyro
+    from nerfstudio.configs.method_configs import AnnotatedBaseConfigUnion
+    from nerfstudio.scripts import train
+
+    config = tyro.cli(AnnotatedBaseConfigUnion, args=["pvd-al", "--teacher-ckpt", str(tmp_path / "missing.yml"), "--student",
+                                                      "tensorf", "--output-dir", str(tmp_path / "out"), "--vis", "tensorboard"])
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(config)
+    message = str(exit_info.value)
+    assert message.startswith("error: ") and "\n" not in message and "missing.yml does not exist" in message
+    with pytest.raises(SystemExit) as exit_info:
+        tyro.cli(AnnotatedBaseConfigUnion, args=["pvd-al", "--teacher-ckpt", str(tmp_path / "missing.yml"), "--student", "mipnerf"])
+    assert exit_info.value.code != 0
+    stderr = capsys.readouterr().err
+    assert "mipnerf" in stderr and "Traceback" not in stderr
 
 
 # ---- the written student opens with stock tools ------------------------------------------------
