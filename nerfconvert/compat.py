@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 import warnings
-from typing import Any, List
+from typing import Any, List, Optional
 
 import torch
 from torch import nn
@@ -74,14 +74,20 @@ class UnavailableLPIPS(nn.Module):
 
 _lpips_warned = False
 _RealLPIPS = None
+_lpips_failed: Optional[tuple] = None
+"""(the LPIPS class that failed, why): every model builds LPIPS, and a failed weights download
+costs seconds, so a process tries once."""
 
 
 def offline_safe_lpips(*args: Any, **kwargs: Any) -> nn.Module:
     """Build torchmetrics' LPIPS, or an ``UnavailableLPIPS`` if its weights can't be had."""
-    global _lpips_warned
+    global _lpips_warned, _lpips_failed
+    if _lpips_failed is not None and _lpips_failed[0] is _RealLPIPS:
+        return UnavailableLPIPS(reason=_lpips_failed[1])
     try:
         return _RealLPIPS(*args, **kwargs)
     except (OSError, RuntimeError, ValueError) as err:  # URLError is an OSError
+        _lpips_failed = (_RealLPIPS, str(err))
         if not _lpips_warned:
             _lpips_warned = True
             warnings.warn(

@@ -78,6 +78,26 @@ def test_lpips_degrades_offline_with_one_warning(monkeypatch):
     assert torch.isnan(first(torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 8, 8)))
 
 
+def test_a_failed_lpips_download_is_not_retried_in_the_process(monkeypatch):
+    """Every model builds LPIPS; offline, a download attempt costs seconds: a process tries once."""
+    import torchmetrics.image.lpip as lpip_module
+
+    attempts = []
+
+    def offline(*args, **kwargs):
+        attempts.append(1)
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(compat, "_RealLPIPS", offline)
+    monkeypatch.setattr(compat, "_lpips_failed", None)
+    monkeypatch.setattr(compat, "_lpips_warned", False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        built = [lpip_module.LearnedPerceptualImagePatchSimilarity(normalize=True) for _ in range(3)]
+    assert len(attempts) == 1 and all(isinstance(b, compat.UnavailableLPIPS) for b in built)
+    assert "no network" in built[-1].reason
+
+
 def test_stock_model_builds_offline_and_reports_lpips_missing(monkeypatch):
     monkeypatch.setattr(compat, "_RealLPIPS", _offline)
     model = _tiny_nerfacto()
