@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable, Dict
+from typing import Callable, Dict, Optional
 
 import pytest
 import torch
@@ -120,14 +120,16 @@ def capture_nerfacto_run(capture_scene, tmp_path_factory) -> Path:
 @pytest.fixture
 def stock_viewer_page(tmp_path) -> Callable[[Path], str]:
     """``stock_viewer_page(config_yml)`` -> the HTML that a stock ``ns-viewer`` serves for the run
-    (the server is stopped afterwards); fails with the viewer's log if it exits or serves nothing."""
+    (the server is stopped afterwards); fails with the viewer's log if it exits or serves nothing.
+    ``while_serving``: a call made while the viewer starts (e.g. ``ns-export`` on the same run: the
+    two processes' start-up overlaps on a multi-core machine)."""
     import socket
     import subprocess
     import sys
     import time
     import urllib.request
 
-    def _serve(config_path: Path) -> str:
+    def _serve(config_path: Path, while_serving: Optional[Callable[[], object]] = None) -> str:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
@@ -139,6 +141,8 @@ def stock_viewer_page(tmp_path) -> Callable[[Path], str]:
                 stdout=log, stderr=subprocess.STDOUT,
             )
             try:
+                if while_serving is not None:
+                    while_serving()
                 deadline, page = time.time() + 300, None  # a loaded shared CPU: 180 s was not always enough
                 while time.time() < deadline and proc.poll() is None:
                     try:

@@ -47,3 +47,16 @@ def stop_group(proc: subprocess.Popen, timeout: float = 20) -> None:
         except ProcessLookupError:
             pass
         return
+
+
+def ns_export_pointcloud(config_path: Path, output_dir: Path, num_points: int = 2000, *extra: str) -> Path:
+    """Stock ``ns-export pointcloud`` (the installed command) on a run; returns the non-empty .ply."""
+    result = subprocess.run(
+        [bin_("ns-export"), "pointcloud", "--load-config", str(config_path), "--output-dir", str(output_dir),
+         "--normal-method", "open3d", "--num-points", str(num_points), "--remove-outliers", "False", *extra],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    ply = Path(output_dir) / "point_cloud.ply"
+    assert ply.exists() and read_ply_vertex_count(ply) > 0
+    return ply

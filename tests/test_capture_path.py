@@ -99,18 +99,9 @@ def test_capture_student_is_an_unbounded_tensorf_that_ns_eval_scores(capture_ten
 
 
 def test_capture_student_opens_in_ns_viewer_and_ns_export(capture_tensorf_student, stock_viewer_page, tmp_path):
-    import subprocess
+    from processes import ns_export_pointcloud
 
-    from processes import bin_, read_ply_vertex_count
-
-    stock_viewer_page(capture_tensorf_student)
-    result = subprocess.run(
-        [bin_("ns-export"), "pointcloud", "--load-config", str(capture_tensorf_student), "--output-dir", str(tmp_path),
-         "--normal-method", "open3d", "--num-points", "1000", "--remove-outliers", "False"],
-        capture_output=True, text=True, timeout=600,
-    )
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    assert read_ply_vertex_count(tmp_path / "point_cloud.ply") > 0
+    stock_viewer_page(capture_tensorf_student, while_serving=lambda: ns_export_pointcloud(capture_tensorf_student, tmp_path, 1000))
 
 
 def test_capture_student_through_entropy_compression(capture_tensorf_student, capture_scene, make_entropy_config, tmp_path):

@@ -9,26 +9,14 @@ import subprocess
 
 import numpy as np
 import pytest
-from processes import bin_, read_ply_vertex_count
+from processes import bin_, ns_export_pointcloud
 
 RUNS = ["plenoxels", "tensorf"]
 
 
 @pytest.mark.parametrize("method", RUNS)
-def test_ns_viewer_serves_a_page(trained_run, method, stock_viewer_page):
-    stock_viewer_page(trained_run(method))
-
-
-@pytest.mark.parametrize("method", RUNS)
-def test_ns_export_pointcloud(trained_run, method, tmp_path):
-    result = subprocess.run(
-        [bin_("ns-export"), "pointcloud", "--load-config", str(trained_run(method)), "--output-dir", str(tmp_path),
-         "--normal-method", "open3d", "--num-points", "2000", "--remove-outliers", "False"],
-        capture_output=True, text=True, timeout=600,
-    )
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    ply = tmp_path / "point_cloud.ply"
-    assert ply.exists() and read_ply_vertex_count(ply) > 0
+def test_ns_viewer_serves_a_page_and_ns_export_writes_a_point_cloud(trained_run, method, stock_viewer_page, tmp_path):
+    stock_viewer_page(trained_run(method), while_serving=lambda: ns_export_pointcloud(trained_run(method), tmp_path))
 
 
 def test_ns_eval_loads_checkpoint_and_reports_lpips_missing(trained_run, tmp_path):

@@ -405,18 +405,10 @@ def distilled_student(trained_run, tmp_path_factory) -> Path:
     return student_runs(out, "tensorf")[0]
 
 
-def test_student_opens_with_ns_export_pointcloud(distilled_student, tmp_path):
-    result = subprocess.run(
-        [bin_("ns-export"), "pointcloud", "--load-config", str(distilled_student), "--output-dir", str(tmp_path),
-         "--normal-method", "open3d", "--num-points", "500", "--remove-outliers", "False"],
-        capture_output=True, text=True, timeout=600,
-    )
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    assert (tmp_path / "point_cloud.ply").exists() and (tmp_path / "point_cloud.ply").stat().st_size > 0
+def test_student_opens_with_ns_viewer_and_ns_export_pointcloud(distilled_student, stock_viewer_page, tmp_path):
+    from processes import ns_export_pointcloud
 
-
-def test_student_opens_with_ns_viewer(distilled_student, stock_viewer_page):
-    stock_viewer_page(distilled_student)
+    stock_viewer_page(distilled_student, while_serving=lambda: ns_export_pointcloud(distilled_student, tmp_path, 500))
 
 
 def test_student_scores_with_ns_eval_on_the_teachers_test_views(distilled_student, tmp_path):

@@ -5,26 +5,18 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from nerfconvert import NerfconvertError
 
-from processes import bin_, read_ply_vertex_count
+from processes import ns_export_pointcloud
 
 
 def test_predicted_run_opens_in_ns_viewer_and_exports_a_point_cloud(distillnerf_prediction, stock_viewer_page, tmp_path):
-    export = subprocess.run(
-        [bin_("ns-export"), "pointcloud", "--load-config", str(distillnerf_prediction), "--output-dir", str(tmp_path),
-         "--normal-method", "open3d", "--num-points", "500", "--num-rays-per-batch", "1024",
-         "--remove-outliers", "False"],
-        capture_output=True, text=True, timeout=600,
-    )
-    assert export.returncode == 0, export.stdout[-2000:] + export.stderr[-3000:]
-    assert read_ply_vertex_count(tmp_path / "point_cloud.ply") > 0
-    stock_viewer_page(distillnerf_prediction)
+    stock_viewer_page(distillnerf_prediction, while_serving=lambda: ns_export_pointcloud(
+        distillnerf_prediction, tmp_path, 500, "--num-rays-per-batch", "1024"))
 
 
 def test_predicted_scene_renders_the_frame(distillnerf_prediction):
