@@ -65,7 +65,6 @@ def make_pvd_config(
     config.pipeline.stage_steps = stage_steps
     config.vis = "tensorboard"
     config.machine.device_type = device_type or ("cuda" if torch.cuda.is_available() else "cpu")
-    config.resolve_student()
     config.apply_student()
     config.fit_to_run_length()
     return copy.deepcopy(config)
