@@ -49,6 +49,28 @@ def training_ray_bundles(datamanager, device, rays_per_batch: int, max_rays: Opt
             yield bundle[index[start : start + rays_per_batch].to(bundle.origins.device)]
 
 
+def importance_ray_cap(requested: Optional[int], total: int, budget: int, device) -> Optional[int]:
+    """Rays of the importance pass: ``requested`` (0: every training pixel), or by default the
+    method's CPU budget (x16 on CUDA), never more than the dataset has. None: every pixel."""
+    if requested is not None:
+        return None if requested <= 0 or requested >= total else int(requested)
+    cap = budget * (16 if torch.device(device).type == "cuda" else 1)
+    return None if cap >= total else int(cap)
+
+
+def with_progress(bundles: Iterator[RayBundle], total_rays: int, description: str) -> Iterator[RayBundle]:
+    """``bundles`` unchanged, with a progress bar (rays done, elapsed, ETA) on the console."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("rays"),
+               TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
+    with Progress(*columns, console=CONSOLE, transient=False) as progress:
+        task = progress.add_task(description, total=total_rays)
+        for bundle in bundles:
+            yield bundle
+            progress.advance(task, len(bundle))
+
+
 def teacher_step(config_path: Path) -> int:
     from nerfconvert.views.registry import _latest_checkpoint, _read_run_config
 
@@ -181,20 +203,34 @@ class CompressionPipeline(VanillaPipeline):
             "_probe_bundle": probe_camera.generate_rays(camera_indices=0, keep_shape=True),
         }
 
-    def importance(self, teacher_path: Path, probe: Callable[[Iterator[RayBundle]], Dict[str, Tensor]]) -> Dict[str, Tensor]:
+    def importance(self, teacher_path: Path, probe: Callable[[Iterator[RayBundle]], Dict[str, Tensor]],
+                   ray_budget: int = 1 << 18) -> Dict[str, Tensor]:
         """Eq. 4 scores over the training rays: ``probe(bundles)``, or the cached result for this
-        teacher checkpoint and ray selection."""
+        teacher checkpoint and ray selection. The rays are capped at ``ray_budget`` unless the run
+        asks for a number (``importance_max_rays``; 0: every pixel)."""
         cfg = self.model.config
+        cameras = self.datamanager.train_dataset.cameras
+        total = int((cameras.width * cameras.height).sum())
+        max_rays = importance_ray_cap(cfg.importance_max_rays, total, ray_budget, self.device)
+        used = total if max_rays is None else max_rays
+        CONSOLE.print(
+            f"{self.method}: importance from {used:,} of {total:,} training rays ({100.0 * used / max(total, 1):.1f}%"
+            + ("" if cfg.importance_max_rays is not None or max_rays is None else
+               f", the default cap for this teacher on {torch.device(self.device).type}; "
+               "--pipeline.model.importance-max-rays 0 uses every pixel")
+            + ")"
+        )
+        self.model.report["importance_rays"] = used
+        self.model.report["training_rays"] = total
         cache = None
         if cfg.importance_cache_dir is not None:
-            key = importance_key(teacher_path, self.datamanager, cfg.importance_max_rays, cfg.seed)
+            key = importance_key(teacher_path, self.datamanager, max_rays, cfg.seed)
             cache = Path(cfg.importance_cache_dir).expanduser() / f"{key}.npz"
         scores = load_importance(cache) if cache is not None else None
         if scores is None:
             start = time.time()
-            bundles = training_ray_bundles(self.datamanager, self.device, cfg.importance_rays_per_batch,
-                                           cfg.importance_max_rays, cfg.seed)
-            scores = probe(bundles)
+            bundles = training_ray_bundles(self.datamanager, self.device, cfg.importance_rays_per_batch, max_rays, cfg.seed)
+            scores = probe(with_progress(bundles, used, f"{self.method}: importance"))
             if cache is not None:
                 save_importance(cache, scores)
             self.model.report["importance_seconds"] = time.time() - start

@@ -74,7 +74,9 @@ class EntropyCompressionModelConfig(ModelConfig):
     importance_rays_per_batch: int = 4096
     """Rays per backward pass of the importance probe (Eq. 4)."""
     importance_max_rays: Optional[int] = None
-    """Cap on the training rays used for importance (default: every pixel of every training image)."""
+    """Cap on the training rays used for importance. Default: a budget that fits the teacher on this device
+    (logged at the start; nerfacto 32,768 rays on CPU, grids 262,144; x16 on CUDA). 0: every pixel of every
+    training image."""
     importance_cache_dir: Optional[Path] = Path("~/.cache/nerfconvert/vq_importance")
     """Eq. 4 scores are cached here (shared with vq-compression: the same scores). None: no cache."""
     ncz_name: str = "scene.ncz"

@@ -1,10 +1,15 @@
 """A compressed model <-> ``.ncz`` bytes (VQRF post-processing, Sec. 6).
 
 Per table (see ``families``): two bit-packed masks (live voxels; kept = not vector-quantised),
-the fp16 codebook, code indices at ceil(log2 K) bits, and 8-bit kept voxels (per-channel
-offset and step). The rest of the model's state: fp16 for large float tensors (MLPs, lines,
-bases), 8-bit for the family's large side tables, fp32 for small ones, bit-packed booleans.
-Every section is entropy coded by the container (best of zlib / lzma / zstd).
+then for a "vq" table the fp16 codebook, code indices at ceil(log2 K) bits and 8-bit kept voxels
+(per-channel offset and step); for a "lattice" table (hash grids) the two steps and the integer
+multiples of them, one section for the vector-quantised voxels and one for the kept ones, each
+channel-major so that the container's coder sees one distribution at a time. The rest of the
+model's state: fp16 for large float tensors (MLPs, lines, bases), 8-bit for the family's large
+side tables, fp32 for small ones, bit-packed booleans. A tensor registered under several names
+(nerfacto's proposal networks hold their hash table as ``encoding`` and ``mlp_base.0``) is stored
+once; its other names are recorded as aliases. Every section is entropy coded by the container
+(best of zlib / lzma / zstd).
 
 Decoding rebuilds the model from a stock method config plus the JSON-only architecture (no
 pickle), so a file from a stranger cannot run code.
@@ -54,6 +59,11 @@ class TableState:
     """[K, C] (None for scalar tables)."""
     importance: Tensor
     """[N] Eq. 4 scores (weights of the code synchronisation)."""
+    steps: Optional[Tuple[float, float]] = None
+    """Lattice tables: the grid steps (vector-quantised voxels, kept voxels), float32 values."""
+    latent: Optional[Tensor] = None
+    """Lattice tables: [N, C] full-precision values the fine-tuning updates; the model holds their
+    projection onto the lattice (the straight-through shadow of quantisation-aware training)."""
 
     @property
     def vq(self) -> Tensor:
@@ -141,11 +151,43 @@ def model_config_from_json(family_cls, fields: Dict[str, Any], method: Optional[
     return config
 
 
+# ---- lattice tables -----------------------------------------------------------------------------------------------------
+LATTICE_DTYPES = ("int8", "int16", "int32")
+
+
+def lattice_codes(values: Tensor, step: float) -> Tensor:
+    """Integer multiples of ``step`` nearest to ``values`` (float32 integers)."""
+    return torch.round(values.float() / torch.tensor(step, dtype=torch.float32))
+
+
+def lattice_values(codes: Tensor, step: float) -> Tensor:
+    """What the decoder computes from stored codes: exactly ``lattice_codes(x) * step`` in float32."""
+    return codes.float() * torch.tensor(step, dtype=torch.float32)
+
+
+def _lattice_array(codes: Tensor) -> np.ndarray:
+    """[M, C] integer codes -> the smallest signed dtype that holds them, channel-major [C, M]."""
+    array = codes.detach().cpu().to(torch.int64).t().contiguous().numpy()
+    for dtype in LATTICE_DTYPES:
+        info = np.iinfo(dtype)
+        if array.size == 0 or (int(array.min()) >= info.min and int(array.max()) <= info.max):
+            return array.astype(dtype)
+    raise NerfconvertError("A lattice table's codes do not fit in 32 bits: raise --pipeline.model.lattice-step.")
+
+
 # ---- packing ------------------------------------------------------------------------------------------------------------
 def _table_sections(table: Table, rows: Tensor, state: TableState) -> Dict[str, Any]:
     n, c = rows.shape
     p = f"t/{table.name}/"
     sections: Dict[str, Any] = {p + "alive": pack_mask(state.alive)}
+    if table.kind == "lattice":
+        sections[p + "kept"] = pack_mask(state.kept[state.alive])
+        coarse, fine = state.steps
+        sections[p + "steps"] = np.array([coarse, fine], dtype=np.float32)
+        vq = state.alive & ~state.kept
+        sections[p + "codes"] = _lattice_array(lattice_codes(rows[vq.to(rows.device)], coarse))
+        sections[p + "kept_codes"] = _lattice_array(lattice_codes(rows[state.kept.to(rows.device)], fine))
+        return sections
     if table.kind == "scalar":
         codes, rng = quantize_uint8(rows[state.alive], table.low_quantile)
         sections[p + "values"] = codes
@@ -177,6 +219,19 @@ def _decode_table(ncz: container.NczFile, table: Table, spec: Dict[str, Any]) ->
     kept = torch.zeros(n, dtype=torch.bool)
     kept[alive] = kept_in_alive
     vq = alive & ~kept
+    if table.kind == "lattice":
+        steps = ncz.array(p + "steps", "float32", (2,))
+        if not np.all(np.isfinite(steps)) or np.any(np.abs(steps) > 1e6):
+            raise NerfconvertError(f"Table {table.name} has an invalid lattice step: the file is corrupted.")
+        for name, mask, step in (("codes", vq, steps[0]), ("kept_codes", kept, steps[1])):
+            count = int(mask.sum())
+            declared = ncz.section(p + name).dtype
+            dtype = np.dtype(declared).name if declared in ("i1", "i2", "i4", *LATTICE_DTYPES) else declared
+            if dtype not in LATTICE_DTYPES:
+                raise NerfconvertError(f"Table {table.name} stores its {name} as {dtype!r}, not an integer: the file is corrupted.")
+            codes = ncz.array(p + name, dtype, (c, count))
+            rows[mask] = lattice_values(torch.from_numpy(codes.astype(np.int64)).t(), float(step))
+        return rows
     codebook = torch.from_numpy(ncz.array(p + "codebook", "float16", (spec["codes"], c)).astype(np.float32))
     bits = index_bits(codebook.shape[0])
     ncz.check(p + "indices", "uint8", ((int(vq.sum()) * bits + 7) // 8,))
@@ -195,6 +250,7 @@ def pack(family: Family, states: Dict[str, TableState], extra: Dict[str, Any]) -
     tables = family.tables()
     state_dict = model.state_dict()
     covered = {t.param_name for t in tables}
+    aliases = shared_tensor_aliases(state_dict, prefer=covered)
     eight_bit = set(family.eight_bit_state_keys())
     sections: Dict[str, Any] = {}
     table_specs = {}
@@ -207,7 +263,10 @@ def pack(family: Family, states: Dict[str, TableState], extra: Dict[str, Any]) -
     for key, value in state_dict.items():
         value = value.detach().cpu()
         entry = {"shape": list(value.shape), "dtype": str(value.dtype).replace("torch.", "")}
-        if key in covered:
+        if key in aliases:
+            entry["storage"] = "alias"
+            entry["of"] = aliases[key]
+        elif key in covered:
             entry["storage"] = "table"
         elif value.dtype == torch.bool:
             entry["storage"] = "bits"
@@ -241,6 +300,25 @@ def pack(family: Family, states: Dict[str, TableState], extra: Dict[str, Any]) -
     return container.to_bytes(METHOD, architecture, sections, metadata=extra)
 
 
+def shared_tensor_aliases(state_dict: Dict[str, Tensor], prefer=()) -> Dict[str, str]:
+    """{name: the name it is stored under} for every state entry that shares its storage with an
+    earlier one (same memory, shape and strides), preferring names in ``prefer`` as the stored one."""
+    first: Dict[tuple, str] = {}
+    for key, value in sorted(state_dict.items(), key=lambda kv: kv[0] not in prefer):
+        if value.numel() == 0:
+            continue
+        ident = (value.data_ptr(), tuple(value.shape), tuple(value.stride()), value.dtype, value.device)
+        first.setdefault(ident, key)
+    aliases = {}
+    for key, value in state_dict.items():
+        if value.numel() == 0:
+            continue
+        ident = (value.data_ptr(), tuple(value.shape), tuple(value.stride()), value.dtype, value.device)
+        if first[ident] != key:
+            aliases[key] = first[ident]
+    return aliases
+
+
 @validate.hostile_input
 def decode(ncz: container.NczFile, device: Optional[torch.device] = None, num_train_data: Optional[int] = None):
     """.ncz -> a stock model of the compressed architecture, with the decoded tensors loaded."""
@@ -269,6 +347,8 @@ def decode(ncz: container.NczFile, device: Optional[torch.device] = None, num_tr
         if storage == "table":
             state[key] = torch.zeros(shape, dtype=dtype)
             continue
+        if storage == "alias":
+            continue  # filled below, from the entry it names
         if storage == "bits":
             value = unpack_mask(ncz.array("s/" + key), int(np.prod(shape))).view(shape)
         elif storage == "uint8":
@@ -279,6 +359,15 @@ def decode(ncz: container.NczFile, device: Optional[torch.device] = None, num_tr
     for table in family.tables():
         spec = validate.vq_table(tables, table.name, table.kind)
         table.rows(state[table.param_name])[:] = _decode_table(ncz, table, spec).to(state[table.param_name].dtype)
+    for key, spec in checked_state.items():
+        if spec["storage"] == "alias":
+            of = spec.get("of")
+            target = checked_state.get(of) if isinstance(of, str) else None
+            if target is None or target["storage"] == "alias" or tuple(target["shape"]) != tuple(spec["shape"]) \
+                    or target["dtype"] != spec["dtype"]:
+                raise NerfconvertError(f"State entry {key!r} is an alias of {validate._short(of)}, which is not a stored "
+                                       "entry of the same shape and dtype: the file is corrupted.")
+            state[key] = state[of]  # one tensor under both names, as in the model
     load_state_into(model, state)
     model.to(device or torch.device("cpu"))
     model.eval()

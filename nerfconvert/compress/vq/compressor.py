@@ -14,7 +14,7 @@ from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.utils.rich_utils import CONSOLE
 
 from nerfconvert.compress.vq.codebook import cumulative_mass_masks, fit_codebook, weighted_code_means
-from nerfconvert.compress.vq.codec import TableState
+from nerfconvert.compress.vq.codec import TableState, lattice_codes, lattice_values
 from nerfconvert.compress.vq.families import Family
 
 
@@ -25,8 +25,13 @@ class VQSettings:
     prune_quantile: float = 0.001
     """beta_p (Eq. 6): share of the total importance whose least important voxels are pruned."""
     keep_quantile: Optional[float] = None
-    """beta_k (Eq. 10): share of the importance carried by voxels kept out of the codebook (8-bit instead).
-    Default per family: 0.6 voxel grid and hash grid, 0.7 VM."""
+    """beta_k (Eq. 10): share of the importance carried by voxels kept out of the codebook (8-bit instead;
+    a finer lattice step for hash grids). Default per family: 0.6 voxel grid, 0.7 VM, 0.3 hash grid."""
+    lattice_step: float = 0.7
+    """Hash grids: lattice step of the vector-quantised entries, as a multiple of the RMS of the table's live
+    entries (larger: smaller file, lower quality)."""
+    lattice_kept_step: float = 0.25
+    """Hash grids: lattice step of the kept (most important) entries, as a fraction of the step above."""
     codebook_size: int = 4096
     """K: codes per codebook (indices take ceil(log2 K) bits)."""
     kmeans_iterations: int = 100
@@ -73,20 +78,34 @@ def build_states(family: Family, importance: Dict[str, Tensor], settings: VQSett
         alive, kept = cumulative_mass_masks(imp, settings.prune_quantile, keep_q)
         assignment = torch.full((n,), -1, dtype=torch.long)
         codebook = None
-        if table.kind == "vq":
+        steps = latent = None
+        if table.kind == "lattice":
+            live_rows = rows.detach()[alive.to(rows.device)]
+            rms = float(live_rows.float().pow(2).mean().sqrt()) if live_rows.numel() else 1.0
+            coarse = float(torch.tensor(max(settings.lattice_step * rms, 1e-12), dtype=torch.float32))
+            fine = float(torch.tensor(coarse * settings.lattice_kept_step, dtype=torch.float32))
+            steps = (coarse, fine)
+            latent = rows.detach().float().clone()
+        elif table.kind == "vq":
             vq = alive & ~kept
             features = rows.detach().cpu().float()[vq]
             fit = fit_codebook(features, imp[vq], settings.codebook_size, settings.kmeans_iterations,
                                settings.kmeans_batch_size, settings.ema_decay, settings.num_expire, generator)
             codebook = fit.codebook
             assignment[vq] = fit.assignment
-        states[table.name] = TableState(alive=alive, kept=kept, assignment=assignment, codebook=codebook, importance=imp)
+        states[table.name] = TableState(alive=alive, kept=kept, assignment=assignment, codebook=codebook, importance=imp,
+                                        steps=steps, latent=latent)
         CONSOLE.print(
             f"[bold]vq[/bold] {table.name}: {n:,} voxels, pruned {int((~alive).sum()):,}, kept {int(kept.sum()):,}, "
-            f"vector-quantised {int((alive & ~kept).sum()) if table.kind == 'vq' else 0:,}"
+            f"vector-quantised {int((alive & ~kept).sum()) if table.kind != 'scalar' else 0:,}"
             + (f" with {codebook.shape[0]} codes" if codebook is not None else "")
+            + (f" on a lattice of step {steps[0]:.4g} (kept: {steps[1]:.4g})" if steps is not None else "")
         )
     move_states(states, rows.device)
+    for table in family.tables():  # lattice tables start on their lattice (apply_states then sees no update)
+        state = states[table.name]
+        if state.latent is not None:
+            table.rows(params[table.param_name].data).copy_(_lattice_projection(state.latent, state, table.empty_value))
     apply_states(family, states)
     family.apply_alive({name: s.alive for name, s in states.items()})
     return states
@@ -95,6 +114,8 @@ def build_states(family: Family, importance: Dict[str, Tensor], settings: VQSett
 def move_states(states: Dict[str, TableState], device) -> None:
     for s in states.values():
         s.alive, s.kept, s.assignment, s.importance = (t.to(device) for t in (s.alive, s.kept, s.assignment, s.importance))
+        if s.latent is not None:
+            s.latent = s.latent.to(device)
         if s.codebook is not None:
             s.codebook = s.codebook.to(device)
 
@@ -108,6 +129,9 @@ def apply_states(family: Family, states: Dict[str, TableState], sync_codes: bool
     for table in family.tables():
         state = states[table.name]
         rows = table.rows(params[table.param_name].data)
+        if state.latent is not None:
+            _project_lattice(rows, state, table.empty_value)
+            continue
         rows[~state.alive] = table.empty_value
         if state.codebook is None:
             continue
@@ -116,3 +140,22 @@ def apply_states(family: Family, states: Dict[str, TableState], sync_codes: bool
         if sync_codes and assignment.numel():
             state.codebook = weighted_code_means(rows[vq], state.importance[vq], assignment, state.codebook)
         rows[vq] = state.codebook[assignment].to(rows.dtype)
+
+
+def _lattice_projection(latent: Tensor, state: TableState, empty_value: float) -> Tensor:
+    coarse, fine = state.steps
+    out = torch.full_like(latent, float(empty_value))
+    vq = state.alive & ~state.kept
+    out[vq] = lattice_values(lattice_codes(latent[vq], coarse), coarse).to(latent.device)
+    out[state.kept] = lattice_values(lattice_codes(latent[state.kept], fine), fine).to(latent.device)
+    return out
+
+
+@torch.no_grad()
+def _project_lattice(rows: Tensor, state: TableState, empty_value: float) -> None:
+    """Quantisation-aware fine-tuning of a lattice table: the optimizer's change to the projected
+    rows since the last call moves the full-precision latent, and the rows become the latent's
+    projection again (updates smaller than a step accumulate instead of being rounded away)."""
+    state.latent += rows.float() - _lattice_projection(state.latent, state, empty_value)
+    state.latent[~state.alive] = float(empty_value)
+    rows.copy_(_lattice_projection(state.latent, state, empty_value).to(rows.dtype))

@@ -9,7 +9,8 @@ is sum_i (1 - |v_l - x_i|) w_i, exactly Eq. 4 with w_i = T_i alpha_i (Eq. 3).
   voxel (plenoxels)  one table of SH coefficients (VQ) and one of raw density (8-bit), over vertices
   vm (tensorf)       one table per density plane and per appearance plane (VQ-TensoRF: six codebooks);
                      plane entries get the importance of the virtual grid summed along the plane's axis
-  hash (nerfacto)    the hash table's entries are the voxels (no public implementation does this)
+  hash (nerfacto)    the entries of the field's and the proposal networks' hash tables are the voxels;
+                     they are quantised to a lattice rather than a codebook (see ``HashFamily``)
 """
 
 from __future__ import annotations
@@ -37,7 +38,9 @@ class Table:
     rows: Callable[[Tensor], Tensor]
     """Parameter data -> [N, C] view (writes through)."""
     kind: str
-    """"vq": codebook + kept voxels; "scalar": 8-bit for every live voxel (voxel-grid density)."""
+    """"vq": codebook + kept voxels; "scalar": 8-bit for every live voxel (voxel-grid density);
+    "lattice": every live voxel rounded to a multiple of a step (finer for kept voxels), stored as
+    entropy-coded integers (hash tables)."""
     importance_key: str
     empty_value: float = 0.0
     """Value of a pruned voxel (what the architecture treats as empty)."""
@@ -53,6 +56,8 @@ class Family:
     teacher_method: ClassVar[str]
     """The stock method whose config rebuilds this model class when decoding."""
     default_keep_quantile: ClassVar[float]
+    importance_ray_budget: ClassVar[int] = 1 << 18
+    """Default cap on the training rays of the importance pass (a CPU-sized budget per family)."""
 
     def __init__(self, model: Model) -> None:
         self.model = model
@@ -215,10 +220,22 @@ class VMFamily(Family):
 
 # ---- hash grid (nerfacto) ------------------------------------------------------------------------------
 class HashFamily(Family):
+    """nerfacto's hash tables: the field's and each proposal network's, every one a "lattice" table.
+
+    Measured on a capture-like nerfacto run (``benchmarks/hash_vq_options.py``): a 4096-code
+    codebook of the 2-D hash entries spreads its codes evenly (11.9 bits of index entropy of 12),
+    so entropy coding cannot shrink its indices, while a uniform grid of the same distortion
+    entropy-codes to less than half the bytes. Hash entries therefore keep VQRF's importance
+    pruning and keeping, but are quantised to a lattice (codes = integer multiples of a step, a
+    finer step for the kept entries) whose symbols the container entropy-codes.
+    """
+
     name = "hash"
     model_class = "NerfactoModel"
     teacher_method = "nerfacto"
-    default_keep_quantile = 0.6
+    default_keep_quantile = 0.3
+    importance_ray_budget = 1 << 15
+    """Default cap on importance rays (nerfacto renders ~500 rays/s on 2 CPU cores)."""
 
     def __init__(self, model: Model) -> None:
         super().__init__(model)
@@ -240,38 +257,67 @@ class HashFamily(Family):
                 return m
         return None
 
-    def tables(self) -> List[Table]:
-        name = _param_name(self.model, self.encoding.hash_table)
-        return [Table("hash", name, lambda d: d, "vq", "hash")]
-
-    def eight_bit_state_keys(self) -> Tuple[str, ...]:
-        # the proposal networks' hash tables: large, only steer sampling
-        keys = []
-        for net in getattr(self.model, "proposal_networks", []):
+    def _encodings(self) -> List[Tuple[str, nn.Module, List[int]]]:
+        """(table name, hash encoding, indices into nerfacto's ``weights_list`` of the samples it sees)."""
+        out = [("hash", self.encoding, [-1])]
+        nets = list(getattr(self.model, "proposal_networks", []))
+        iterations = int(getattr(self.model.config, "num_proposal_iterations", len(nets)))
+        for i, net in enumerate(nets):
             enc = self._hash_encoding(net)
-            if enc is not None:
-                keys.append(_param_name(self.model, enc.hash_table))
-        return tuple(keys)
+            if enc is None or any(enc is e for _, e, _ in out):
+                continue
+            # one shared proposal network serves every proposal iteration
+            levels = list(range(iterations)) if len(nets) == 1 else [i]
+            out.append((f"proposal{i}", enc, levels))
+        return out
+
+    def tables(self) -> List[Table]:
+        return [Table(name, _param_name(self.model, enc.hash_table), lambda d: d, "lattice", name)
+                for name, enc, _ in self._encodings()]
 
     def accumulate_importance(self, ray_bundle: RayBundle, into: Dict[str, Tensor]) -> None:
-        from nerfconvert.views.hash import HashGridView
-
-        view = HashGridView(self.model)
-        points = self._weighted_points(view, ray_bundle)
-        if points is None:
-            return
-        positions, w = points
-        x = view._unit_cube(positions)
-        inside = ((x > 0.0) & (x < 1.0)).all(dim=-1, keepdim=True)
-        x = x * inside  # as the field does
-        enc = self.encoding
-        table = enc.hash_table
-        with torch.enable_grad():
-            out = enc(x)  # [M, levels * features]; linear in the table
-            (grad,) = torch.autograd.grad((out * w[:, None]).sum(), table)
-        # every feature of an entry gets the same coefficient; one column is Eq. 4
-        key = "hash"
-        into[key] = into.get(key, torch.zeros(table.shape[0], device=x.device)) + grad[:, 0]
+        """Eq. 4 for every hash table, each with the weights of the samples it was queried at:
+        the inputs of each encoding are captured while nerfacto renders the rays as in training
+        (its optimised poses and proposal sampler), then the probe's backward gives Eq. 4."""
+        encodings = self._encodings()
+        captured: Dict[int, List[Tensor]] = {id(enc): [] for _, enc, _ in encodings}
+        hooks = [enc.register_forward_hook(lambda m, inputs, output: captured[id(m)].append(inputs[0].detach()))
+                 for _, enc, _ in encodings]
+        was = self.model.training
+        self.model.train()  # training mode applies the camera optimizer's poses to the rays
+        try:
+            with torch.no_grad():
+                outputs = self.model(ray_bundle)  # collider, then get_outputs
+        finally:
+            for hook in hooks:
+                hook.remove()
+            self.model.train(was)
+        weights_list = outputs["weights_list"]
+        for name, enc, levels in encodings:
+            calls = captured[id(enc)]
+            if len(calls) != len(levels):
+                raise NerfconvertError(
+                    f"vq-compression: the {name} hash table was queried {len(calls)} times for {len(levels)} sample "
+                    "sets; this nerfacto variant is not supported."
+                )
+            table = enc.hash_table
+            total = into.get(name, torch.zeros(table.shape[0], device=table.device))
+            for x, level in zip(calls, levels):
+                w = weights_list[level].detach().reshape(-1)
+                if x.shape[0] != w.shape[0]:
+                    raise NerfconvertError(f"vq-compression: the {name} hash table saw {x.shape[0]} points for "
+                                           f"{w.shape[0]} sample weights; this nerfacto variant is not supported.")
+                # samples of negligible weight add nothing to Eq. 4 but most of the cost (a proposal
+                # network sees 256 samples a ray): at most 256 * 1e-5 of a ray's weight is left out
+                keep = w > 1e-5
+                if not bool(keep.any()):
+                    continue
+                with torch.enable_grad():
+                    out = enc(x[keep])  # [M, levels * features]; linear in the table
+                    (grad,) = torch.autograd.grad((out * w[keep, None]).sum(), table)
+                # every feature of an entry gets the same coefficient; one column is Eq. 4
+                total = total + grad[:, 0]
+            into[name] = total
 
 
 FAMILIES = {cls.model_class: cls for cls in (VoxelFamily, VMFamily, HashFamily)}

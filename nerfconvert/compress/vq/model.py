@@ -47,7 +47,9 @@ class VQCompressionModelConfig(ModelConfig, VQSettings):
     importance_rays_per_batch: int = 4096
     """Rays per backward pass of the importance probe (Eq. 4)."""
     importance_max_rays: Optional[int] = None
-    """Cap on the training rays used for importance (default: every pixel of every training image)."""
+    """Cap on the training rays used for importance. Default: a budget that fits the teacher on this device
+    (logged at the start; nerfacto 32,768 rays on CPU, grids 262,144; x16 on CUDA). 0: every pixel of every
+    training image."""
     importance_cache_dir: Optional[Path] = Path("~/.cache/nerfconvert/vq_importance")
     """Where Eq. 4 scores are cached, keyed by the teacher checkpoint's hash and the ray settings
     (re-runs with other codebook sizes or quantiles skip the pass). None: no cache."""

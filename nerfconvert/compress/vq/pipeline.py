@@ -35,7 +35,8 @@ class VQCompressionPipeline(CompressionPipeline):
 
         teacher_model.train()
         family = family_for(teacher_model)
-        importance = self.importance(teacher_path, lambda bundles: accumulate_importance(family, bundles))
+        importance = self.importance(teacher_path, lambda bundles: accumulate_importance(family, bundles),
+                                     ray_budget=family.importance_ray_budget)
         info = self.teacher_info(teacher_path)
         info["teacher_method"] = teacher_model.__class__.__name__
         self.model.start_from_teacher(teacher_model, info["teacher_step"], importance, info)
