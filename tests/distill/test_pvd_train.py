@@ -113,24 +113,36 @@ def test_pair_distils_in_process(trained_run, tmp_path, teacher, student):
     _check_student_run(tmp_path / "out", student, teacher_cfg, step=2)
 
 
+@pytest.fixture(scope="module")
+def ns_train_pair(trained_run, tmp_path_factory):
+    """``ns_train_pair(teacher, student)`` -> the output folder of a tiny pvd-al run through ns-train's
+    main, trained once per module (the later tests reuse its student); the teacher is left untouched."""
+    from nerfstudio.scripts import train
+
+    cache = {}
+
+    def _get(teacher: str, student: str) -> Path:
+        if (teacher, student) not in cache:
+            teacher_cfg = trained_run(teacher)
+            before = tree(teacher_cfg.parent)
+            out = tmp_path_factory.mktemp(f"pvd_{teacher}_{student}")
+            train.main(tiny_pvd(teacher_cfg, student, out))
+            assert tree(teacher_cfg.parent) == before, "the teacher's run directory was modified"
+            cache[teacher, student] = out
+        return cache[teacher, student]
+
+    return _get
+
+
 @pytest.mark.parametrize("teacher,student", NS_TRAIN_PAIRS, ids=[f"{t}->{s}" for t, s in NS_TRAIN_PAIRS])
-def test_pair_distils_through_ns_train(trained_run, tmp_path, teacher, student):
+def test_pair_distils_through_ns_train(trained_run, ns_train_pair, teacher, student):
+    _check_student_run(ns_train_pair(teacher, student), student, trained_run(teacher), step=2)
+
+def test_student_can_be_a_teacher_again(ns_train_pair, tmp_path):
+    """VM -> MLP (the ns-train pair's student) -> voxel grid."""
     from nerfstudio.scripts import train
 
-    teacher_cfg = trained_run(teacher)
-    before = tree(teacher_cfg.parent)
-    config = tiny_pvd(teacher_cfg, student, tmp_path / "out")
-    train.main(config)
-
-    assert tree(teacher_cfg.parent) == before, "the teacher's run directory was modified"
-    _check_student_run(tmp_path / "out", student, teacher_cfg, step=2)
-
-def test_student_can_be_a_teacher_again(trained_run, tmp_path):
-    """hash -> MLP -> voxel grid."""
-    from nerfstudio.scripts import train
-
-    train.main(tiny_pvd(trained_run("nerfacto"), "vanilla-nerf", tmp_path / "a", steps=2))
-    mlp = student_runs(tmp_path / "a", "vanilla-nerf")[0]
+    mlp = student_runs(ns_train_pair("tensorf", "vanilla-nerf"), "vanilla-nerf")[0]
     train.main(tiny_pvd(mlp, "plenoxels", tmp_path / "b", steps=2))
     assert len(student_runs(tmp_path / "b", "plenoxels")) == 1
 
@@ -397,12 +409,9 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
 
 
 @pytest.fixture(scope="module")
-def distilled_student(trained_run, tmp_path_factory) -> Path:
-    from nerfstudio.scripts import train
-
-    out = tmp_path_factory.mktemp("pvd_student")
-    train.main(tiny_pvd(trained_run("nerfacto"), "tensorf", out))
-    return student_runs(out, "tensorf")[0]
+def distilled_student(ns_train_pair) -> Path:
+    """The tensorf student of the nerfacto teacher, from its ns-train pair run."""
+    return student_runs(ns_train_pair("nerfacto", "tensorf"), "tensorf")[0]
 
 
 def test_student_opens_with_ns_viewer_and_ns_export_pointcloud(distilled_student, stock_viewer_page, tmp_path):
