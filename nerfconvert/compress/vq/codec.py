@@ -244,6 +244,50 @@ def _decode_table(ncz: container.NczFile, table: Table, spec: Dict[str, Any]) ->
     return rows
 
 
+@validate.hostile_input
+def table_states(ncz: container.NczFile, family: Family) -> Dict[str, TableState]:
+    """The compressed state of every table of ``family`` as the file stores it, to resume the joint
+    fine-tuning from a checkpoint: live and kept masks, codebook and fixed assignment ("vq"), steps and
+    the decoded rows as the latent ("lattice"). Validated as ``decode`` validates. ``importance`` is
+    zeros: the caller keeps the scores it computed."""
+    if ncz.method != METHOD:
+        raise NerfconvertError(f"The file was written by {ncz.method!r}, not {METHOD}; decode it with that method's tools.")
+    if ncz.architecture.get("family") != family.name:
+        raise NerfconvertError(f"The file holds a {validate._short(ncz.architecture.get('family'))} model, not a "
+                               f"{family.name} one: resume with the teacher the run was started from.")
+    _, tables, _ = validate.vq_architecture(ncz)
+    states: Dict[str, TableState] = {}
+    for table in family.tables():
+        spec = validate.vq_table(tables, table.name, table.kind)
+        n, c = spec["rows"], spec["channels"]
+        p = f"t/{table.name}/"
+        alive = unpack_mask(ncz.array(p + "alive", "uint8", ((n + 7) // 8,)), n)
+        live = int(alive.sum())
+        assignment = torch.full((n,), -1, dtype=torch.long)
+        codebook = steps = latent = None
+        if table.kind == "scalar":
+            kept = alive.clone()  # every live voxel is stored directly, at 8 bits
+        else:
+            kept = torch.zeros(n, dtype=torch.bool)
+            kept[alive] = unpack_mask(ncz.array(p + "kept", "uint8", ((live + 7) // 8,)), live)
+        if table.kind == "lattice":
+            step_values = ncz.array(p + "steps", "float32", (2,))
+            steps = (float(step_values[0]), float(step_values[1]))
+            latent = _decode_table(ncz, table, spec).float()
+        elif table.kind == "vq":
+            codebook = torch.from_numpy(ncz.array(p + "codebook", "float16", (spec["codes"], c)).astype(np.float32))
+            vq = alive & ~kept
+            bits = index_bits(codebook.shape[0])
+            ncz.check(p + "indices", "uint8", ((int(vq.sum()) * bits + 7) // 8,))
+            idx = torch.from_numpy(unpack_indices(ncz.section(p + "indices").data, bits, int(vq.sum()))).long()
+            if idx.numel() and int(idx.max()) >= codebook.shape[0]:
+                raise NerfconvertError(f"Table {table.name} has a code index beyond its codebook: the file is corrupted.")
+            assignment[vq] = idx
+        states[table.name] = TableState(alive=alive, kept=kept, assignment=assignment, codebook=codebook,
+                                        importance=torch.zeros(n), steps=steps, latent=latent)
+    return states
+
+
 def pack(family: Family, states: Dict[str, TableState], extra: Dict[str, Any]) -> bytes:
     """The current model + compressed state -> .ncz bytes. Does not modify the model."""
     model = family.model

@@ -30,7 +30,7 @@ from nerfconvert import NerfconvertError
 from nerfconvert.compress import container
 from nerfconvert.compress.checkpoint import NCZ_KEY, NczCheckpointMixin  # noqa: F401 (NCZ_KEY re-exported)
 from nerfconvert.compress.vq import codec
-from nerfconvert.compress.vq.compressor import VQSettings, apply_states, build_states
+from nerfconvert.compress.vq.compressor import VQSettings, apply_states, build_states, move_states
 from nerfconvert.compress.vq.families import family_for
 
 
@@ -84,12 +84,44 @@ class VQCompressionModel(NczCheckpointMixin, Model):
         self.report.update(info)
 
     def load_ncz(self, data: bytes, source: str = "the checkpoint's .ncz") -> None:
+        """Become the file's model; while fine-tuning (``states`` built: ``ns-train --load-dir``
+        resuming), continue from the file instead (``resume_from``)."""
         ncz = container.from_bytes(data, source=source)
+        if self.states is not None and self.inner is not None:
+            self.resume_from(ncz)
+            self.ncz_bytes = bytes(data)
+            return
         inner, family = codec.decode(ncz, device=self.device)
         self.inner = inner
         self.family = family
         self.states = None
         self.ncz_bytes = bytes(data)
+
+    @torch.no_grad()
+    def resume_from(self, ncz: container.NczFile) -> None:
+        """Resume the joint fine-tuning from a checkpoint's file. The trainer has built the optimizers
+        from ``inner``'s parameters before loading the checkpoint (and restores their state after it):
+        the decoded tensors are copied into those same Parameters, and the tables' compressed state
+        (masks, codebooks and assignment, lattice steps and values) comes from the file, with the
+        importance just computed from the teacher."""
+        decoded, _ = codec.decode(ncz, device=torch.device("cpu"))
+        own = self.inner.state_dict()
+        theirs = decoded.state_dict()
+        unfit = sorted(k for k in set(own) | set(theirs) if k not in own or k not in theirs or own[k].shape != theirs[k].shape)
+        if unfit:
+            raise NerfconvertError(
+                f"The checkpoint does not fit the model built from --teacher-ckpt ({', '.join(unfit[:3])} differ): "
+                "resume with the teacher the run was started from."
+            )
+        states = codec.table_states(ncz, self.family)
+        for name, state in states.items():
+            state.importance = self.states[name].importance
+        codec.load_state_into(self.inner, theirs)  # copies in place: the optimizers' Parameters stay
+        device = next(self.inner.parameters()).device
+        move_states(states, device)
+        self.states = states
+        self.family.apply_alive({name: s.alive for name, s in states.items()})
+        apply_states(self.family, self.states)
 
     def _require_inner(self) -> Model:
         if self.inner is None:
@@ -112,6 +144,7 @@ class VQCompressionModel(NczCheckpointMixin, Model):
         """Last code sync, pack, and become the decoded file (post-processing, Sec. 6)."""
         apply_states(self.family, self.states, sync_codes=True)
         data = self.pack()
+        self.states = None  # become the file's model (not a resume)
         self.load_ncz(data, source="the freshly packed .ncz")
         self.inner.train(self.training)
         return data
