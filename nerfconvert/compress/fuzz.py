@@ -55,7 +55,7 @@ def tiny_vq_file(seed: int = 0, resolution: int = 12) -> bytes:
 
     from nerfconvert.compress.vq import codec
     from nerfconvert.compress.vq.compressor import VQSettings, build_states
-    from nerfconvert.compress.vq.families import family_for
+    from nerfconvert.compress.vq.families import vq_tables_for
 
     torch.manual_seed(seed)
     config = copy_.deepcopy(all_methods["plenoxels"].pipeline.model)
@@ -65,7 +65,7 @@ def tiny_vq_file(seed: int = 0, resolution: int = 12) -> bytes:
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.1)
-    family = family_for(model)
+    family = vq_tables_for(model)
     importance = {"grid": torch.rand(resolution**3) ** 4}
     settings = VQSettings(codebook_size=16, kmeans_iterations=3, kmeans_batch_size=256, keep_quantile=0.5)
     with _quiet():

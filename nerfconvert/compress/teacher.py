@@ -72,27 +72,27 @@ def with_progress(bundles: Iterator[RayBundle], total_rays: int, description: st
 
 
 def teacher_step(config_path: Path) -> int:
-    from nerfconvert.views.registry import _latest_checkpoint, _read_run_config
+    from nerfconvert.views.registry import latest_checkpoint, read_run_config
 
-    _, config = _read_run_config(config_path)
-    name = _latest_checkpoint(config).stem  # step-000001000
+    _, config = read_run_config(config_path)
+    name = latest_checkpoint(config).stem  # step-000001000
     return int(name.split("-")[-1])
 
 
 def teacher_method(config_path: Path) -> str:
     """The registered method of the teacher run (what a shared file names, not its path)."""
-    from nerfconvert.views.registry import _read_run_config
+    from nerfconvert.views.registry import read_run_config
 
-    return str(_read_run_config(config_path)[1].method_name)
+    return str(read_run_config(config_path)[1].method_name)
 
 
 def importance_key(config_path: Path, datamanager, max_rays: Optional[int], seed: int) -> str:
     """Importance depends on the teacher's weights and on the rays: hash both."""
-    from nerfconvert.views.registry import _latest_checkpoint, _read_run_config
+    from nerfconvert.views.registry import latest_checkpoint, read_run_config
 
-    _, config = _read_run_config(config_path)
+    _, config = read_run_config(config_path)
     h = hashlib.sha256()
-    with open(_latest_checkpoint(config), "rb") as f:
+    with open(latest_checkpoint(config), "rb") as f:
         for block in iter(lambda: f.read(1 << 22), b""):
             h.update(block)
     cameras = datamanager.train_dataset.cameras
@@ -160,13 +160,13 @@ class CompressionPipeline(VanillaPipeline):
     # ---- shared ------------------------------------------------------------------------------------
     @classmethod
     def _check_teacher(cls, config: CompressionPipelineConfig) -> Path:
-        from nerfconvert.views.registry import _read_run_config
+        from nerfconvert.views.registry import read_run_config
 
         if config.teacher_ckpt is None:
             raise NerfconvertError(
                 f"{cls.method} needs the run to compress: pass --teacher-ckpt outputs/<scene>/{cls.teacher_example}/<timestamp>/config.yml."
             )
-        path, teacher = _read_run_config(Path(config.teacher_ckpt))
+        path, teacher = read_run_config(Path(config.teacher_ckpt))
         cls.check_teacher_config(teacher)
         # default --data: the teacher's scene
         dataparser = config.datamanager.dataparser
@@ -177,9 +177,9 @@ class CompressionPipeline(VanillaPipeline):
         return path
 
     def _load_teacher(self, teacher_path: Path) -> Model:
-        from nerfconvert.views.registry import load_run
+        from nerfconvert.views.registry import load_pipeline
 
-        teacher_pipeline, _ = load_run(teacher_path, device=self.device, test_mode="inference")
+        teacher_pipeline = load_pipeline(teacher_path, device=self.device, test_mode="inference")
         teacher_model = teacher_pipeline.model
         self.check_teacher_model(teacher_model)
         del teacher_pipeline

@@ -1,6 +1,6 @@
-"""Two-level views (phi1 / phi2) of the four architecture families, and ``load_run``."""
+"""Two-level views (phi1 / phi2) of the four architecture families, ``load_run`` and ``load_pipeline``."""
 
 from nerfconvert.views.base import Decoded, FieldView
-from nerfconvert.views.registry import SUPPORTED_MODELS, load_run, view_for
+from nerfconvert.views.registry import SUPPORTED_MODELS, load_pipeline, load_run, view_for
 
-__all__ = ["Decoded", "FieldView", "SUPPORTED_MODELS", "load_run", "view_for"]
+__all__ = ["Decoded", "FieldView", "SUPPORTED_MODELS", "load_pipeline", "load_run", "view_for"]

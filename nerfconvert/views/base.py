@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import ClassVar, Dict
+from typing import ClassVar, Dict, Union
 
 import torch
 from torch import Tensor, nn
@@ -42,6 +42,11 @@ class FieldView(ABC):
     """One of "hash", "vm", "mlp", "voxel"."""
     model_names: ClassVar[tuple]
     """Model class names this view supports (used in error messages)."""
+    capabilities: ClassVar[Dict[str, Union[str, type]]] = {}
+    """Companion classes registered with the view, by capability: a method asks the registry for
+    one (``registry.companion_class``), never for a family. The class, or ``"module:Class"`` (imported
+    when asked for, so that views import no method code). ``"vq_tables"``: what vq-compression
+    quantises and how importance reaches it (a ``nerfconvert.compress.vq.families.Family``)."""
     volume_feature_slice: ClassVar[slice] = slice(None)
     """The part of phi1's output that is the scene's volume feature (compared by L_v, PVD Eq. 6);
     views that carry helper values in their features (e.g. an in-box flag) narrow it."""

@@ -46,6 +46,7 @@ class HashGridView(FieldView):
 
     family = "hash"
     model_names = ("NerfactoModel", "NGPModel")
+    capabilities = {"vq_tables": "nerfconvert.compress.vq.families:HashFamily"}  # nerfacto's only (its model_classes)
 
     def __init__(self, model: Model) -> None:
         super().__init__(model)

@@ -1,8 +1,16 @@
-"""Which view fits which model class, and ``load_run``: a trained run -> (pipeline, view)."""
+"""Which view fits which model class, and what else the view offers, and ``load_run``: a trained
+run -> (pipeline, view).
+
+One registry, keyed by model class name: ``SUPPORTED_MODELS`` and every method's "supported" list
+derive from it. A method that needs a per-family capability asks for it by name
+(``companion_class(model_class, "vq_tables")``), and gets the companion class the view class
+declares in ``FieldView.capabilities``, never a family by name.
+"""
 
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Literal, Optional, Tuple, Type, Union
 
@@ -12,38 +20,98 @@ import yaml
 from nerfconvert import NerfconvertError
 from nerfconvert.views.base import FieldView
 
-# model class name -> (module, view class). Adding an architecture means one entry here.
-_VIEWS: Dict[str, Tuple[str, str]] = {
-    "NerfactoModel": ("nerfconvert.views.hash", "HashGridView"),
-    "NGPModel": ("nerfconvert.views.hash", "HashGridView"),
-    "TensoRFModel": ("nerfconvert.views.vm", "VMView"),
-    "NeRFModel": ("nerfconvert.views.mlp", "MLPView"),
-    "PlenoxelsModel": ("nerfconvert.views.voxel", "VoxelGridView"),
-}
+# model class name -> its registration. Adding an architecture means one entry here (``register``); the
+# view class declares what else it offers through companion classes (``FieldView.capabilities``).
+@dataclass(frozen=True)
+class Registration:
+    view: Union[str, type]
+    """The view class, or ``"module:Class"`` (imported when first asked for)."""
+    method: str
+    """The stock method that trains the model class (named in messages)."""
+    what: str
+    """The family in words, e.g. "hash grid"."""
 
-SUPPORTED_MODELS: Dict[str, str] = {
-    "NerfactoModel": "nerfacto (hash grid)",
-    "NGPModel": "instant-ngp (hash grid, CUDA)",
-    "TensoRFModel": "tensorf (VM)",
-    "NeRFModel": "vanilla-nerf (MLP)",
-    "PlenoxelsModel": "plenoxels (voxel grid)",
-}
+
+_REGISTRY: Dict[str, Registration] = {}
+SUPPORTED_MODELS: Dict[str, str] = {}
+"""model class name -> "method (family)", derived from the registry (``register`` keeps it in step)."""
+
+
+def register(model_class: Union[str, type], view: Union[str, type], method: str, what: str) -> None:
+    """Serve ``model_class`` (a class or its name; subclasses too) with ``view``."""
+    name = model_class if isinstance(model_class, str) else model_class.__name__
+    _REGISTRY[name] = Registration(view, method, what)
+    SUPPORTED_MODELS[name] = f"{method} ({what})"
+
+
+def unregister(model_class: Union[str, type]) -> None:
+    name = model_class if isinstance(model_class, str) else model_class.__name__
+    _REGISTRY.pop(name, None)
+    SUPPORTED_MODELS.pop(name, None)
+
+
+register("NerfactoModel", "nerfconvert.views.hash:HashGridView", "nerfacto", "hash grid")
+register("NGPModel", "nerfconvert.views.hash:HashGridView", "instant-ngp", "hash grid, CUDA")
+register("TensoRFModel", "nerfconvert.views.vm:VMView", "tensorf", "VM")
+register("NeRFModel", "nerfconvert.views.mlp:MLPView", "vanilla-nerf", "MLP")
+register("PlenoxelsModel", "nerfconvert.views.voxel:VoxelGridView", "plenoxels", "voxel grid")
+
+
+def _resolve(ref: Union[str, type]) -> type:
+    if isinstance(ref, str):
+        module, _, name = ref.partition(":")
+        return getattr(importlib.import_module(module), name)
+    return ref
 
 
 def _supported_list() -> str:
     return ", ".join(f"{name} = {what}" for name, what in SUPPORTED_MODELS.items())
 
 
+def _registered(model_class: type) -> Optional[str]:
+    """The registered name among ``model_class`` and its bases, or None."""
+    for cls in model_class.__mro__:
+        if cls.__name__ in _REGISTRY:
+            return cls.__name__
+    return None
+
+
 def view_class_for(model_class: type) -> Type[FieldView]:
     """The view class for a model class (or one of its bases)."""
-    for cls in model_class.__mro__:
-        if cls.__name__ in _VIEWS:
-            module, name = _VIEWS[cls.__name__]
-            return getattr(importlib.import_module(module), name)
+    name = _registered(model_class)
+    if name is not None:
+        return _resolve(_REGISTRY[name].view)
     raise NerfconvertError(
         f"nerfconvert has no two-level view for model class {model_class.__name__}. "
         f"Supported: {_supported_list()}. Train the scene with one of those methods, or add a view."
     )
+
+
+def _companion(name: str, capability: str) -> Optional[type]:
+    ref = _resolve(_REGISTRY[name].view).capabilities.get(capability)
+    if ref is None:
+        return None
+    companion = _resolve(ref)
+    serves = getattr(companion, "model_classes", None)  # a companion may serve only some of the view's models
+    return companion if serves is None or name in serves else None
+
+
+def companion_class(model_class: type, capability: str) -> Optional[type]:
+    """The companion class that the view of ``model_class`` registers for ``capability`` (e.g.
+    ``"vq_tables"``), or None where the model has no view or its view lacks the capability."""
+    name = _registered(model_class)
+    return None if name is None else _companion(name, capability)
+
+
+def companions(capability: str) -> Dict[str, type]:
+    """model class name -> companion class, for every registered model class with ``capability``
+    (registry order): what a method that needs the capability supports."""
+    out = {}
+    for name in _REGISTRY:
+        companion = _companion(name, capability)
+        if companion is not None:
+            out[name] = companion
+    return out
 
 
 def view_for(model: torch.nn.Module, **view_kwargs) -> FieldView:
@@ -51,7 +119,8 @@ def view_for(model: torch.nn.Module, **view_kwargs) -> FieldView:
     return view_class_for(type(model))(model, **view_kwargs)
 
 
-def _read_run_config(config_path: Path):
+def read_run_config(config_path: Path):
+    """(config.yml path, the run's ``TrainerConfig``) for a run's config.yml or its directory; one-line errors."""
     from nerfstudio.engine.trainer import TrainerConfig
 
     if config_path.is_dir():
@@ -83,7 +152,8 @@ def _read_run_config(config_path: Path):
     return config_path, config
 
 
-def _latest_checkpoint(config) -> Path:
+def latest_checkpoint(config) -> Path:
+    """The checkpoint a run's config loads (its ``load_step``, or the newest); one-line error if none."""
     ckpt_dir = config.get_checkpoint_dir()
     ckpts = sorted(ckpt_dir.glob("step-*.ckpt")) if ckpt_dir.is_dir() else []
     if config.load_step is not None:
@@ -94,6 +164,10 @@ def _latest_checkpoint(config) -> Path:
             "--steps-per-save steps (or to the end), or run ns-train from the directory the run was started in."
         )
     return ckpts[-1]
+
+
+_read_run_config = read_run_config  # the old private names, for callers not yet renamed (distill/trainer.py)
+_latest_checkpoint = latest_checkpoint
 
 
 def load_run(
@@ -107,11 +181,29 @@ def load_run(
     ``config_path`` is the run's config.yml (or its directory). Paths inside it are relative to
     the directory ``ns-train`` was started from, as for ``ns-viewer``. Nothing is written.
     """
-    from nerfstudio.configs.method_configs import all_methods  # also installs our shims
+    import nerfstudio.configs.method_configs  # noqa: F401 (installs our shims before the config is read)
 
-    config_path, config = _read_run_config(Path(config_path))
-    model_target = config.pipeline.model._target
-    view_cls = view_class_for(model_target)  # fail before the expensive setup
+    config_path, config = read_run_config(Path(config_path))
+    view_cls = view_class_for(config.pipeline.model._target)  # fail before the expensive setup
+    pipeline = _setup_pipeline(config_path, config, device, test_mode)
+    return pipeline, view_cls(pipeline.model, **view_kwargs)
+
+
+def load_pipeline(
+    config_path: Union[str, Path],
+    device: Optional[Union[str, torch.device]] = None,
+    test_mode: Literal["test", "val", "inference"] = "inference",
+) -> "Pipeline":  # noqa: F821
+    """Load a trained nerfstudio run's pipeline, as ``load_run`` does, for any method (no view needed:
+    a teacher whose model a method checks itself, a compressed run whose checkpoint holds its .ncz)."""
+    import nerfstudio.configs.method_configs  # noqa: F401 (installs our shims before the config is read)
+
+    config_path, config = read_run_config(Path(config_path))
+    return _setup_pipeline(config_path, config, device, test_mode)
+
+
+def _setup_pipeline(config_path: Path, config, device, test_mode) -> "Pipeline":  # noqa: F821
+    from nerfstudio.configs.method_configs import all_methods
 
     data = getattr(config.pipeline.datamanager.dataparser, "data", None)
     if data is not None and not Path(data).exists():
@@ -121,7 +213,7 @@ def load_run(
         )
     if config.method_name in all_methods:  # as eval_setup does: saved configs may pin old targets
         config.pipeline.datamanager._target = all_methods[config.method_name].pipeline.datamanager._target
-    ckpt_path = _latest_checkpoint(config)
+    ckpt_path = latest_checkpoint(config)
 
     device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     pipeline = config.pipeline.setup(device=device, test_mode=test_mode)
@@ -137,4 +229,4 @@ def load_run(
         raise NerfconvertError(f"{ckpt_path} is not a nerfstudio checkpoint (no 'pipeline' entry).")
     pipeline.load_pipeline(state["pipeline"], state.get("step", 0))
     pipeline.to(device)
-    return pipeline, view_cls(pipeline.model, **view_kwargs)
+    return pipeline

@@ -40,6 +40,7 @@ class VMView(FieldView):
 
     family = "vm"
     model_names = ("TensoRFModel",)
+    capabilities = {"vq_tables": "nerfconvert.compress.vq.families:VMFamily"}
 
     def __init__(self, model: Model) -> None:
         super().__init__(model)

@@ -31,6 +31,7 @@ class VoxelGridView(FieldView):
 
     family = "voxel"
     model_names = ("PlenoxelsModel",)
+    capabilities = {"vq_tables": "nerfconvert.compress.vq.families:VoxelFamily"}
 
     def __init__(self, model: Model) -> None:
         super().__init__(model)
@@ -57,6 +58,11 @@ class VoxelGridView(FieldView):
     @property
     def sh_degree(self) -> int:
         return self.field.sh_degree
+
+    def field_coordinates(self, positions: Tensor) -> Tensor:
+        """World positions -> the [-1, 1] grid_sample coordinates of the grid's vertices (the box
+        corners are vertices: align_corners=True)."""
+        return self.field.grid_coords(positions)[0]
 
     # ---- the two levels -----------------------------------------------------------------
     def phi1(self, positions: Tensor, directions: Tensor = None) -> Tensor:

@@ -74,10 +74,10 @@ def compressed(nerfacto):
     from nerfconvert.compress.container import from_bytes
     from nerfconvert.compress.vq import codec
     from nerfconvert.compress.vq.compressor import VQSettings, accumulate_importance, build_states
-    from nerfconvert.compress.vq.families import family_for
+    from nerfconvert.compress.vq.families import vq_tables_for
 
     cameras = _cameras()
-    family = family_for(nerfacto)
+    family = vq_tables_for(nerfacto)
     importance = accumulate_importance(family, _bundles(cameras))
     states = build_states(family, importance, VQSettings())
     with torch.no_grad():  # the file stores the MLPs at fp16: make the in-memory model hold those values

@@ -212,9 +212,10 @@ def decode_planes(decoder: PlaneDecoder, latents: Tensor, resolution, device=Non
 def decode(ncz: container.NczFile, device: Optional[torch.device] = None, num_train_data: Optional[int] = None):
     """.ncz -> (a stock TensoRF model with the decoded planes, report with ``decode_seconds``)."""
     from nerfstudio.data.scene_box import SceneBox
+    from nerfstudio.models.tensorf import TensoRFModel
 
     from nerfconvert.compress.vq.codec import model_config_from_json
-    from nerfconvert.compress.vq.families import VMFamily
+    from nerfconvert.compress.vq.families import vq_tables_class_for
 
     start = time.perf_counter()
     device = torch.device(device) if device is not None else torch.device("cpu")
@@ -222,8 +223,9 @@ def decode(ncz: container.NczFile, device: Optional[torch.device] = None, num_tr
     arch = ncz.architecture
     planes = decode_planes(decoder, latents, arch["plane_resolution"], device)
     density, color = split_planes(planes, int(arch["density_channels"]))
-    config = model_config_from_json(VMFamily, arch.get("model_config", {}), arch.get("model_method"))
-    validate.charge_model(VMFamily.name, config, validate.budget(ncz))
+    family_cls = vq_tables_class_for(TensoRFModel)  # what rebuilds a TensoRF: its view's vq tables
+    config = model_config_from_json(family_cls, arch.get("model_config", {}), arch.get("model_method"))
+    validate.charge_model(family_cls.name, config, validate.budget(ncz))
     scene_box = SceneBox(aabb=torch.tensor(arch["scene_box"], dtype=torch.float32))
     model = config.setup(scene_box=scene_box, num_train_data=num_train_data or arch["num_train_data"], metadata={},
                          device=device)

@@ -39,12 +39,12 @@ class EntropyCompressionPipeline(CompressionPipeline):
 
     def start(self, teacher_model: Model, teacher_path: Path) -> None:
         from nerfconvert.compress.vq.compressor import accumulate_importance
-        from nerfconvert.compress.vq.families import VMFamily
+        from nerfconvert.compress.vq.families import vq_tables_for
 
         cfg = self.model.config
         importance = None
         if cfg.use_importance:
-            family = VMFamily(teacher_model)
+            family = vq_tables_for(teacher_model)  # a TensoRF (checked): its view's vq tables, the planes
             importance = self.importance(teacher_path, lambda bundles: accumulate_importance(family, bundles))
         teacher_model.train()
         info = self.teacher_info(teacher_path)

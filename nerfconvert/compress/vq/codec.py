@@ -38,7 +38,7 @@ from nerfconvert.compress.quant import (
     unpack_indices,
     unpack_mask,
 )
-from nerfconvert.compress.vq.families import FAMILIES, Family, Table
+from nerfconvert.compress.vq.families import Family, Table, vq_tables_named
 
 METHOD = "vq-compression"
 SMALL_TENSOR = 256
@@ -373,7 +373,7 @@ def decode(ncz: container.NczFile, device: Optional[torch.device] = None, num_tr
             f"The file was written by {ncz.method!r}, not {METHOD}; decode it with that method's tools."
         )
     arch = ncz.architecture
-    family_cls = next((c for c in FAMILIES.values() if c.name == arch.get("family")), None)
+    family_cls = vq_tables_named(arch.get("family"))  # the family a registered view offers under that name
     if family_cls is None:
         raise NerfconvertError(f"Unknown architecture family {arch.get('family')!r}: upgrade nerfconvert.")
     budget, tables, checked_state = validate.vq_architecture(ncz)  # sizes bounded before anything is allocated

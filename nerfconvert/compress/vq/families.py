@@ -1,5 +1,9 @@
 """What VQRF quantises in each architecture family, and how importance reaches it.
 
+Each ``Family`` is the companion of a view: the view class registers it under the ``"vq_tables"``
+capability (``FieldView.capabilities``), and vq-compression asks the view registry for it
+(``vq_tables_for(model)``), never for a family by name.
+
 A family names the *tables* of a model: parameters seen as N "voxels" x C channels that share
 one codebook (or, for the voxel grid's density, one 8-bit scale). Importance (Eq. 3-4) is
 accumulated per table with the rendering-weight backward trick: every lookup in these models is
@@ -16,7 +20,7 @@ is sum_i (1 - |v_l - x_i|) w_i, exactly Eq. 4 with w_i = T_i alpha_i (Eq. 3).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, ClassVar, Dict, List, Optional, Tuple
+from typing import Callable, ClassVar, Dict, List, Optional, Tuple, Type
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +30,11 @@ from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.models.base_model import Model
 
 from nerfconvert import NerfconvertError
+from nerfconvert.views.base import FieldView
+from nerfconvert.views.registry import companion_class, companions, view_for
+
+VQ_TABLES = "vq_tables"
+"""The capability under which a view class registers its ``Family`` (``FieldView.capabilities``)."""
 
 
 @dataclass
@@ -52,7 +61,9 @@ class Family:
     """One architecture family: its tables, importance and pruning."""
 
     name: ClassVar[str]
-    model_class: ClassVar[str]
+    """The family as a file names it (``architecture["family"]``; the decoder looks the class up by it)."""
+    model_classes: ClassVar[Optional[Tuple[str, ...]]] = None
+    """The registered model classes of the view that this family serves (None: all of them)."""
     teacher_method: ClassVar[str]
     """The stock method whose config rebuilds this model class when decoding."""
     default_keep_quantile: ClassVar[float]
@@ -61,6 +72,11 @@ class Family:
 
     def __init__(self, model: Model) -> None:
         self.model = model
+
+    @property
+    def view(self) -> FieldView:
+        """The model's two-level view (its sampler, rendering and coordinate normalisation)."""
+        return view_for(self.model)
 
     def tables(self) -> List[Table]:
         raise NotImplementedError
@@ -113,7 +129,6 @@ def _probe_grad(lookup: Callable[[Tensor], Tensor], shape: Tuple[int, ...], devi
 # ---- voxel grid ---------------------------------------------------------------------------------
 class VoxelFamily(Family):
     name = "voxel"
-    model_class = "PlenoxelsModel"
     teacher_method = "plenoxels"
     default_keep_quantile = 0.6
 
@@ -130,17 +145,13 @@ class VoxelFamily(Family):
         ]
 
     def accumulate_importance(self, ray_bundle: RayBundle, into: Dict[str, Tensor]) -> None:
-        from nerfconvert.views.voxel import VoxelGridView
-
-        field = self.field
-        points = self._weighted_points(VoxelGridView(self.model), self._collide(ray_bundle))
+        view = self.view
+        points = self._weighted_points(view, self._collide(ray_bundle))
         if points is None:
             return
         positions, w = points
-        aabb = field.aabb
-        # vertices sit at the box corners (grid_sample, align_corners=True), as in the field
-        c = (positions - aabb[0]) / (aabb[1] - aabb[0]) * 2.0 - 1.0
-        r = field.resolution
+        c = view.field_coordinates(positions)  # vertices sit at the box corners (align_corners=True)
+        r = self.field.resolution
 
         def lookup(g):
             out = F.grid_sample(g, c.view(1, -1, 1, 1, 3), mode="bilinear", padding_mode="border", align_corners=True)
@@ -167,7 +178,6 @@ _PLANE_AXES = ((0, 1), (0, 2), (1, 2))  # as TensorVMEncoding.forward
 
 class VMFamily(Family):
     name = "vm"
-    model_class = "TensoRFModel"
     teacher_method = "tensorf"
     default_keep_quantile = 0.7
 
@@ -197,9 +207,7 @@ class VMFamily(Family):
         return out
 
     def accumulate_importance(self, ray_bundle: RayBundle, into: Dict[str, Tensor]) -> None:
-        from nerfconvert.views.vm import VMView
-
-        view = VMView(self.model)
+        view = self.view
         points = self._weighted_points(view, ray_bundle)
         if points is None:
             return
@@ -231,7 +239,8 @@ class HashFamily(Family):
     """
 
     name = "hash"
-    model_class = "NerfactoModel"
+    model_classes = ("NerfactoModel",)
+    """Not instant-ngp (the same view): its hash tables are tiny-cuda-nn's, and it has no proposal weights."""
     teacher_method = "nerfacto"
     default_keep_quantile = 0.3
     importance_ray_budget = 1 << 15
@@ -320,15 +329,29 @@ class HashFamily(Family):
             into[name] = total
 
 
-FAMILIES = {cls.model_class: cls for cls in (VoxelFamily, VMFamily, HashFamily)}
+# ---- the view registry's vq tables ---------------------------------------------------------------------
+def _supported() -> str:
+    unique = list(dict.fromkeys(companions(VQ_TABLES).values()))
+    return ", ".join(f"{c.teacher_method} ({c.name})" for c in unique)
 
 
-def family_for(model: Model) -> Family:
-    for cls in type(model).__mro__:
-        if cls.__name__ in FAMILIES:
-            return FAMILIES[cls.__name__](model)
-    supported = ", ".join(f"{c.teacher_method} ({c.name})" for c in FAMILIES.values())
-    raise NerfconvertError(
-        f"vq-compression cannot compress a {type(model).__name__} teacher: it quantises grids, and supports "
-        f"{supported}. Pass the config.yml of a run of one of those methods."
-    )
+def vq_tables_class_for(model_class: type) -> Type[Family]:
+    """The ``Family`` the view of ``model_class`` registers; a one-line error naming the supported
+    methods where it has none."""
+    family_cls = companion_class(model_class, VQ_TABLES)
+    if family_cls is None:
+        raise NerfconvertError(
+            f"vq-compression cannot compress a {model_class.__name__} teacher: it quantises grids, and supports "
+            f"{_supported()}. Pass the config.yml of a run of one of those methods."
+        )
+    return family_cls
+
+
+def vq_tables_for(model: Model) -> Family:
+    """The vq tables of a model (its view's ``"vq_tables"`` companion)."""
+    return vq_tables_class_for(type(model))(model)
+
+
+def vq_tables_named(name: str) -> Optional[Type[Family]]:
+    """The ``Family`` a file's ``architecture["family"]`` names, among those the registered views offer."""
+    return next((c for c in companions(VQ_TABLES).values() if c.name == name), None)

@@ -31,7 +31,7 @@ from nerfconvert.compress import container
 from nerfconvert.compress.checkpoint import NCZ_KEY, NczCheckpointMixin  # noqa: F401 (NCZ_KEY re-exported)
 from nerfconvert.compress.vq import codec
 from nerfconvert.compress.vq.compressor import VQSettings, apply_states, build_states, move_states
-from nerfconvert.compress.vq.families import family_for
+from nerfconvert.compress.vq.families import vq_tables_for
 
 
 
@@ -76,7 +76,7 @@ class VQCompressionModel(NczCheckpointMixin, Model):
         """Pruning and codebooks from the Eq. 4 ``importance``: the model fine-tuning starts from
         (a copy; the teacher's files are only read)."""
         self.inner = teacher_model
-        self.family = family_for(teacher_model)
+        self.family = vq_tables_for(teacher_model)
         self.teacher_step = teacher_step
         start = time.time()
         self.states = build_states(self.family, importance, self.config)

@@ -24,17 +24,23 @@ class VQCompressionPipeline(CompressionPipeline):
     config: VQCompressionPipelineConfig
     method = "vq-compression"
 
-    def check_teacher_model(self, teacher_model: Model) -> None:
-        from nerfconvert.compress.vq.families import family_for
+    @classmethod
+    def check_teacher_config(cls, teacher_config) -> None:
+        from nerfconvert.compress.vq.families import vq_tables_class_for
 
-        family_for(teacher_model)  # unsupported family: fail before the expensive part
+        vq_tables_class_for(teacher_config.pipeline.model._target)  # no vq tables: fail before loading the run
+
+    def check_teacher_model(self, teacher_model: Model) -> None:
+        from nerfconvert.compress.vq.families import vq_tables_for
+
+        vq_tables_for(teacher_model)  # e.g. a tiny-cuda-nn hash grid: fail before the expensive part
 
     def start(self, teacher_model: Model, teacher_path: Path) -> None:
         from nerfconvert.compress.vq.compressor import accumulate_importance
-        from nerfconvert.compress.vq.families import family_for
+        from nerfconvert.compress.vq.families import vq_tables_for
 
         teacher_model.train()
-        family = family_for(teacher_model)
+        family = vq_tables_for(teacher_model)
         importance = self.importance(teacher_path, lambda bundles: accumulate_importance(family, bundles),
                                      ray_budget=family.importance_ray_budget)
         info = self.teacher_info(teacher_path)

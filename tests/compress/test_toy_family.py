@@ -1,0 +1,253 @@
+"""A fifth family registered from this file alone goes through vq-compression.
+
+The family is analytic: a few isotropic Gaussians of density with one constant colour, its
+"table" one row per Gaussian (centre, precision, amplitude). The test registers its model
+class with a view, the view declares its vq tables through a companion ``Family``, and the vq
+machinery (importance, pruning and codebooks, packing, decoding) works on it through the view
+registry alone: nothing outside this file names the family.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Type
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from nerfstudio.cameras.cameras import Cameras
+from nerfstudio.cameras.rays import RayBundle, RaySamples
+from nerfstudio.data.scene_box import SceneBox
+from nerfstudio.model_components.ray_samplers import UniformSampler
+from nerfstudio.model_components.renderers import RGBRenderer
+from nerfstudio.models.base_model import Model, ModelConfig
+
+from nerfconvert import NerfconvertError
+from nerfconvert.compress.vq.families import Family, Table
+from nerfconvert.views.base import Decoded, FieldView
+
+METHOD = "toy-gaussians"
+UNSEEN = 2
+"""Gaussians placed far behind the collider's far plane: no ray sees them, so they are pruned."""
+
+
+@dataclass
+class ToyGaussiansModelConfig(ModelConfig):
+    _target: Type = field(default_factory=lambda: ToyGaussiansModel)
+    collider_params: Dict[str, float] = field(default_factory=lambda: {"near_plane": 0.5, "far_plane": 4.5})
+    num_gaussians: int = 32
+    num_samples: int = 48
+
+
+class ToyGaussiansModel(Model):
+    """density(x) = sum_i a_i exp(-p_i |x - c_i|^2 / 2), constant colour."""
+
+    config: ToyGaussiansModelConfig
+
+    def populate_modules(self) -> None:
+        super().populate_modules()
+        g = self.config.num_gaussians
+        gen = torch.Generator().manual_seed(0)
+        centres = torch.rand(g, 3, generator=gen) * 1.2 - 0.6
+        centres[:UNSEEN] = torch.tensor([0.0, 0.0, -50.0])
+        precision = 20.0 + 20.0 * torch.rand(g, 1, generator=gen)
+        amplitude = 5.0 + 15.0 * torch.rand(g, 1, generator=gen)
+        # the table: a zero row (what pruning writes) is an empty Gaussian (amplitude 0)
+        self.gaussians = nn.Parameter(torch.cat([centres, precision, amplitude], dim=1))
+        self.colour = nn.Parameter(torch.tensor([0.8, 0.4, 0.2]))
+        self.sampler = UniformSampler(num_samples=self.config.num_samples, single_jitter=False)
+        self.renderer_rgb = RGBRenderer(background_color="white")
+
+    def per_gaussian_density(self, positions: Tensor) -> Tensor:
+        """[..., 3] -> [..., G]."""
+        centres, precision, amplitude = self.gaussians.split([3, 1, 1], dim=-1)
+        d2 = (positions[..., None, :] - centres).pow(2).sum(-1)
+        return amplitude[:, 0] * torch.exp(-0.5 * precision[:, 0] * d2)
+
+    def density(self, positions: Tensor) -> Tensor:
+        return self.per_gaussian_density(positions).sum(-1, keepdim=True)
+
+    def get_param_groups(self) -> Dict[str, List[nn.Parameter]]:
+        return {"fields": [self.gaussians, self.colour]}
+
+    def get_outputs(self, ray_bundle: RayBundle) -> Dict[str, Tensor]:
+        samples = self.sampler(ray_bundle)
+        density = self.density(samples.frustums.get_positions())
+        weights = samples.get_weights(density)
+        rgb = self.colour.expand(*density.shape[:-1], 3)
+        return {"rgb": self.renderer_rgb(rgb=rgb, weights=weights), "accumulation": weights.sum(dim=-2)}
+
+    def get_loss_dict(self, outputs, batch, metrics_dict=None) -> Dict[str, Tensor]:
+        return {"rgb_loss": (outputs["rgb"] - batch["image"]).pow(2).mean()}
+
+
+class ToyGaussiansTables(Family):
+    """The companion the view registers for vq-compression: the Gaussians' rows share one codebook;
+    Eq. 4 gives each Gaussian its share of the density at a sample times the sample's weight."""
+
+    name = METHOD
+    teacher_method = METHOD
+    default_keep_quantile = 0.3
+
+    def tables(self) -> List[Table]:
+        return [Table("gaussians", "gaussians", lambda d: d, "vq", "gaussians")]
+
+    def accumulate_importance(self, ray_bundle: RayBundle, into: Dict[str, Tensor]) -> None:
+        points = self._weighted_points(self.view, ray_bundle)
+        if points is None:
+            return
+        positions, w = points
+        per = self.model.per_gaussian_density(positions)
+        share = per / per.sum(-1, keepdim=True).clamp_min(1e-30)
+        total = into.get("gaussians", torch.zeros(per.shape[-1]))
+        into["gaussians"] = total + (share * w[:, None]).sum(0)
+
+
+class ToyGaussiansView(FieldView):
+    """phi1: log density at a point; phi2: its exp and the constant colour."""
+
+    family = METHOD
+    model_names = ("ToyGaussiansModel",)
+    capabilities = {"vq_tables": ToyGaussiansTables}
+
+    @property
+    def feature_dim(self) -> int:
+        return 1
+
+    def phi1(self, positions: Tensor, directions: Tensor = None) -> Tensor:
+        return torch.log(self.model.density(positions).clamp_min(1e-30))
+
+    def phi2(self, features: Tensor, directions: Tensor) -> Decoded:
+        rgb = self.model.colour.expand(*features.shape[:-1], 3)
+        return Decoded(density=features.exp(), raw_density=features, rgb=rgb)
+
+    def sample(self, ray_bundle: RayBundle) -> RaySamples:
+        with torch.no_grad():
+            return self.model.sampler(self.model.collider(ray_bundle))
+
+    def phi1_parameters(self) -> list[nn.Parameter]:
+        return [self.model.gaussians]
+
+    def phi2_parameters(self) -> list[nn.Parameter]:
+        return [self.model.colour]
+
+
+# ---- registration, from this file alone --------------------------------------------------------------
+@pytest.fixture
+def toy_family(monkeypatch):
+    from nerfstudio.configs.method_configs import all_methods
+    from nerfstudio.engine.trainer import TrainerConfig
+    from nerfstudio.pipelines.base_pipeline import VanillaPipelineConfig
+
+    from nerfconvert.views import registry
+
+    registry.register(ToyGaussiansModel, ToyGaussiansView, METHOD, "a few Gaussians")
+    # the decoder rebuilds a model from a registered method's config, as for the stock families
+    monkeypatch.setitem(all_methods, METHOD, TrainerConfig(method_name=METHOD,
+                                                           pipeline=VanillaPipelineConfig(model=ToyGaussiansModelConfig())))
+    try:
+        yield
+    finally:
+        registry.unregister(ToyGaussiansModel)
+
+
+def _model() -> ToyGaussiansModel:
+    box = SceneBox(aabb=torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]))
+    return ToyGaussiansModelConfig().setup(scene_box=box, num_train_data=4, metadata={})
+
+
+def _look_at(eye: Tensor) -> Tensor:
+    forward = -eye / eye.norm()
+    right = torch.linalg.cross(forward, torch.tensor([0.0, 0.0, 1.0]))
+    right = right / right.norm()
+    up = torch.linalg.cross(right, forward)
+    return torch.stack([right, up, -forward, eye], dim=1)  # OpenGL camera: looks down -z
+
+
+def _cameras(n: int = 4, size: int = 16) -> Cameras:
+    angles = torch.arange(n) * (2 * torch.pi / n)
+    eyes = torch.stack([2.5 * torch.cos(angles), 2.5 * torch.sin(angles), torch.full((n,), 0.8)], dim=1)
+    c2w = torch.stack([_look_at(e) for e in eyes])
+    return Cameras(camera_to_worlds=c2w, fx=20.0, fy=20.0, cx=size / 2, cy=size / 2, width=size, height=size)
+
+
+def _bundles(cameras: Cameras):
+    for i in range(len(cameras)):
+        yield cameras.generate_rays(camera_indices=i, keep_shape=True).flatten()
+
+
+def _render(model: Model, camera: Cameras) -> Tensor:
+    model.eval()
+    with torch.no_grad():
+        return model.get_outputs_for_camera(camera)["rgb"]
+
+
+def test_the_registry_lists_the_toy_family(toy_family):
+    from nerfconvert.compress.vq.families import VQ_TABLES, vq_tables_for, vq_tables_named
+    from nerfconvert.views.registry import SUPPORTED_MODELS, companions, view_for
+
+    model = _model()
+    assert isinstance(view_for(model), ToyGaussiansView)
+    assert type(vq_tables_for(model)) is ToyGaussiansTables
+    assert vq_tables_named(METHOD) is ToyGaussiansTables
+    assert companions(VQ_TABLES)["ToyGaussiansModel"] is ToyGaussiansTables
+    assert SUPPORTED_MODELS["ToyGaussiansModel"] == f"{METHOD} (a few Gaussians)"
+
+
+def test_unregistered_the_toy_family_is_unsupported():
+    from nerfconvert.compress.vq.families import vq_tables_for, vq_tables_named
+
+    with pytest.raises(NerfconvertError, match=r"cannot compress a ToyGaussiansModel teacher: .*supports .*tensorf \(vm\)"):
+        vq_tables_for(_model())
+    assert vq_tables_named(METHOD) is None
+
+
+def test_the_toy_family_compresses_and_decodes(toy_family):
+    from nerfconvert.compress.container import from_bytes
+    from nerfconvert.compress.vq import codec
+    from nerfconvert.compress.vq.compressor import VQSettings, accumulate_importance, build_states
+    from nerfconvert.compress.vq.families import vq_tables_for
+
+    model = _model()
+    original = model.gaussians.detach().clone()
+    cameras = _cameras()
+    family = vq_tables_for(model)
+    importance = accumulate_importance(family, _bundles(cameras))
+    scores = importance["gaussians"]
+    assert scores.shape == (model.config.num_gaussians,)
+    assert bool((scores[:UNSEEN] == 0).all()) and bool((scores[UNSEEN:] > 0).all())
+
+    settings = VQSettings(codebook_size=8, kmeans_iterations=10, kmeans_batch_size=64, keep_quantile=0.3)
+    states = build_states(family, importance, settings)
+    state = states["gaussians"]
+    assert not bool(state.alive[:UNSEEN].any())  # unseen Gaussians are pruned ...
+    assert state.kept.any() and state.vq.sum() > settings.codebook_size  # ... the rest kept or vector-quantised
+    rows = model.gaussians.detach()
+    assert bool((rows[:UNSEEN] == 0).all())
+    assert torch.equal(rows[state.vq], state.codebook[state.assignment[state.vq]])
+    assert not torch.allclose(rows[state.vq], original[state.vq])  # the codebook changed them
+
+    data = codec.pack(family, states, {"steps": 0})
+    ncz = from_bytes(data)
+    assert ncz.method == "vq-compression" and ncz.architecture["family"] == METHOD
+    assert ncz.architecture["model_method"] == METHOD
+    decoded, decoded_family = codec.decode(ncz)
+    assert type(decoded) is ToyGaussiansModel and type(decoded_family) is ToyGaussiansTables
+
+    # what the file stores: fp16 codes for the vector-quantised rows, 8 bits per channel for the kept ones
+    back = decoded.gaussians.detach()
+    assert torch.equal(back[~state.alive], torch.zeros_like(back[~state.alive]))
+    assert torch.equal(back[state.vq], rows[state.vq].half().float())
+    kept = rows[state.kept]
+    step = (kept.max(0).values - kept.min(0).values) / 255
+    assert bool(((back[state.kept] - kept).abs() <= step / 2 + 1e-6).all())
+    assert torch.equal(decoded.colour.detach(), model.colour.detach())
+
+    # the decoded model renders as the compressed one in memory; the uncompressed one renders differently
+    camera = cameras[0:1]
+    in_memory, from_file = _render(model, camera), _render(decoded, camera)
+    assert (from_file - in_memory).abs().max() < 5e-3
+    with torch.no_grad():
+        model.gaussians.copy_(original)
+    assert (_render(model, camera) - in_memory).abs().max() > 5e-2
