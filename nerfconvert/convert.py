@@ -61,7 +61,6 @@ _MODEL_KIND: Dict[str, Tuple[str, str]] = {
 }
 _TO_MODEL: Dict[str, str] = {"nerfacto": "NerfactoModel", "tensorf": "TensoRFModel", "vanilla-nerf": "NeRFModel",
                              "plenoxels": "PlenoxelsModel"}
-_VQ_MODELS = ("PlenoxelsModel", "TensoRFModel", "NerfactoModel")  # nerfconvert.compress.vq.families.FAMILIES
 
 Configure = Callable[[str, Any], None]
 """``configure(method_name, trainer_config)``: a hook that adjusts a stage's config before it runs."""
@@ -183,6 +182,14 @@ def _model_name(config) -> str:
     return getattr(target, "__name__", str(target))
 
 
+def _has_vq_tables(config) -> bool:
+    """Whether vq-compression quantises the run's model: its view registers vq tables."""
+    from nerfconvert.compress.vq.families import VQ_TABLES
+    from nerfconvert.views.registry import companion_class
+
+    return companion_class(config.pipeline.model._target, VQ_TABLES) is not None
+
+
 def _describe(model: str, method: str) -> str:
     kind = _MODEL_KIND.get(model)
     return f"{method} ({kind[1]})" if kind else method
@@ -195,7 +202,7 @@ def _is_inside(path: Path, directory: Path) -> bool:
 
 def _read_teacher(teacher: Path):
     """config.yml path, config, model class name of a run that can be a teacher; one-line errors."""
-    from nerfconvert.views.registry import _latest_checkpoint, _read_run_config, view_class_for
+    from nerfconvert.views.registry import latest_checkpoint, read_run_config, view_class_for
 
     teacher = Path(teacher)
     if not teacher.exists():
@@ -203,9 +210,9 @@ def _read_teacher(teacher: Path):
             f"--teacher {teacher} does not exist. Pass the config.yml of a trained nerfstudio run, "
             "e.g. outputs/<scene>/nerfacto/<timestamp>/config.yml."
         )
-    path, config = _read_run_config(teacher)
+    path, config = read_run_config(teacher)
     view_class_for(config.pipeline.model._target)  # an architecture pvd-al and the views know
-    _latest_checkpoint(config)  # a checkpoint to read
+    latest_checkpoint(config)  # a checkpoint to read
     data = getattr(config.pipeline.datamanager.dataparser, "data", None)
     if data is not None and not Path(data).exists():
         raise NerfconvertError(
@@ -310,7 +317,7 @@ def plan_convert(
         )
     if compress == "entropy" and to is None and teacher_model != "TensoRFModel":
         to = "tensorf"  # entropy-compression takes tensorf runs: convert first
-    if compress == "vq" and to is None and teacher_model not in _VQ_MODELS:
+    if compress == "vq" and to is None and not _has_vq_tables(teacher_config):
         raise NerfconvertError(
             f"--compress vq quantises grids, and the teacher is a {_describe(teacher_model, teacher_method)} run: "
             "add --to plenoxels (or tensorf, nerfacto) to convert it first."
@@ -492,26 +499,11 @@ def _rgb(outputs: Dict[str, Any]):
 
 
 def _load_pipeline(config_path: Path, device: str):
-    """A run's pipeline for rendering: ``load_run`` for the architectures with a view, the same
-    steps for compressed runs (whose checkpoint holds the .ncz; loading decodes it)."""
-    import torch
+    """A run's pipeline for rendering: a teacher or student, or a compressed run (whose checkpoint holds
+    the .ncz; loading decodes it)."""
+    from nerfconvert.views.registry import load_pipeline
 
-    from nerfconvert.views import load_run
-    from nerfconvert.views.registry import _latest_checkpoint, _read_run_config
-
-    _, config = _read_run_config(Path(config_path))
-    if _model_name(config) in _MODEL_KIND:
-        return load_run(config_path, device=device, test_mode="inference")[0]
-    from nerfstudio.configs.method_configs import all_methods
-
-    if config.method_name in all_methods:
-        config.pipeline.datamanager._target = all_methods[config.method_name].pipeline.datamanager._target
-    pipeline = config.pipeline.setup(device=torch.device(device), test_mode="inference")
-    pipeline.eval()
-    state = torch.load(_latest_checkpoint(config), map_location="cpu")
-    pipeline.load_pipeline(state["pipeline"], state.get("step", 0))
-    pipeline.to(device)
-    return pipeline
+    return load_pipeline(config_path, device=device, test_mode="inference")
 
 
 def _view_indices(n: int, k: int) -> List[int]:
@@ -690,9 +682,9 @@ def execute_plan(plan: ConvertPlan) -> ConvertResult:
 
     rows: List[ConvertRow] = []
     for role, path in runs:
-        from nerfconvert.views.registry import _read_run_config
+        from nerfconvert.views.registry import read_run_config
 
-        method = _read_run_config(path)[1].method_name
+        method = read_run_config(path)[1].method_name
         if role == "compressed":
             size, kind, ncz_path = ncz.stat().st_size, ".ncz", ncz
         else:

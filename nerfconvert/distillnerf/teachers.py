@@ -115,9 +115,9 @@ def teacher_config(method: str, scene_dir: Path, max_num_iterations: int, device
 def render_cache(config_path: Path, scene: SceneRecord, cache_dir: Path, device: Optional[str] = None) -> int:
     """Render z-depth and opacity of every frame of ``scene`` with the run at ``config_path``."""
     from nerfconvert.distillnerf.data import z_depth_factor
-    from nerfconvert.views import load_run
+    from nerfconvert.views.registry import load_pipeline
 
-    pipeline, _ = load_run(config_path, device=device)
+    pipeline = load_pipeline(config_path, device=device)
     outputs = pipeline.datamanager.train_dataparser_outputs
     transform = torch.eye(4)
     transform[:3, :4] = outputs.dataparser_transform
