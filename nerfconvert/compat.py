@@ -13,9 +13,10 @@ discovers the plugin (``nerfstudio.configs.method_configs`` loads our entry poin
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import warnings
-from typing import Any, List, Optional
+from typing import Any, Iterator, List, Optional
 
 import torch
 from torch import nn
@@ -161,3 +162,30 @@ def install() -> None:
     install_safe_globals()
     install_offline_lpips()
     _installed = True
+
+
+# ---------------------------------------------------------------------------------------
+# 3. one run's event writers
+# ---------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def own_event_writers() -> Iterator[None]:
+    """nerfstudio's event writers are process-global: a run trained in this process (a teacher, an
+    earlier stage) would keep receiving every later run's scalars, appended to its tfevents file, so
+    a teacher's run directory would change after it was only read. Within this block a run logs to
+    its own directory only, and its writers are closed at the end."""
+    from nerfstudio.utils import writer
+
+    saved = (list(writer.EVENT_WRITERS), list(writer.EVENT_STORAGE), dict(writer.GLOBAL_BUFFER))
+    writer.EVENT_WRITERS.clear()
+    writer.EVENT_STORAGE.clear()
+    try:
+        yield
+    finally:
+        for w in writer.EVENT_WRITERS:
+            tb = getattr(w, "tb_writer", None)
+            if tb is not None:
+                tb.close()
+        writer.EVENT_WRITERS[:] = saved[0]
+        writer.EVENT_STORAGE[:] = saved[1]
+        writer.GLOBAL_BUFFER.clear()
+        writer.GLOBAL_BUFFER.update(saved[2])

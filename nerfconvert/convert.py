@@ -36,12 +36,12 @@ import math
 import os
 import tempfile
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Literal, Optional, Tuple, Union, get_args
+from typing import Any, Callable, Dict, List, Literal, Optional, Tuple, Union, get_args
 
 from nerfconvert import NerfconvertError
+from nerfconvert.compat import own_event_writers
 
 # The students of pvd-al (nerfconvert.distill.students.STUDENTS; kept here so that the command
 # line parses without importing nerfstudio, and checked against it in the tests).
@@ -438,32 +438,10 @@ def _compression_stage(method: str, source: Path, teacher_config, data: Path, st
 # ---------------------------------------------------------------------------------------------
 # running
 # ---------------------------------------------------------------------------------------------
-@contextmanager
-def _own_event_writers() -> Iterator[None]:
-    """nerfstudio's event writers are process-global: a run started in this process (the teacher,
-    an earlier stage) would keep receiving this stage's scalars. Each stage logs to its own run only."""
-    from nerfstudio.utils import writer
-
-    saved = (list(writer.EVENT_WRITERS), list(writer.EVENT_STORAGE), dict(writer.GLOBAL_BUFFER))
-    writer.EVENT_WRITERS.clear()
-    writer.EVENT_STORAGE.clear()
-    try:
-        yield
-    finally:
-        for w in writer.EVENT_WRITERS:
-            tb = getattr(w, "tb_writer", None)
-            if tb is not None:
-                tb.close()
-        writer.EVENT_WRITERS[:] = saved[0]
-        writer.EVENT_STORAGE[:] = saved[1]
-        writer.GLOBAL_BUFFER.clear()
-        writer.GLOBAL_BUFFER.update(saved[2])
-
-
 def _train(config) -> None:
     from nerfstudio.scripts import train
 
-    with _own_event_writers():
+    with own_event_writers():
         try:
             train.main(config)
         except SystemExit as exc:  # our methods exit with "error: <one line>" from inside ns-train

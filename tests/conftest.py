@@ -11,6 +11,8 @@ import pytest
 import torch
 from processes import start_group, stop_group
 
+from nerfconvert.compat import own_event_writers
+
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 # Tiny-run settings per method: a few steps, small batches, CPU-friendly encodings.
@@ -74,7 +76,8 @@ def trained_run(object_scene, tmp_path_factory) -> Callable[[str], Path]:
         if method not in cache:
             out = tmp_path_factory.mktemp(f"run_{method}")
             config = tiny_config(method, object_scene, out)
-            train.main(config)
+            with own_event_writers():  # later runs in this process must not append to its tfevents
+                train.main(config)
             cache[method] = config.get_base_dir() / "config.yml"
             assert cache[method].exists()
         return cache[method]
@@ -113,7 +116,8 @@ def capture_nerfacto_run(capture_scene, tmp_path_factory) -> Path:
     from nerfstudio.scripts import train
 
     config = capture_config("nerfacto", capture_scene, tmp_path_factory.mktemp("capture_nerfacto"), steps=8)
-    train.main(config)
+    with own_event_writers():
+        train.main(config)
     return config.get_base_dir() / "config.yml"
 
 
@@ -162,17 +166,18 @@ def stock_viewer_page(tmp_path) -> Callable[[Path], str]:
 
 
 # ---- compressed runs (vq-compression, entropy-compression) ---------------------------------------
-def _tree_digest(root: Path) -> str:
-    """The run's config, checkpoints and transforms (not its tensorboard log, which the teacher's
-    writer may still be flushing)."""
+def tree_digests(root: Path) -> Dict[str, str]:
+    """SHA-256 of every file under ``root``, tensorboard logs included (session runs train inside
+    ``own_event_writers``, so no later run in this process writes to their tfevents)."""
     import hashlib
 
-    h = hashlib.sha256()
-    for p in sorted(root.rglob("*")):
-        if p.is_file() and "tfevents" not in p.name:
-            h.update(str(p.relative_to(root)).encode())
-            h.update(p.read_bytes())
-    return h.hexdigest()
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="session")
+def digest_tree() -> Callable[[Path], Dict[str, str]]:
+    """``tree_digests`` for tests in sub-folders."""
+    return tree_digests
 
 
 def vq_config(teacher: Path, data: Path, out: Path, steps: int = 2):
@@ -217,10 +222,12 @@ def _compressed_runs(make_config, name, trained_run, object_scene, tmp_path_fact
     def _get(method: str) -> Path:
         if method not in cache:
             teacher = trained_run(method)
-            before = _tree_digest(teacher.parent)
+            before = tree_digests(teacher.parent)
+            assert any("tfevents" in name for name in before)  # the log is part of what must stay untouched
             config = make_config(teacher, object_scene, tmp_path_factory.mktemp(f"{name}_{method}"))
-            train.main(config)
-            assert _tree_digest(teacher.parent) == before, "the teacher run was modified"
+            with own_event_writers():
+                train.main(config)
+            assert tree_digests(teacher.parent) == before, "the teacher run was modified"
             cache[method] = config.get_base_dir() / "config.yml"
         return cache[method]
 
@@ -273,16 +280,17 @@ def distillnerf_training(distillnerf_scenes, tmp_path_factory):
     try:
         config.save_config()
         trainer = config.setup(local_rank=0, world_size=1)
-        trainer.setup()
-        original = trainer.pipeline.get_train_loss_dict
+        with own_event_writers():  # a later run in this process must not log into this one
+            trainer.setup()
+            original = trainer.pipeline.get_train_loss_dict
 
-        def recording(step: int):
-            out = original(step)
-            losses.append(float(sum(v.detach() for v in out[1].values())))
-            return out
+            def recording(step: int):
+                out = original(step)
+                losses.append(float(sum(v.detach() for v in out[1].values())))
+                return out
 
-        trainer.pipeline.get_train_loss_dict = recording
-        trainer.train()
+            trainer.pipeline.get_train_loss_dict = recording
+            trainer.train()
     finally:
         torch.set_num_threads(threads)
     return config.get_base_dir() / "config.yml", losses

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from nerfconvert import NerfconvertError
+from nerfconvert.compat import own_event_writers
 from nerfconvert.distillnerf.dataparser import CACHE_DIR, CACHE_META, SceneRecord, frames_to_cameras, read_cache_meta, read_scenes
 
 RUNS_DIR = "teacher_runs"
@@ -170,7 +171,8 @@ def make_teacher(
     config = teacher_config(method, scene.root, max_num_iterations, device_type, depth_loss_mult, depth_sigma)
     if config_hook is not None:
         config_hook(config)
-    train.main(config)
+    with own_event_writers():  # the next scene's teacher must not append to this one's tfevents
+        train.main(config)
     config_path = config.get_base_dir() / "config.yml"
     frames = render_cache(config_path, scene, cache_dir, device="cuda" if device_type == "cuda" else "cpu")
     _write_json_atomic(

@@ -16,6 +16,12 @@ import torch
 from nerfconvert import NerfconvertError
 
 
+def digests(root):
+    import hashlib
+
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
 def _tiny(config) -> None:
     from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManagerConfig
     from nerfstudio.data.datamanagers.parallel_datamanager import ParallelDataManagerConfig
@@ -75,6 +81,9 @@ def test_second_run_skips_finished_and_redoes_interrupted(teacher_root):
 
     finished = teacher_root / "scene-000" / "teacher_cache" / "teacher.json"
     stamp = finished.stat().st_mtime_ns
+    run = teacher_root / "scene-000" / "teacher_runs"
+    run_files = digests(run)
+    assert any("tfevents" in name for name in run_files)
     # scene-001 "interrupted": a half-written cache (no teacher.json) and a stray run folder.
     partial = teacher_root / "scene-001" / "teacher_cache" / "t000"
     partial.mkdir(parents=True)
@@ -83,6 +92,9 @@ def test_second_run_skips_finished_and_redoes_interrupted(teacher_root):
     status = run_teachers(teacher_root, max_num_iterations=3, config_hook=_tiny, device_type="cpu")
     assert status == {"scene-000": "skipped", "scene-001": "done"}
     assert finished.stat().st_mtime_ns == stamp
+    # the finished teacher's run, used for its cache and left alone while the next scene's teacher trained in this
+    # process: byte-identical, tfevents included
+    assert digests(run) == run_files
     assert (teacher_root / "scene-001" / "teacher_cache" / "teacher.json").is_file()
     assert np.load(partial / "CAM_FRONT_depth.npy").shape == (16, 24)
     with pytest.raises(NerfconvertError, match="already has a depth cache from teacher 'depth-nerfacto'"):
