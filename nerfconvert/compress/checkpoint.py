@@ -21,6 +21,10 @@ from nerfconvert.compress import container
 
 NCZ_KEY = "ncz"
 """The one state-dict entry of a compressed model: the .ncz file as a uint8 tensor."""
+RESUME_PREFIX = "resume."
+"""While fine-tuning, a checkpoint also keeps the full-precision training tensors the file does not
+store (``resume_state``), so that ``ns-train --load-dir`` continues where the run was stopped.
+Decoders ignore them."""
 
 
 class NczCheckpointMixin:
@@ -34,6 +38,8 @@ class NczCheckpointMixin:
             destination = OrderedDict()
         data = self.pack()
         destination[prefix + NCZ_KEY] = torch.frombuffer(bytearray(data), dtype=torch.uint8).clone()
+        for key, value in self.resume_state().items():
+            destination[prefix + RESUME_PREFIX + key] = value.detach().cpu().clone()
         return destination
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
@@ -45,6 +51,16 @@ class NczCheckpointMixin:
         value = state_dict[NCZ_KEY]
         data = value.cpu().numpy().tobytes() if isinstance(value, Tensor) else bytes(value)
         self.load_ncz(data)
+        extras = {k[len(RESUME_PREFIX):]: v for k, v in state_dict.items() if k.startswith(RESUME_PREFIX)}
+        if extras:
+            self.load_resume_state(extras)
+
+    def resume_state(self) -> Dict[str, Tensor]:
+        """Training tensors a checkpoint keeps next to the file while fine-tuning (none by default)."""
+        return {}
+
+    def load_resume_state(self, state: Dict[str, Tensor]) -> None:
+        """Restore ``resume_state`` after ``load_ncz`` (ignored unless the model is fine-tuning)."""
 
     def update_to_step(self, step: int) -> None:
         pass  # shapes come from the file

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Literal, Optional, Type
+from typing import Any, Dict, List, Literal, Optional, Tuple, Type
 
 import torch
 from torch import Tensor, nn
@@ -41,6 +41,7 @@ from nerfconvert.compress.entropy.coder import (
     latent_size,
     split_planes,
 )
+from nerfconvert.compress.quant import unpack_mask
 
 TENSORF_NEEDED = "entropy-compression needs a tensorf run; convert it first with pvd-al --student tensorf"
 
@@ -102,6 +103,8 @@ class EntropyCompressionModel(NczCheckpointMixin, Model):
         self._train_terms: Optional[Dict[str, Tensor]] = None
         self._eval_planes_version = -1
         self._planes_version = 0
+        self._schedule: Optional[Tuple[int, int]] = None
+        """(first step, steps) of the temperature annealing; a resumed run continues its run's."""
 
     # ---- building -----------------------------------------------------------------------------
     def start_from_teacher(self, teacher_model: Model, teacher_step: int, importance: Optional[Dict[str, Tensor]],
@@ -167,7 +170,14 @@ class EntropyCompressionModel(NczCheckpointMixin, Model):
         return self.latents is not None
 
     def load_ncz(self, data: bytes, source: str = "the checkpoint's .ncz") -> None:
+        """Become the file's model; while fine-tuning (``ns-train --load-dir`` resuming) continue
+        from the file instead: latents, decoder and masks as stored (a checkpoint's ``resume_state``
+        then restores them at full precision)."""
         ncz = container.from_bytes(data, source=source)
+        if self.training_state:
+            self._resume_from_file(ncz)
+            self.ncz_bytes = bytes(data)
+            return
         inner, info = codec.decode(ncz, device=self.device)
         self.inner = inner
         self.latents = None
@@ -175,6 +185,55 @@ class EntropyCompressionModel(NczCheckpointMixin, Model):
         self.entropy = None
         self.ncz_bytes = bytes(data)
         self.report["decode_seconds"] = info["decode_seconds"]
+
+    @torch.no_grad()
+    def _resume_from_file(self, ncz: container.NczFile) -> None:
+        # the optimizers hold this model's Parameters (built before the checkpoint is loaded): copy into them
+        latents, decoder, entropy = codec.decode_sections(ncz)
+        if tuple(latents.shape) != tuple(self.latents.shape) or ncz.architecture.get("preset") != self.config.preset:
+            raise NerfconvertError(
+                f"The checkpoint's latents {tuple(latents.shape)} ({ncz.architecture.get('preset')!r} preset) do not fit this "
+                f"run's {tuple(self.latents.shape)} ({self.config.preset!r}): resume with the teacher and --pipeline.model.preset "
+                "the run was started with."
+            )
+        self.latents.copy_(latents.to(self.latents.device))
+        own = dict(self.decoder.named_parameters())
+        for name, value in decoder.named_parameters():
+            own[name].copy_(value.to(own[name].device))
+        if self.config.masked and ncz.architecture.get("masked", True):
+            n, _, h, w = latents.shape
+            mask = unpack_mask(ncz.array("latents/mask"), n * h * w).view(n, h, w)  # checked by decode_sections
+            logits = self.entropy.mask_logits
+            logits[:, 0] = 0.0
+            logits[:, 1] = torch.where(mask.to(logits.device), abs(self.config.mask_init), -abs(self.config.mask_init))
+        self.entropy.bottleneck.quantiles[:, 0, 1] = entropy.bottleneck.quantiles[:, 0, 1].to(self.latents.device)
+        self._planes_version += 1
+
+    def resume_state(self) -> Dict[str, Tensor]:
+        if not self.training_state:
+            return {}
+        state = {"latents": self.latents}
+        state.update({"decoder." + k: v for k, v in self.decoder.named_parameters()})
+        state.update({"entropy." + k: v for k, v in self.entropy.named_parameters()})
+        if self._schedule is not None:
+            state["schedule"] = torch.tensor(self._schedule, dtype=torch.long)
+        return state
+
+    @torch.no_grad()
+    def load_resume_state(self, state: Dict[str, Tensor]) -> None:
+        if not self.training_state:
+            return
+        own = self.resume_state()
+        own.pop("schedule", None)
+        if set(own) - set(state) or any(tuple(state[k].shape) != tuple(v.shape) for k, v in own.items()):
+            raise NerfconvertError("The checkpoint's training state does not fit this run: resume with the teacher and "
+                                   "--pipeline.model.* settings the run was started with.")
+        for key, value in own.items():
+            value.copy_(state[key].to(value.device))
+        if "schedule" in state:
+            first, total = (int(v) for v in state["schedule"].tolist())
+            self._schedule = (first, total)
+        self._planes_version += 1
 
     def _require_inner(self) -> Model:
         if self.inner is None:
@@ -225,6 +284,7 @@ class EntropyCompressionModel(NczCheckpointMixin, Model):
         self._planes_version += 1
         data = self.pack()
         was = self.training
+        self.latents = None  # become the file's model (not a resume)
         self.load_ncz(data, source="the freshly packed .ncz")
         self.inner.train(was)
         return data
@@ -250,9 +310,12 @@ class EntropyCompressionModel(NczCheckpointMixin, Model):
             first = trainer._start_step
             last = first + trainer.config.max_num_iterations - 1
 
+        if self._schedule is None:  # not restored from a checkpoint: this run's
+            self._schedule = (first, (last - first + 1) if last is not None else 30000)
+
         def before_step(step: int) -> None:
-            total = (last - first + 1) if last is not None else 30000
-            self._tau = gumbel_temperature(step - first, total, self.config.tau_start, self.config.tau_end)
+            start, total = self._schedule
+            self._tau = gumbel_temperature(step - start, total, self.config.tau_start, self.config.tau_end)
 
         def after_step(step: int) -> None:
             self._planes_version += 1

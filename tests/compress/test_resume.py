@@ -1,0 +1,137 @@
+"""Interrupted compression runs: vq-compression and entropy-compression resume from ``--load-dir``
+after a SIGKILL in the middle of fine-tuning (the file decodes, the quality is that of an
+uninterrupted run, the teacher's run directory is byte-identical), and a kill during the atomic
+``.ncz`` write leaves the old file or the new one, never a torn one."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from nerfconvert.compat import own_event_writers
+from nerfconvert.compress import container
+
+HERE = Path(__file__).parent
+
+
+def train_until_killed(config, kill_step: int) -> None:
+    """``config`` trained in a child ``ns-train`` (``sigkill_train.py``) that SIGKILLs itself right
+    after the checkpoint of ``kill_step`` is written."""
+    config.save_config()
+    result = subprocess.run([sys.executable, str(HERE / "sigkill_train.py"), str(config.get_base_dir() / "config.yml"),
+                             str(kill_step)], capture_output=True, text=True, timeout=900)
+    assert result.returncode == -signal.SIGKILL, result.stdout[-2000:] + result.stderr[-3000:]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method,teacher_method", [("vq-compression", "plenoxels"), ("entropy-compression", "tensorf")])
+def test_resume_after_sigkill_in_fine_tuning(method, teacher_method, trained_run, vq_run, entropy_run, object_scene,
+                                            make_vq_config, make_entropy_config, digest_tree, tmp_path):
+    from common import evaluate
+    from nerfstudio.scripts import train
+
+    from nerfconvert.compress.entropy import codec as entropy_codec
+    from nerfconvert.compress.vq import codec as vq_codec
+
+    make_config, uninterrupted = {"vq-compression": (make_vq_config, vq_run),
+                                  "entropy-compression": (make_entropy_config, entropy_run)}[method]
+    reference = uninterrupted(teacher_method)  # the session's 2-step run
+    teacher = trained_run(teacher_method)
+    teacher_files = digest_tree(teacher.parent)
+
+    killed = make_config(teacher, object_scene, tmp_path, steps=3)
+    killed.timestamp, killed.steps_per_save = "killed", 1
+    train_until_killed(killed, kill_step=1)  # after step 1 of 0..2 (nerfstudio saves from step 1 on)
+    checkpoints = sorted(killed.get_checkpoint_dir().glob("step-*.ckpt"))
+    assert [c.name for c in checkpoints] == ["step-000000001.ckpt"]
+    assert not (killed.get_base_dir() / "scene.ncz").exists()  # killed before the end
+
+    resumed = make_config(teacher, object_scene, tmp_path, steps=1)  # step 2 (the checkpoint holds steps 0 and 1)
+    resumed.timestamp, resumed.load_dir = "resumed", killed.get_checkpoint_dir()
+    with own_event_writers():
+        train.main(resumed)
+    final = sorted(resumed.get_checkpoint_dir().glob("step-*.ckpt"))
+    assert torch.load(final[-1], map_location="cpu")["step"] == 2
+    ncz_path = resumed.get_base_dir() / "scene.ncz"
+    assert ncz_path.exists(), "the resumed run did not write its .ncz"
+    decode = vq_codec.decode if method == "vq-compression" else entropy_codec.decode
+    decode(container.read_ncz(ncz_path))  # the resumed run's file decodes
+
+    # quality within noise of the uninterrupted run: one more step of fine-tuning, same settings
+    ours, theirs = evaluate(resumed.get_base_dir() / "config.yml"), evaluate(reference)
+    assert abs(ours["psnr"] - theirs["psnr"]) < 1.0, (ours, theirs)
+    assert digest_tree(teacher.parent) == teacher_files  # the teacher's run: byte-identical, tfevents included
+
+
+CHILD_WRITE = r"""
+import os, sys, time
+from nerfconvert.compress import container
+
+real_fdopen = os.fdopen
+
+
+class Slow:
+    def __init__(self, f):
+        self.f = f
+    def __enter__(self):
+        return self
+    def __exit__(self, *exc):
+        return self.f.__exit__(*exc)
+    def write(self, data):
+        view = memoryview(data)
+        for i in range(0, len(view), 1 << 14):
+            self.f.write(view[i : i + (1 << 14)])
+            self.f.flush()
+            if i == 0:
+                print("writing", flush=True)
+            time.sleep(float(sys.argv[3]))
+    def flush(self):
+        self.f.flush()
+    def fileno(self):
+        return self.f.fileno()
+
+
+os.fdopen = lambda fd, mode: Slow(real_fdopen(fd, mode))
+with open(sys.argv[2], "rb") as f:
+    container.write_bytes_atomic(sys.argv[1], f.read())
+print("done", flush=True)
+"""
+
+
+def test_kill_during_the_ncz_write_leaves_the_old_or_the_new_file(tmp_path):
+    target = tmp_path / "scene.ncz"
+    old = container.to_bytes("vq-compression", {"family": "voxel"}, {"a": np.arange(10, dtype=np.float32)})
+    rng = np.random.default_rng(0)
+    new = container.to_bytes("vq-compression", {"family": "voxel"}, {"a": rng.random(1 << 18, dtype=np.float32)})
+    container.write_bytes_atomic(target, old)
+    payload = tmp_path / "new.bin"
+    payload.write_bytes(new)
+
+    child = subprocess.Popen([sys.executable, "-c", CHILD_WRITE, str(target), str(payload), "0.05"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "writing", child.stderr.read()[-2000:]
+        assert target.read_bytes() == old  # mid-write: the reader still sees the whole old file
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == -signal.SIGKILL
+    assert target.read_bytes() == old
+    container.read_ncz(target)  # and it is a valid file
+    torn = list(tmp_path.glob(".scene.ncz.*.tmp"))
+    assert torn and 0 < torn[0].stat().st_size < len(new)  # the torn bytes are only in the temporary file
+
+    done = subprocess.run([sys.executable, "-c", CHILD_WRITE, str(target), str(payload), "0"], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.split()[-1] == "done", done.stderr[-2000:]
+    assert target.read_bytes() == new
+    assert container.read_ncz(target).section("a").array().shape == (1 << 18,)
