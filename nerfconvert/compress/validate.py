@@ -9,8 +9,9 @@ nerfconvert. Everything a decoder takes from a file goes through here first:
   (``elements_for``): a 30 KB file cannot ask for a 4 GB grid.
 * ``model_config``: the architecture JSON against the stock model config it will be applied to:
   known fields only, never ``_private`` ones, each of its default's type, and the size-setting
-  fields of each family inside ranges (``FAMILY_RANGES``), with the model size they imply charged
-  to the budget before the model is built (``FAMILY_SIZE``).
+  fields of each family inside ranges (the family's ``config_ranges``), with the model size they
+  imply charged to the budget before the model is built (its ``model_size``; the family is the
+  view's vq tables companion, ``nerfconvert.compress.vq.families``).
 * ``state_spec``: the ``state`` table of a compressed model: per entry its torch dtype (allow-list),
   shape and storage kind; ``STATE_STORAGES`` says which section(s) each storage kind reads, so the
   decoder's ``ncz.array(name, dtype=..., shape=...)`` calls are checked against the same rule.
@@ -213,25 +214,22 @@ def budget(ncz) -> Budget:
 
 
 # ---- architecture JSON ---------------------------------------------------------------------------------
-_I = lambda lo, hi: ("int", lo, hi)  # noqa: E731
-_F = lambda lo, hi: ("float", lo, hi)  # noqa: E731
+Range = Tuple[str, float, float]
+
+
+def int_range(lo: float, hi: float) -> Range:
+    return ("int", lo, hi)
+
+
+def float_range(lo: float, hi: float) -> Range:
+    return ("float", lo, hi)
+
+
+_I, _F = int_range, float_range
 
 COMMON_RANGES: Dict[str, Tuple[str, float, float]] = {
     "eval_num_rays_per_chunk": _I(1, 1 << 22),
 }
-FAMILY_RANGES: Dict[str, Dict[str, Tuple[str, float, float]]] = {
-    "voxel": {"grid_resolutions": _I(1, 1024), "sh_degree": _I(0, 4), "max_num_samples": _I(1, 1 << 14),
-              "tv_num_voxels": _I(1, 1 << 24), "prune_dilation": _I(0, 16), "step_ratio": _F(1e-3, 16)},
-    "vm": {"init_resolution": _I(1, 2048), "final_resolution": _I(1, 2048), "num_den_components": _I(1, 1024),
-           "num_color_components": _I(1, 1024), "appearance_dim": _I(1, 1024), "num_samples": _I(1, 1 << 14),
-           "num_uniform_samples": _I(1, 1 << 14)},
-    "hash": {"hidden_dim": _I(1, 4096), "hidden_dim_color": _I(1, 4096), "hidden_dim_transient": _I(1, 4096),
-             "num_levels": _I(1, 64), "base_res": _I(1, 1 << 20), "max_res": _I(1, 1 << 24),
-             "log2_hashmap_size": _I(1, 26), "features_per_level": _I(1, 16), "num_proposal_samples_per_ray": _I(1, 1 << 14),
-             "num_nerf_samples_per_ray": _I(1, 1 << 14), "num_proposal_iterations": _I(0, 8),
-             "appearance_embed_dim": _I(0, 4096)},
-}
-"""The size-setting fields of each family and their ranges (lists: each item)."""
 PROPOSAL_NET_RANGES = {"hidden_dim": _I(1, 4096), "log2_hashmap_size": _I(1, 26), "num_levels": _I(1, 64),
                        "max_res": _I(1, 1 << 24), "use_linear": None}
 MAX_LIST = 64
@@ -305,12 +303,13 @@ def _literal_choices(config_cls, name: str) -> Optional[Tuple[Any, ...]]:
     return tuple(args) or None
 
 
-def model_config(family: str, config, fields: Any) -> Dict[str, Any]:
+def model_config(family, config, fields: Any) -> Dict[str, Any]:
     """The architecture's ``model_config`` checked against ``config`` (the stock config it is applied
-    to): known public fields of plain data, each of its default's type and inside the family's
-    ranges. Returns the fields to apply."""
+    to): known public fields of plain data, each of its default's type and inside the ranges of the
+    size-setting fields that the family (a ``vq.families.Family`` class) declares in ``config_ranges``.
+    Returns the fields to apply."""
     fields = mapping(fields, "The architecture's model_config")
-    ranges = {**COMMON_RANGES, **FAMILY_RANGES.get(family, {})}
+    ranges = {**COMMON_RANGES, **getattr(family, "config_ranges", {})}
     out: Dict[str, Any] = {}
     for name, value in fields.items():
         what = f"The architecture's model_config.{name}"
@@ -343,39 +342,12 @@ def model_config(family: str, config, fields: Any) -> Dict[str, Any]:
     return out
 
 
-def _hash_elements(levels: int, log2: int, features: int, max_res: int) -> int:
-    # one level holds at most min(2^log2, res^3) entries; count the full table (nerfstudio allocates it)
-    return int(levels) * (1 << int(log2)) * int(features)
-
-
-def _voxel_size(c) -> int:
-    r = int(c.grid_resolutions[0]) if c.grid_resolutions else 1
-    return r**3 * (2 + 3 * (int(c.sh_degree) + 1) ** 2)
-
-
-def _vm_size(c) -> int:
-    r = int(c.init_resolution)
-    comps = int(c.num_den_components) + int(c.num_color_components)
-    return 3 * comps * (r * r + r) + 3 * int(c.num_color_components) * int(c.appearance_dim)
-
-
-def _hash_size(c) -> int:
-    total = _hash_elements(c.num_levels, c.log2_hashmap_size, c.features_per_level, c.max_res)
-    for args in getattr(c, "proposal_net_args_list", None) or []:
-        if isinstance(args, dict):
-            total += _hash_elements(args.get("num_levels", 16), args.get("log2_hashmap_size", 19), 2, args.get("max_res", 2048))
-    return total + 64 * int(getattr(c, "hidden_dim", 64)) ** 2
-
-
-FAMILY_SIZE: Dict[str, Callable[[Any], int]] = {"voxel": _voxel_size, "vm": _vm_size, "hash": _hash_size}
-"""Tensor elements the stock model of a config allocates when set up (an estimate from above)."""
-
-
-def charge_model(family: str, config, spend: Budget) -> None:
-    """Charge the model a config builds to the budget, before it is built."""
-    size = FAMILY_SIZE.get(family)
+def charge_model(family, config, spend: Budget) -> None:
+    """Charge the model a config builds to the budget, before it is built: the family's (a
+    ``vq.families.Family`` class) ``model_size`` estimate, where it has one."""
+    size = family.model_size(config)
     if size is not None:
-        spend.spend(size(config), f"The {family} model the architecture describes")
+        spend.spend(size, f"The {family.name} model the architecture describes")
 
 
 def scene_box(value: Any) -> List[List[float]]:

@@ -24,6 +24,7 @@ from nerfstudio.model_components.renderers import RGBRenderer
 from nerfstudio.models.base_model import Model, ModelConfig
 
 from nerfconvert import NerfconvertError
+from nerfconvert.compress.validate import int_range
 from nerfconvert.compress.vq.families import Family, Table
 from nerfconvert.views.base import Decoded, FieldView
 
@@ -89,6 +90,11 @@ class ToyGaussiansTables(Family):
     name = METHOD
     teacher_method = METHOD
     default_keep_quantile = 0.3
+    config_ranges = {"num_gaussians": int_range(1, 1024), "num_samples": int_range(1, 1024)}  # a stranger's file
+
+    @staticmethod
+    def model_size(config) -> int:
+        return 5 * int(config.num_gaussians) + 3
 
     def tables(self) -> List[Table]:
         return [Table("gaussians", "gaussians", lambda d: d, "vq", "gaussians")]
@@ -251,3 +257,8 @@ def test_the_toy_family_compresses_and_decodes(toy_family):
     with torch.no_grad():
         model.gaussians.copy_(original)
     assert (_render(model, camera) - in_memory).abs().max() > 5e-2
+
+    # a stranger's file is checked against the ranges the family declares before its model is built
+    ncz.architecture["model_config"]["num_gaussians"] = 1 << 20
+    with pytest.raises(NerfconvertError, match="model_config.num_gaussians"):
+        codec.decode(ncz)

@@ -225,7 +225,7 @@ def decode(ncz: container.NczFile, device: Optional[torch.device] = None, num_tr
     density, color = split_planes(planes, int(arch["density_channels"]))
     family_cls = vq_tables_class_for(TensoRFModel)  # what rebuilds a TensoRF: its view's vq tables
     config = model_config_from_json(family_cls, arch.get("model_config", {}), arch.get("model_method"))
-    validate.charge_model(family_cls.name, config, validate.budget(ncz))
+    validate.charge_model(family_cls, config, validate.budget(ncz))
     scene_box = SceneBox(aabb=torch.tensor(arch["scene_box"], dtype=torch.float32))
     model = config.setup(scene_box=scene_box, num_train_data=num_train_data or arch["num_train_data"], metadata={},
                          device=device)

@@ -134,7 +134,7 @@ def model_config_from_json(family_cls, fields: Dict[str, Any], method: Optional[
     if not isinstance(all_methods[method].pipeline.model, type(all_methods[base].pipeline.model)):
         raise NerfconvertError(f"The file names method {method!r}, which is not a {base} variant: the file is corrupt.")
     config = copy.deepcopy(all_methods[method].pipeline.model)
-    fields = validate.model_config(family_cls.name, config, fields)
+    fields = validate.model_config(family_cls, config, fields)
     mode = fields.pop("camera_optimizer_mode", None)
     if mode is not None and getattr(config, "camera_optimizer", None) is not None:
         if mode not in ("off", "SO3xR3", "SE3"):
@@ -378,7 +378,7 @@ def decode(ncz: container.NczFile, device: Optional[torch.device] = None, num_tr
         raise NerfconvertError(f"Unknown architecture family {arch.get('family')!r}: upgrade nerfconvert.")
     budget, tables, checked_state = validate.vq_architecture(ncz)  # sizes bounded before anything is allocated
     config = model_config_from_json(family_cls, arch.get("model_config", {}), arch.get("model_method"))
-    validate.charge_model(family_cls.name, config, budget)
+    validate.charge_model(family_cls, config, budget)
     scene_box = SceneBox(aabb=torch.tensor(arch["scene_box"], dtype=torch.float32))
     model = config.setup(scene_box=scene_box, num_train_data=num_train_data or arch["num_train_data"], metadata={},
                          device=device or torch.device("cpu"))

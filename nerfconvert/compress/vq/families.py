@@ -30,6 +30,7 @@ from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.models.base_model import Model
 
 from nerfconvert import NerfconvertError
+from nerfconvert.compress.validate import Range, float_range, int_range
 from nerfconvert.views.base import FieldView
 from nerfconvert.views.registry import companion_class, companions, view_for
 
@@ -66,6 +67,9 @@ class Family:
     """The registered model classes of the view that this family serves (None: all of them)."""
     teacher_method: ClassVar[str]
     """The stock method whose config rebuilds this model class when decoding."""
+    config_ranges: ClassVar[Dict[str, Range]] = {}
+    """Decoding a file from a stranger: the ranges of the size-setting fields of the model config
+    (``validate.model_config``; lists: each item)."""
     default_keep_quantile: ClassVar[float]
     importance_ray_budget: ClassVar[int] = 1 << 18
     """Default cap on the training rays of the importance pass (a CPU-sized budget per family)."""
@@ -77,6 +81,12 @@ class Family:
     def view(self) -> FieldView:
         """The model's two-level view (its sampler, rendering and coordinate normalisation)."""
         return view_for(self.model)
+
+    @staticmethod
+    def model_size(config) -> Optional[int]:
+        """Tensor elements the model of ``config`` allocates when set up (an estimate from above),
+        charged to a file's budget before decoding builds it; None: no estimate."""
+        return None
 
     def tables(self) -> List[Table]:
         raise NotImplementedError
@@ -131,6 +141,14 @@ class VoxelFamily(Family):
     name = "voxel"
     teacher_method = "plenoxels"
     default_keep_quantile = 0.6
+    config_ranges = {"grid_resolutions": int_range(1, 1024), "sh_degree": int_range(0, 4),
+                     "max_num_samples": int_range(1, 1 << 14), "tv_num_voxels": int_range(1, 1 << 24),
+                     "prune_dilation": int_range(0, 16), "step_ratio": float_range(1e-3, 16)}
+
+    @staticmethod
+    def model_size(c) -> int:
+        r = int(c.grid_resolutions[0]) if c.grid_resolutions else 1
+        return r**3 * (2 + 3 * (int(c.sh_degree) + 1) ** 2)
 
     def __init__(self, model: Model) -> None:
         super().__init__(model)
@@ -180,6 +198,16 @@ class VMFamily(Family):
     name = "vm"
     teacher_method = "tensorf"
     default_keep_quantile = 0.7
+    config_ranges = {"init_resolution": int_range(1, 2048), "final_resolution": int_range(1, 2048),
+                     "num_den_components": int_range(1, 1024), "num_color_components": int_range(1, 1024),
+                     "appearance_dim": int_range(1, 1024), "num_samples": int_range(1, 1 << 14),
+                     "num_uniform_samples": int_range(1, 1 << 14)}
+
+    @staticmethod
+    def model_size(c) -> int:
+        r = int(c.init_resolution)
+        comps = int(c.num_den_components) + int(c.num_color_components)
+        return 3 * comps * (r * r + r) + 3 * int(c.num_color_components) * int(c.appearance_dim)
 
     def __init__(self, model: Model) -> None:
         from nerfstudio.field_components.encodings import TensorVMEncoding
@@ -245,6 +273,25 @@ class HashFamily(Family):
     default_keep_quantile = 0.3
     importance_ray_budget = 1 << 15
     """Default cap on importance rays (nerfacto renders ~500 rays/s on 2 CPU cores)."""
+    config_ranges = {"hidden_dim": int_range(1, 4096), "hidden_dim_color": int_range(1, 4096),
+                     "hidden_dim_transient": int_range(1, 4096), "num_levels": int_range(1, 64),
+                     "base_res": int_range(1, 1 << 20), "max_res": int_range(1, 1 << 24),
+                     "log2_hashmap_size": int_range(1, 26), "features_per_level": int_range(1, 16),
+                     "num_proposal_samples_per_ray": int_range(1, 1 << 14),
+                     "num_nerf_samples_per_ray": int_range(1, 1 << 14), "num_proposal_iterations": int_range(0, 8),
+                     "appearance_embed_dim": int_range(0, 4096)}
+
+    @staticmethod
+    def model_size(c) -> int:
+        def elements(levels, log2, features) -> int:
+            # one level holds at most min(2^log2, res^3) entries; count the full table (nerfstudio allocates it)
+            return int(levels) * (1 << int(log2)) * int(features)
+
+        total = elements(c.num_levels, c.log2_hashmap_size, c.features_per_level)
+        for args in getattr(c, "proposal_net_args_list", None) or []:
+            if isinstance(args, dict):
+                total += elements(args.get("num_levels", 16), args.get("log2_hashmap_size", 19), 2)
+        return total + 64 * int(getattr(c, "hidden_dim", 64)) ** 2
 
     def __init__(self, model: Model) -> None:
         super().__init__(model)
