@@ -52,7 +52,7 @@ class PVDTrainerConfig(RunLengthTrainerConfig):
 
     def check_inputs(self) -> None:
         """Validate --teacher-ckpt and --student (one-line errors) and fill in what follows."""
-        from nerfconvert.views.registry import _latest_checkpoint, _read_run_config, view_class_for
+        from nerfconvert.views.registry import latest_checkpoint, read_run_config, view_class_for
 
         self.resolve_student()
         if self.teacher_ckpt is None:
@@ -60,9 +60,9 @@ class PVDTrainerConfig(RunLengthTrainerConfig):
                 "--teacher-ckpt is required: pass the config.yml of a trained run, "
                 "e.g. outputs/<scene>/nerfacto/<timestamp>/config.yml."
             )
-        path, teacher = _read_run_config(Path(self.teacher_ckpt))
+        path, teacher = read_run_config(Path(self.teacher_ckpt))
         view_class_for(teacher.pipeline.model._target)  # unsupported architecture
-        _latest_checkpoint(teacher)  # no checkpoint in the run directory
+        latest_checkpoint(teacher)  # no checkpoint in the run directory
         self.pipeline.teacher_ckpt = path
         if self.experiment_name is None:
             self.experiment_name = teacher.experiment_name
@@ -129,9 +129,9 @@ class PVDTrainerConfig(RunLengthTrainerConfig):
         super().set_timestamp()
 
     def teacher_config(self) -> TrainerConfig:
-        from nerfconvert.views.registry import _read_run_config
+        from nerfconvert.views.registry import read_run_config
 
-        return _read_run_config(Path(self.pipeline.teacher_ckpt or self.teacher_ckpt))[1]
+        return read_run_config(Path(self.pipeline.teacher_ckpt or self.teacher_ckpt))[1]
 
 
 def _is_default(chosen: StudentConfig, max_steps: int) -> bool:
