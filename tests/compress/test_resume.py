@@ -69,6 +69,65 @@ def test_resume_after_sigkill_in_fine_tuning(method, teacher_method, trained_run
     assert digest_tree(teacher.parent) == teacher_files  # the teacher's run: byte-identical, tfevents included
 
 
+def test_resume_restores_the_file_into_the_same_parameters(monkeypatch):
+    """What ``--load-dir`` does to a vq model of a hash-grid teacher (lattice tables; no training): the
+    file's tensors are copied into the Parameters the optimizers already hold, and the tables' state
+    (masks, steps, latent) is the file's, with the importance of the fresh pass."""
+    from nerfstudio.data.scene_box import SceneBox
+    from nerfstudio.models.nerfacto import NerfactoModelConfig
+
+    from nerfconvert import compat
+    from nerfconvert.compress.vq import codec
+    from nerfconvert.compress.vq.compressor import VQSettings, build_states
+    from nerfconvert.compress.vq.families import vq_tables_for
+    from nerfconvert.compress.vq.model import VQCompressionModelConfig
+
+    def no_lpips(*args, **kwargs):
+        raise OSError("not needed here")
+
+    compat.install()
+    monkeypatch.setattr(compat, "_RealLPIPS", no_lpips)  # every model built here, the decoder's too
+    box = SceneBox(aabb=torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]))
+    proposal = {"hidden_dim": 16, "log2_hashmap_size": 8, "num_levels": 2, "max_res": 16, "use_linear": False}
+    torch.manual_seed(0)
+    teacher = NerfactoModelConfig(implementation="torch", num_levels=3, log2_hashmap_size=9, max_res=32, hidden_dim=16,
+                                  hidden_dim_color=16, proposal_net_args_list=[proposal, proposal]).setup(
+        scene_box=box, num_train_data=4, metadata={})
+    model = VQCompressionModelConfig().setup(scene_box=box, num_train_data=4, metadata={})
+    params = dict(teacher.named_parameters())
+    with torch.no_grad():
+        for name, param in params.items():
+            if "hash_table" in name:
+                param.copy_(0.3 * torch.randn_like(param))
+    family = vq_tables_for(teacher)
+    importance = {t.importance_key: torch.rand(t.rows(params[t.param_name]).shape[0]) for t in family.tables()}
+    model.inner, model.family = teacher, family
+    model.states = build_states(family, importance, VQSettings(keep_quantile=0.3))
+    data = model.pack()
+    saved = {k: v.clone() for k, v in codec.decode(container.from_bytes(data))[0].state_dict().items()}
+    saved_states = model.states
+
+    # a fresh start from the teacher: other values, other masks; the optimizers hold these Parameters
+    with torch.no_grad():
+        for param in params.values():
+            param.add_(0.05)
+    model.states = build_states(family, {k: torch.rand_like(v) for k, v in importance.items()}, VQSettings(keep_quantile=0.3))
+    fresh_importance = {name: s.importance.clone() for name, s in model.states.items()}
+
+    model.load_ncz(data)  # the checkpoint's file, while fine-tuning: resume
+    assert model.states is not None and model.inner is teacher
+    assert all(param is dict(teacher.named_parameters())[name] for name, param in params.items())
+    for key, value in teacher.state_dict().items():
+        assert torch.equal(value, saved[key]), key
+    for name, state in model.states.items():
+        assert torch.equal(state.alive, saved_states[name].alive) and torch.equal(state.kept, saved_states[name].kept)
+        assert state.steps == saved_states[name].steps
+        table = next(t for t in family.tables() if t.name == name)
+        assert torch.equal(state.latent, table.rows(params[table.param_name].detach()).float())
+        assert torch.equal(state.importance, fresh_importance[name])  # the fresh pass's scores
+    assert model.pack() == data  # nothing lost: the same file again
+
+
 CHILD_WRITE = r"""
 import os, sys, time
 from nerfconvert.compress import container
