@@ -166,10 +166,6 @@ def latest_checkpoint(config) -> Path:
     return ckpts[-1]
 
 
-_read_run_config = read_run_config  # the old private names, for callers not yet renamed (distill/trainer.py)
-_latest_checkpoint = latest_checkpoint
-
-
 def load_run(
     config_path: Union[str, Path],
     device: Optional[Union[str, torch.device]] = None,
