@@ -51,8 +51,10 @@ ELEMENTS_PER_FILE_BYTE = 128
 """Decode budget: tensor elements per byte of file. Real files use far fewer: a vq-compressed
 nerfacto of 22M elements is a 14 MB file (1.6 per byte). ``BUDGET_ENV`` raises it for a trusted file."""
 BUDGET_ENV = "NERFCONVERT_MAX_DECODE_ELEMENTS"
-MIN_ELEMENTS = 1 << 23
-"""Decode budget of any file, however small (8.4M elements: 32 MB at fp32)."""
+MIN_ELEMENTS = 1 << 27
+"""Decode budget of any file, however small (134M elements, charged once per allocation: the table,
+its state entry and the model's own parameter each count). A sparse voxel grid compresses to a few kB
+while its decoder still allocates the whole grid: a 4.7 kB vq file of a 96^3 plenoxels run needs 72M."""
 MAX_ELEMENTS = 1 << 31
 """Decode budget of any file, however large."""
 MAX_BYTES_PER_ELEMENT = 8

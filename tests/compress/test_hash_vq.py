@@ -168,12 +168,12 @@ def test_lattice_fine_tuning_accumulates_small_updates(compressed, nerfacto):
     # updates of 0.3 steps: rounding the row after each would leave it where it is forever; the latent
     # accumulates them (started 0.45 steps past the row's lattice point: 0.75, 1.05, 1.35, 1.65 steps)
     state.latent[row, 0] = (round(latent / coarse) + 0.45) * coarse
-    apply_states(family, states)
+    apply_states(family, states, sync_codes=True)
     assert param.data[row, 0].item() == pytest.approx(before, abs=1e-6)
     with torch.no_grad():
         for _ in range(4):
             param.data[row, 0] += 0.3 * coarse
-            apply_states(family, states)
+            apply_states(family, states, sync_codes=True)
             if _ == 0:
                 assert param.data[row, 0].item() == pytest.approx(before + coarse, abs=1e-6)
     assert param.data[row, 0].item() == pytest.approx(before + 2 * coarse, abs=1e-6)

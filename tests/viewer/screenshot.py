@@ -1,6 +1,7 @@
 """Screenshot a run in the web viewer with the test harness (headless Chromium, stock ns-viewer):
 
     python tests/viewer/screenshot.py <run>/config.yml assets/viewer/<name>.png [--zoom-clicks 10]
+    python tests/viewer/screenshot.py <run>/scene.ncz assets/viewer/<name>.png    # nerfconvert view
 
 Used for the README's Viewing section; prints the frame's pixel standard deviation."""
 
@@ -26,9 +27,13 @@ def main() -> None:
     args = parser.parse_args()
 
     port = free_port()
-    process = ViewerProcess([bin_("ns-viewer"), "--load-config", str(args.config), "--viewer.websocket-port", str(port),
-                             "--viewer.websocket-host", "127.0.0.1", "--viewer.max-num-display-images", "0"],
-                            Path(tempfile.mkdtemp()) / "viewer.log")
+    if args.config.suffix == ".ncz":  # a compressed file alone, through `nerfconvert view`
+        command = [bin_("nerfconvert"), "view", str(args.config), "--websocket-port", str(port),
+                   "--websocket-host", "127.0.0.1", "--max-num-display-images", "0"]
+    else:
+        command = [bin_("ns-viewer"), "--load-config", str(args.config), "--viewer.websocket-port", str(port),
+                   "--viewer.websocket-host", "127.0.0.1", "--viewer.max-num-display-images", "0"]
+    process = ViewerProcess(command, Path(tempfile.mkdtemp()) / "viewer.log")
     try:
         with chromium() as driver:
             url = f"http://127.0.0.1:{port}/"

@@ -130,7 +130,10 @@ def apply_states(family: Family, states: Dict[str, TableState], sync_codes: bool
         state = states[table.name]
         rows = table.rows(params[table.param_name].data)
         if state.latent is not None:
-            _project_lattice(rows, state, table.empty_value)
+            # a pass over a whole hash table costs about as much as a training step on CPU: lattice
+            # rows are projected when codes are synchronised (every sync_every steps, and before packing)
+            if sync_codes:
+                _project_lattice(rows, state, table.empty_value)
             continue
         rows[~state.alive] = table.empty_value
         if state.codebook is None:
@@ -143,12 +146,12 @@ def apply_states(family: Family, states: Dict[str, TableState], sync_codes: bool
 
 
 def _lattice_projection(latent: Tensor, state: TableState, empty_value: float) -> Tensor:
-    coarse, fine = state.steps
-    out = torch.full_like(latent, float(empty_value))
-    vq = state.alive & ~state.kept
-    out[vq] = lattice_values(lattice_codes(latent[vq], coarse), coarse).to(latent.device)
-    out[state.kept] = lattice_values(lattice_codes(latent[state.kept], fine), fine).to(latent.device)
-    return out
+    """Every row on its lattice (the kept rows on the finer one), pruned rows empty: one pass over the
+    table, bit-identical to the decoder's ``codes * step`` (float32 division, rounding, product)."""
+    coarse, fine = (torch.tensor(s, dtype=torch.float32, device=latent.device) for s in state.steps)
+    step = torch.where(state.kept, fine, coarse)[:, None]
+    out = torch.div(latent, step).round_().mul_(step)
+    return out.masked_fill_(~state.alive[:, None], float(empty_value))
 
 
 @torch.no_grad()
@@ -156,6 +159,6 @@ def _project_lattice(rows: Tensor, state: TableState, empty_value: float) -> Non
     """Quantisation-aware fine-tuning of a lattice table: the optimizer's change to the projected
     rows since the last call moves the full-precision latent, and the rows become the latent's
     projection again (updates smaller than a step accumulate instead of being rounded away)."""
-    state.latent += rows.float() - _lattice_projection(state.latent, state, empty_value)
-    state.latent[~state.alive] = float(empty_value)
-    rows.copy_(_lattice_projection(state.latent, state, empty_value).to(rows.dtype))
+    state.latent.add_(rows).sub_(_lattice_projection(state.latent, state, empty_value))
+    state.latent.masked_fill_(~state.alive[:, None], float(empty_value))
+    rows.copy_(_lattice_projection(state.latent, state, empty_value))
