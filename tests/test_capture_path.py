@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import _tree_digest
+from conftest import tree_digests
 from nerfconvert.distill.cameras import optimised_cameras
 from nerfconvert.distill.method import make_pvd_config
 from nerfconvert.distill.students import STUDENTS, UNBOUNDED_STUDENTS
@@ -82,9 +82,9 @@ def capture_tensorf_student(capture_nerfacto_run, tmp_path_factory) -> Path:
     from nerfstudio.scripts import train
 
     out = tmp_path_factory.mktemp("capture_pvd")
-    before = _tree_digest(capture_nerfacto_run.parent)
+    before = tree_digests(capture_nerfacto_run.parent)
     train.main(_pvd(capture_nerfacto_run, "tensorf", out, steps=4))
-    assert _tree_digest(capture_nerfacto_run.parent) == before
+    assert tree_digests(capture_nerfacto_run.parent) == before
     (student,) = sorted(out.glob("*/tensorf/*/config.yml"))
     return student
 
@@ -123,10 +123,10 @@ def test_capture_student_through_entropy_compression(capture_tensorf_student, ca
 def test_capture_teacher_through_vq_compression(capture_nerfacto_run, capture_scene, make_vq_config, tmp_path):
     from nerfstudio.scripts import train
 
-    before = _tree_digest(capture_nerfacto_run.parent)
+    before = tree_digests(capture_nerfacto_run.parent)
     config = _nerfstudio_data(make_vq_config(capture_nerfacto_run, capture_scene, tmp_path / "vq"), capture_scene)
     train.main(config)
     run = config.get_base_dir()
     assert (run / "scene.ncz").stat().st_size > 0
     assert math.isfinite(_eval_render(run / "config.yml")["psnr"])
-    assert _tree_digest(capture_nerfacto_run.parent) == before
+    assert tree_digests(capture_nerfacto_run.parent) == before

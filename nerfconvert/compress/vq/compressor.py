@@ -159,6 +159,7 @@ def _project_lattice(rows: Tensor, state: TableState, empty_value: float) -> Non
     """Quantisation-aware fine-tuning of a lattice table: the optimizer's change to the projected
     rows since the last call moves the full-precision latent, and the rows become the latent's
     projection again (updates smaller than a step accumulate instead of being rounded away)."""
-    state.latent.add_(rows).sub_(_lattice_projection(state.latent, state, empty_value))
+    previous = _lattice_projection(state.latent, state, empty_value)  # what the rows held after the last call
+    state.latent.add_(rows).sub_(previous)
     state.latent.masked_fill_(~state.alive[:, None], float(empty_value))
     rows.copy_(_lattice_projection(state.latent, state, empty_value))
