@@ -40,6 +40,11 @@ def plot(rows: List[Dict], path: Path, title: str) -> None:
         ax.annotate(row["run"], (row["size_bytes"] / 1e6, row["psnr_vs_gt"]), fontsize=7, xytext=(4, 4),
                     textcoords="offset points")
     ax.set_xscale("log")
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    ax.set_xticks([2, 3, 5, 10, 20, 50, 100])
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("size (MB, log)")
     ax.set_ylabel("PSNR vs ground truth (dB)")
     ax.set_title(title, fontsize=9)
