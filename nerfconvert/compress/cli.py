@@ -52,6 +52,18 @@ class Decompress:
         CONSOLE.print(f"Open it:  ns-viewer --load-config {config_path}")
 
 
+def find_scene(recorded: Path, ncz_path: Path) -> Optional[Path]:
+    """The scene a file names (relative to where its run was started, or by name only: files carry
+    no writer's paths): under the working directory, else next to the file or a folder above it."""
+    if recorded.is_absolute() or ".." in recorded.parts:
+        return None  # not something a nerfconvert file records
+    for base in (Path.cwd(), *Path(ncz_path).resolve().parents):
+        candidate = base / recorded
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
 def decompress(path: Path, output_dir: Path, data: Optional[Path] = None, experiment_name: Optional[str] = None,
                timestamp: Optional[str] = None) -> Path:
     from nerfconvert.compress.container import read_ncz
@@ -75,9 +87,14 @@ def decompress(path: Path, output_dir: Path, data: Optional[Path] = None, experi
     codec.decode(ncz)  # fail here, not in the viewer, if the file does not decode
     if data is None:
         recorded = ncz.metadata.get("data")
-        if recorded is None:
+        if not isinstance(recorded, str) or not recorded:
             raise NerfconvertError(f"{path} records no scene directory; pass it with --data.")
-        data = Path(recorded)
+        data = find_scene(Path(recorded), path)
+        if data is None:
+            raise NerfconvertError(
+                f"The file's scene {recorded!r} is neither under {Path.cwd()} nor next to {path} or a folder above it; "
+                "pass the scene directory with --data."
+            )
     if not Path(data).exists():
         raise NerfconvertError(
             f"The scene directory {data} does not exist (paths are relative to {Path.cwd()}); pass it with --data."

@@ -172,7 +172,7 @@ def test_pvd_al_viewer_switches_to_the_teacher_and_draws_hard_poses(open_viewer,
         "--output-dir", str(tmp_path / "out"), "--machine.device-type", "cpu", "--max-num-iterations", "16",
         "--pipeline.stage-steps", "3", "6", "--pipeline.datamanager.train-num-rays-per-batch", "256",
         "--pipeline.datamanager.steps-per-epoch", "1", "--pipeline.datamanager.poses-per-epoch", "10",
-        "--pipeline.active-learning.ray-pool-size", "64", "--pipeline.model.eval-num-rays-per-chunk", "1024",
+        "--pipeline.active-learning.ray-pool-size", "64",
         "--vis", "viewer", "--viewer.websocket-port", "{port}", "--viewer.websocket-host", "127.0.0.1",
         "--viewer.max-num-display-images", "0", "--hard-pose-frustum-scale", "1.0",
     ]
@@ -199,4 +199,4 @@ def test_pvd_al_viewer_switches_to_the_teacher_and_draws_hard_poses(open_viewer,
     # the active-learning pool's hard poses are drawn as red frustums, over either model's render
     drawn = frustum_pixels(student.scene, student_bare.scene), frustum_pixels(teacher.scene, teacher_bare.scene)
     print(f"teacher vs student: {changed} pixels differ; frustum pixels (student, teacher): {drawn}")
-    assert min(drawn) > 100, drawn
+    assert min(drawn) > 40, drawn  # 0 with the drawing disabled; 118-342 seen, with the view's framing
