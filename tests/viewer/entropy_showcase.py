@@ -34,7 +34,7 @@ def main() -> None:
                                timestamp="teacher", fit_schedules=True)
     teacher.pipeline.model.init_resolution = 64
     teacher.pipeline.model.final_resolution = 64
-    teacher.pipeline.model.upsampling_iters = ()
+    teacher.pipeline.model.upsampling_iters = (10**9,)  # no upsampling (stock TensoRF needs one entry)
     train.main(teacher)
     compressed = short_run_config("entropy-compression", args.work_dir / "runs", args.steps, data=scene, rays=1024,
                                   timestamp="entropy")
