@@ -11,19 +11,13 @@ import torch
 from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.data.scene_box import SceneBox
 
-
-def _look_at(eye: torch.Tensor) -> torch.Tensor:
-    forward = -eye / eye.norm()
-    right = torch.linalg.cross(forward, torch.tensor([0.0, 0.0, 1.0]))
-    right = right / right.norm()
-    up = torch.linalg.cross(right, forward)
-    return torch.stack([right, up, -forward, eye], dim=1)  # OpenGL camera: looks down -z
+from nerfconvert.distill.cameras import look_at
 
 
 def _cameras(n: int = 4, size: int = 16) -> Cameras:
     angles = torch.arange(n) * (2 * torch.pi / n)
     eyes = torch.stack([2.5 * torch.cos(angles), 2.5 * torch.sin(angles), torch.full((n,), 0.8)], dim=1)
-    c2w = torch.stack([_look_at(e) for e in eyes])
+    c2w = look_at(eyes, torch.zeros(3), torch.tensor([0.0, 0.0, 1.0]))  # the pseudo-camera helper of pvd-al
     return Cameras(camera_to_worlds=c2w, fx=20.0, fy=20.0, cx=size / 2, cy=size / 2, width=size, height=size)
 
 
