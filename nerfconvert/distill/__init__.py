@@ -4,3 +4,8 @@ Layout: ``cameras`` (pseudo-camera distribution), ``datamanager`` (pseudo-camera
 poses), ``losses`` (Eq. 6-8, L_reg, hard points), ``active`` (hard-pose and hard-ray pools),
 ``pipeline`` (teacher, student, stages), ``trainer`` (flags, student export), ``export``.
 """
+
+# The students' defaults are the stock methods' configs (nerfconvert.views.stock). Load nerfstudio's
+# method table, and with it the plugin discovery that imports this package's entry point, before
+# any module here: discovery then never starts from inside one of our half-imported modules.
+import nerfstudio.configs.method_configs  # noqa: E402,F401

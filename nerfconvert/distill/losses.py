@@ -1,4 +1,4 @@
-"""PVD's losses (Eq. 6-8) and the grid regulariser, written against two-level views."""
+"""PVD's losses (Eq. 6-8), written against two-level views (each student's regulariser is its view's)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,6 @@ from typing import Callable, Optional, Tuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-
-from nerfstudio.model_components.losses import tv_loss
 
 from nerfconvert.views.base import FieldView
 
@@ -39,32 +37,11 @@ class PVDLossConfig:
     l1_weight: float = 1e-4
     """L1 sparsity inside L_reg (PVD supplement: 1e-4)."""
     sampler_weight: float = 1.0
-    """Proposal-network loss of a nerfacto student against the teacher's weights (its own sampler)."""
+    """Losses that keep the student's own sampler working (a nerfacto student's proposal networks
+    against the teacher's weights; see the student's view)."""
 
 
 # ---- density in the student's raw space -------------------------------------------------------
-
-
-def density_activation(view: FieldView) -> Tuple[str, float]:
-    """(name, scale) of the view's density activation: density = scale * act(raw)."""
-    family = view.family
-    if family == "hash":
-        return "exp", float(view.field.average_init_density)
-    if family == "vm":
-        return "relu", 1.0
-    if family == "mlp":
-        act = view.field.field_output_density.activation
-        if act is None:
-            return "identity", 1.0
-        if isinstance(act, nn.Softplus):
-            return "softplus", 1.0
-        if isinstance(act, nn.ReLU):
-            return "relu", 1.0
-        return type(act).__name__.lower(), 1.0
-    if family == "voxel":
-        field = getattr(view, "field", None) or view.model.field
-        return str(field.density_activation), 1.0
-    raise ValueError(f"unknown family {family!r}")
 
 
 def inverse_activation(name: str, scale: float) -> Callable[[Tensor], Tensor]:
@@ -89,7 +66,7 @@ def teacher_raw_in_student_space(teacher: FieldView, student: FieldView) -> Opti
     activation first (a deviation needed for cross-family pairs; same-activation pairs compare
     raw values directly, as in the paper). Returns f(raw_t, density_t) -> target raw.
     """
-    t_act, s_act = density_activation(teacher), density_activation(student)
+    t_act, s_act = teacher.density_activation(), student.density_activation()
     if t_act == s_act:
         return lambda raw, density: raw
     inverse = inverse_activation(*s_act)
@@ -191,32 +168,3 @@ def select_hard_points(teacher_weights: Tensor, student_weights: Tensor, fractio
     mask[torch.topk(w_t.reshape(-1), k).indices] = True
     mask[torch.topk(w_s.reshape(-1), k).indices] = True
     return mask.view_as(w_t)
-
-
-# ---- L_reg ------------------------------------------------------------------------------------
-
-
-def grid_regularizer(view: FieldView, student_density: Optional[Tensor], tv_weight: float, l1_weight: float) -> Optional[Tensor]:
-    """L_reg of Eq. 7 for grid students: TV + L1. None for families without a grid (hash, MLP)."""
-    if view.family == "vm":
-        field = view.field
-        planes = [getattr(enc, "plane_coef", None) for enc in (field.density_encoding, field.color_encoding)]
-        lines = [getattr(enc, "line_coef", None) for enc in (field.density_encoding, field.color_encoding)]
-        loss = 0.0
-        if planes[0] is not None and tv_weight > 0:
-            loss = loss + tv_weight * (tv_loss(planes[0]) + tv_loss(planes[1]))
-        if l1_weight > 0:
-            # TensoRF's L1 on the density factors
-            dens = [t for t in (planes[0], lines[0]) if t is not None]
-            loss = loss + l1_weight * sum(t.abs().mean() for t in dens)
-        return loss if torch.is_tensor(loss) else None
-    if view.family == "voxel":
-        field = getattr(view, "field", None) or view.model.field
-        loss = 0.0
-        if tv_weight > 0:
-            tv_density, tv_sh = field.tv_losses(getattr(view.model.config, "tv_num_voxels", 2**16))
-            loss = loss + tv_weight * (tv_density + tv_sh)
-        if l1_weight > 0 and student_density is not None and student_density.numel():
-            loss = loss + l1_weight * student_density.abs().mean()
-        return loss if torch.is_tensor(loss) else None
-    return None

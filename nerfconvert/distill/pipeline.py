@@ -27,8 +27,7 @@ from torch import Tensor, nn
 
 from nerfstudio.cameras.rays import RayBundle, RaySamples
 from nerfstudio.data.datamanagers.base_datamanager import DataManagerConfig
-from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
-from nerfstudio.model_components.losses import lossfun_outer
+from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes
 from nerfstudio.models.base_model import ModelConfig
 from nerfstudio.pipelines.base_pipeline import Pipeline, VanillaPipelineConfig
 from nerfstudio.utils import profiler
@@ -40,15 +39,14 @@ from nerfconvert.distill.losses import (
     FeatureProjection,
     PVDLossConfig,
     density_loss,
-    grid_regularizer,
     masked_mse,
     select_hard_points,
     teacher_raw_in_student_space,
     volume_loss,
 )
 from nerfconvert.distill.students import DEFAULT_STUDENT, PROJECTION_GROUP, student_model_config
-from nerfconvert.views.base import Decoded, FieldView
 from nerfconvert.schedules import run_length
+from nerfconvert.views.base import Decoded, FieldView, ViewOptions
 from nerfconvert.views.registry import load_run, view_class_for
 
 PVD_RUN_LENGTH = 20000
@@ -106,7 +104,10 @@ class PVDPipelineConfig(VanillaPipelineConfig):
     mlp_split_layer: int = 4
     """K of PVD Table 1 for MLP teachers and students: phi1 = the first K layers."""
     coarse_sync_every: int = 100
-    """vanilla-nerf students: copy the fine field into the coarse one every this many steps."""
+    """Students with a separate coarse field (vanilla-nerf): copy the fine field into it every this many steps."""
+
+    def view_options(self) -> ViewOptions:
+        return ViewOptions(split_layer=self.mlp_split_layer, coarse_sync_every=self.coarse_sync_every)
 
     def schedule(self, total_steps: Optional[int] = None) -> Tuple[int, int, int]:
         """(stage 2 start, stage 3 start, active-learning start) of a run of ``total_steps``."""
@@ -144,22 +145,6 @@ class PVDPipelineConfig(VanillaPipelineConfig):
 
 def _slice_len(s: slice, n: int) -> int:
     return len(range(n)[s])
-
-
-def _tdist(samples: RaySamples) -> Tensor:
-    return torch.cat([samples.frustums.starts[..., 0], samples.frustums.ends[..., -1:, 0]], dim=-1)
-
-
-def interlevel_loss_metric(weights_list: List[Tensor], samples_list: List[RaySamples]) -> Tensor:
-    """mip-NeRF 360's proposal loss, on metric ray distances: the teacher's samples and the
-    student's proposal samples come from different spacing functions, so their normalised
-    spacings are not comparable, their distances along the ray are."""
-    c = _tdist(samples_list[-1]).detach()
-    w = weights_list[-1][..., 0].detach()
-    loss = 0.0
-    for samples, wp in zip(samples_list[:-1], weights_list[:-1]):
-        loss = loss + torch.mean(lossfun_outer(c, w, _tdist(samples), wp[..., 0]))
-    return loss
 
 
 @dataclass
@@ -238,9 +223,8 @@ class PVDPipeline(Pipeline):
         if config.teacher_ckpt is None:
             raise ValueError("PVDPipelineConfig.teacher_ckpt is not set (pass --teacher-ckpt)")
 
-        teacher_pipeline, teacher_view = load_run(config.teacher_ckpt, device=device, test_mode="inference")
-        if teacher_view.family == "mlp" and config.mlp_split_layer != teacher_view.split_layer:
-            teacher_view = type(teacher_view)(teacher_pipeline.model, split_layer=config.mlp_split_layer)
+        options = config.view_options()
+        teacher_pipeline, teacher_view = load_run(config.teacher_ckpt, device=device, test_mode="inference", options=options)
         for p in teacher_pipeline.parameters():
             p.requires_grad_(False)
         teacher_pipeline.eval()
@@ -259,10 +243,8 @@ class PVDPipeline(Pipeline):
             scene_box=scene_box,
         )
         self.datamanager.to(device)
-        if teacher_view.family == "hash" and hasattr(config.model, "average_init_density"):
-            # hash -> hash: the same density scale, so that phi1's raw density (L_v) and the raw
-            # density of Eq. 8 (L_sigma) ask the student for the same value
-            config.model.average_init_density = float(teacher_view.field.average_init_density)
+        view_cls = view_class_for(config.model._target)
+        view_cls.adopt_teacher(config.model, teacher_view)  # e.g. a hash student takes a hash teacher's density scale
         # the student is the stock model of its method, set up for the teacher's scene
         self._model = config.model.setup(
             scene_box=scene_box,
@@ -272,15 +254,13 @@ class PVDPipeline(Pipeline):
             grad_scaler=grad_scaler,
         )
         self._model.to(device)
-        view_cls = view_class_for(type(self._model))
-        kwargs = {"split_layer": config.mlp_split_layer} if view_cls.family == "mlp" else {}
-        self.student_view: FieldView = view_cls(self._model, **kwargs)
+        self.student_view: FieldView = view_class_for(type(self._model)).from_options(self._model, options)
 
         t, s = self.teacher_view, self.student_view
         self.teacher_slice = t.volume_feature_slice
         self.student_slice = s.volume_feature_slice
-        # PVD applies only sigma, colour, RGB and regularisation losses to the voxel grid
-        self.use_volume_loss = config.loss.volume_weight > 0 and "voxel" not in (t.family, s.family)
+        # L_v needs learned volume features on both sides (PVD leaves it out for the voxel grid)
+        self.use_volume_loss = config.loss.volume_weight > 0 and t.volume_features and s.volume_features
         self.projection: Optional[FeatureProjection] = None
         if self.use_volume_loss:
             self.projection = FeatureProjection(
@@ -288,7 +268,6 @@ class PVDPipeline(Pipeline):
                 standardise=config.loss.standardise_projected_features,
             ).to(device)
         self.raw_target = teacher_raw_in_student_space(t, s)
-        self.student_has_proposals = hasattr(self._model, "proposal_sampler")
         al = config.active_learning
         self.ray_pool = HardRayPool(al.ray_pool_size if al.hard_rays else 0)
         self.set_run_length(config.total_steps or PVD_RUN_LENGTH)
@@ -369,16 +348,8 @@ class PVDPipeline(Pipeline):
 
     @torch.no_grad()
     def teacher_render(self, samples: RaySamples, decoded: Decoded) -> Dict[str, Tensor]:
-        from nerfconvert.views.vm import RAY_MASK_KEY
-
-        mask = (samples.metadata or {}).get(RAY_MASK_KEY)
-        if mask is not None:  # TensoRF teacher: rays it skips render empty and white
-            decoded = Decoded(
-                density=torch.where(mask, decoded.density, torch.zeros_like(decoded.density)),
-                raw_density=decoded.raw_density,
-                rgb=torch.where(mask, decoded.rgb, torch.ones_like(decoded.rgb)),
-            )
-        return self.teacher_view.render_decoded(samples, decoded)
+        # the teacher renders as its model does (e.g. TensoRF's skipped rays: empty and white)
+        return self.teacher_view.render_decoded(samples, self.teacher_view.masked_decoded(samples, decoded))
 
     # ---- a distillation step ------------------------------------------------------------------
     def _mix_hard_rays(self, bundle: RayBundle, pose_index: Tensor) -> Tuple[RayBundle, Tensor]:
@@ -466,21 +437,14 @@ class PVDPipeline(Pipeline):
         if w.colour_weight > 0:
             losses["colour_loss"] = w.colour_weight * masked_mse(s_decoded.rgb, t_decoded.rgb, mask)  # L_c
         if w.reg_weight > 0:
-            reg = grid_regularizer(self.student_view, s_decoded.density, w.tv_weight, w.l1_weight)
+            reg = self.student_view.regularizer(s_decoded.density, w.tv_weight, w.l1_weight)
             if reg is not None:
                 losses["reg_loss"] = w.reg_weight * reg  # L_reg
-        if self.student_has_proposals and w.sampler_weight > 0:
-            losses["sampler_loss"] = w.sampler_weight * self._proposal_loss(rays, samples, t_weights)
+        if w.sampler_weight > 0:
+            # the student's own sampler (a nerfacto student's proposal networks) follows the teacher's weights
+            for name, loss in self.student_view.student_losses(rays, samples, t_weights).items():
+                losses[name] = w.sampler_weight * loss
         return losses, metrics, extras
-
-    def _proposal_loss(self, rays: Dict[str, Tensor], samples: RaySamples, teacher_weights: Tensor) -> Tensor:
-        """A nerfacto student's proposal networks learn to envelope the teacher's weights."""
-        model = self._model
-        bundle = RayBundle(**rays)
-        if getattr(model, "collider", None) is not None:
-            bundle = model.collider(bundle)
-        _, weights_list, samples_list = model.proposal_sampler(bundle, density_fns=model.density_fns)
-        return interlevel_loss_metric(list(weights_list) + [teacher_weights], list(samples_list) + [samples])
 
     @profiler.time_function
     def get_train_loss_dict(self, step: int):
@@ -559,23 +523,7 @@ class PVDPipeline(Pipeline):
     def get_training_callbacks(self, training_callback_attributes: TrainingCallbackAttributes) -> List[TrainingCallback]:
         self.set_run_length(run_length(training_callback_attributes, self.config.total_steps or PVD_RUN_LENGTH))
         callbacks = list(self._model.get_training_callbacks(training_callback_attributes))
-        if hasattr(self._model, "field_coarse") and hasattr(self._model, "field_fine"):
-            callbacks.append(
-                TrainingCallback(
-                    [TrainingCallbackLocation.AFTER_TRAIN_ITERATION],
-                    lambda step: self.sync_coarse_field(),
-                    update_every_num_iters=max(1, self.config.coarse_sync_every),
-                )
-            )
-        return callbacks
-
-    @torch.no_grad()
-    def sync_coarse_field(self) -> None:
-        """vanilla-nerf student: its coarse field (its own sampler) becomes a copy of the fine
-        field, which distillation trains; evaluated at uniform samples it gives the PDF."""
-        model = self._model
-        if hasattr(model, "field_coarse") and hasattr(model, "field_fine"):
-            model.field_coarse.load_state_dict(model.field_fine.state_dict())
+        return callbacks + self.student_view.student_callbacks(self.config.view_options())
 
     def load_pipeline(self, loaded_state: Dict[str, Any], step: int) -> None:
         state = {(k[len("module.") :] if k.startswith("module.") else k): v for k, v in loaded_state.items()}

@@ -1,4 +1,5 @@
-"""The four student families: which nerfstudio method carries each, and its distillation defaults.
+"""The students of pvd-al: one per registered view whose family can be a student
+(``FieldView.student_method``), with its distillation defaults. Nothing here names a family.
 
 A student is the stock model of its method, so the run written at the end opens with stock
 ``ns-viewer`` / ``ns-export`` / ``ns-eval``. Defaults follow each stock method, with two changes
@@ -12,27 +13,27 @@ the nerfacto student's own ``--model.*`` and ``--optimizers.*`` options.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
-from typing import Any, Dict, Literal, Tuple
+from dataclasses import dataclass, field
+from typing import Any, Dict, Literal, Tuple, Type
 
 import tyro
-from nerfstudio.cameras.camera_optimizers import CameraOptimizerConfig
-from nerfstudio.engine.optimizers import RAdamOptimizerConfig
-from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig
 from nerfstudio.models.base_model import ModelConfig
 
 from nerfconvert.schedules import adam_exponential
+from nerfconvert.views.base import FieldView
+from nerfconvert.views.registry import student_views
 
-StudentName = Literal["nerfacto", "tensorf", "vanilla-nerf", "plenoxels"]
-STUDENTS: Tuple[str, ...] = ("nerfacto", "tensorf", "vanilla-nerf", "plenoxels")
-FAMILY_OF_STUDENT: Dict[str, str] = {"nerfacto": "hash", "tensorf": "vm", "vanilla-nerf": "mlp", "plenoxels": "voxel"}
+STUDENT_VIEWS: Dict[str, Type[FieldView]] = student_views()
+"""Student name (the stock method) -> its family's view class, from the one registry of views."""
+STUDENTS: Tuple[str, ...] = tuple(STUDENT_VIEWS)
+StudentName = Literal[STUDENTS]  # type: ignore[valid-type]
 DEFAULT_STUDENT = "tensorf"
 
 PROJECTION_GROUP = "pvd_projection"
 """Optimizer group of the learned L_v projection (not part of the student)."""
 
 
-UNBOUNDED_STUDENTS: Tuple[str, ...] = ("nerfacto", "tensorf")
+UNBOUNDED_STUDENTS: Tuple[str, ...] = tuple(name for name, view in STUDENT_VIEWS.items() if view.models_background)
 """Students that model a background past the scene box (scene contraction)."""
 
 
@@ -40,76 +41,25 @@ def student_model_config(student: str, unbounded: bool = False) -> ModelConfig:
     """The student's model config: the stock method's, without camera optimisation.
 
     ``unbounded``: the teacher contracts space (a capture with a background), so the student
-    must too; the contracted box carries over (nerfacto contracts anyway; tensorf becomes
-    :class:`~nerfconvert.unbounded.UnboundedTensoRFModelConfig`)."""
-    off = CameraOptimizerConfig(mode="off")
-    if student == "tensorf" and unbounded:
-        from nerfconvert.unbounded import UnboundedTensoRFModelConfig
-
-        return UnboundedTensoRFModelConfig(regularization="none", camera_optimizer=off)
-    if student == "nerfacto":
-        from nerfstudio.models.nerfacto import NerfactoModelConfig
-
-        # the nerfacto method's density scale (0.01); a hash teacher's own value is copied in PVDPipeline
-        return NerfactoModelConfig(eval_num_rays_per_chunk=1 << 15, average_init_density=0.01, camera_optimizer=off)
-    if student == "tensorf":
-        from nerfstudio.models.tensorf import TensoRFModelConfig
-
-        return TensoRFModelConfig(regularization="none", camera_optimizer=off)  # L_reg is ours (Eq. 7)
-    if student == "vanilla-nerf":
-        from nerfstudio.models.vanilla_nerf import NeRFModel, VanillaModelConfig
-
-        return VanillaModelConfig(_target=NeRFModel)
-    if student == "plenoxels":
-        from nerfconvert.plenoxels.model import PlenoxelsModelConfig
-
-        return PlenoxelsModelConfig(eval_num_rays_per_chunk=1 << 13, camera_optimizer=off)
-    raise ValueError(f"unknown student {student!r}")
+    must too (the view decides how, e.g. tensorf becomes the unbounded TensoRF variant)."""
+    return _view(student).student_model_config(unbounded)
 
 
 def student_optimizers(student: str, max_steps: int) -> Dict[str, Dict]:
-    """Optimizers of the student's parameter groups, plus the L_v projection's."""
-
-    def adam(lr: float, lr_final: float) -> Dict:
-        return adam_exponential(lr, lr_final, max_steps)
-
-    if student == "nerfacto":
-        # PVD's 0.02 for the grids, decayed 10x (nerfacto's own 1e-2 -> 1e-4 suits 30k steps from
-        # scratch; over a short distillation it stops the hash tables before they reach the teacher's values)
-        groups = {"proposal_networks": adam(2e-2, 2e-3), "fields": adam(2e-2, 2e-3)}
-    elif student == "tensorf":
-        # PVD: 0.02 for the tensors, 0.001 for the MLP decoder
-        groups = {"fields": adam(1e-3, 1e-4), "encodings": adam(2e-2, 2e-3)}
-    elif student == "vanilla-nerf":
-        groups = {
-            "fields": {"optimizer": RAdamOptimizerConfig(lr=5e-4, eps=1e-8), "scheduler": None},
-            "temporal_distortion": {"optimizer": RAdamOptimizerConfig(lr=5e-4, eps=1e-8), "scheduler": None},
-        }
-    elif student == "plenoxels":
-        from nerfconvert.plenoxels.model import FusedAdamOptimizerConfig
-
-        groups = {
-            "density": {
-                "optimizer": FusedAdamOptimizerConfig(lr=0.1, eps=1e-15),
-                "scheduler": ExponentialDecaySchedulerConfig(lr_final=0.01, max_steps=max_steps),
-            },
-            "sh": {
-                "optimizer": FusedAdamOptimizerConfig(lr=0.05, eps=1e-15),
-                "scheduler": ExponentialDecaySchedulerConfig(lr_final=0.005, max_steps=max_steps),
-            },
-        }
-    else:
-        raise ValueError(f"unknown student {student!r}")
-    groups[PROJECTION_GROUP] = adam(1e-3, 1e-4)
+    """Optimizers of the student's parameter groups (the stock method's, see the view), plus the L_v projection's."""
+    groups = _view(student).student_optimizers(max_steps)
+    groups[PROJECTION_GROUP] = adam_exponential(1e-3, 1e-4, max_steps)
     return groups
 
 
-STUDENT_DESCRIPTIONS: Dict[str, str] = {
-    "nerfacto": "nerfacto student (hash grid), as ns-train nerfacto builds it.",
-    "tensorf": "tensorf student (VM decomposition), as ns-train tensorf builds it (the default).",
-    "vanilla-nerf": "vanilla-nerf student (MLP), as ns-train vanilla-nerf builds it.",
-    "plenoxels": "plenoxels student (voxel grid), as ns-train plenoxels builds it.",
-}
+def _view(student: str) -> Type[FieldView]:
+    views = student_views()  # the registry now: a family registered after import is a student too
+    if student not in views:
+        raise ValueError(f"unknown student {student!r}")
+    return views[student]
+
+
+STUDENT_DESCRIPTIONS: Dict[str, str] = {name: view.student_description for name, view in STUDENT_VIEWS.items()}
 
 DEFAULT_RUN_LENGTH = 20000
 """PVD's distillation length; every schedule is refitted to --max-num-iterations before a run."""
@@ -128,23 +78,24 @@ class StudentConfig:
 
     def model_for(self, unbounded: bool) -> ModelConfig:
         """The model config for a teacher that does (``unbounded``) or does not contract space:
-        a tensorf student of an unbounded teacher becomes the unbounded TensoRF variant, its
-        options kept."""
-        if not (unbounded and self.name == "tensorf"):
+        where the family has a variant for unbounded scenes (a tensorf student becomes the
+        unbounded TensoRF variant), the student's own options are kept in it."""
+        if not unbounded:
             return self.model
-        from nerfconvert.unbounded import UnboundedTensoRFModelConfig
+        variant = _view(self.name).student_model_config(unbounded=True)
+        if type(variant) is type(self.model):
+            return self.model
+        from dataclasses import fields
 
-        if isinstance(self.model, UnboundedTensoRFModelConfig):
-            return self.model
-        kept = {f.name: getattr(self.model, f.name) for f in fields(self.model) if f.name != "_target"}
-        self.model = UnboundedTensoRFModelConfig(**kept)
+        names = {f.name for f in fields(variant)}
+        kept = {f.name: getattr(self.model, f.name) for f in fields(self.model) if f.name != "_target" and f.name in names}
+        self.model = type(variant)(**kept)
         return self.model
 
 
 def student_config(student: str, max_steps: int = DEFAULT_RUN_LENGTH) -> StudentConfig:
     """The student ``student`` with its defaults."""
-    if student not in STUDENTS:
-        raise ValueError(f"unknown student {student!r}")
+    _view(student)
     return StudentConfig(name=student, model=student_model_config(student), optimizers=student_optimizers(student, max_steps))
 
 

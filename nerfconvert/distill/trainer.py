@@ -208,7 +208,7 @@ class PVDTrainer(Trainer):
         from nerfconvert.distill.export import student_run_config, write_student_run
 
         pipeline = self.pipeline
-        pipeline.sync_coarse_field()
+        pipeline.student_view.finish_student()
         run = student_run_config(self.config, self.config.teacher_config(), self.config.student)
         teacher_dir = Path(pipeline.config.teacher_ckpt).parent
         self.student_config_path = write_student_run(

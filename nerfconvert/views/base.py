@@ -2,13 +2,27 @@
 
 A view adapts one trained nerfstudio model to this interface. Distillation, importance
 scores and viewer comparisons are written against views, never against a model class.
+
+A view is the only per-family adapter. It declares two capabilities, and methods ask for a
+capability (``view.has("point_queries")``), never for a family:
+
+* **point queries** (``point_queries``): ``phi1``/``phi2``/``query`` at points, and the model's
+  own sampler (``sample``, ``render_samples``). Fields have them; a rasterised family may not.
+* **camera rendering** (``camera_rendering``): ``render_camera`` and ``render_ray_bundle``,
+  through the model's own renderer. Every family has it.
+
+Besides, the view class carries what a method needs to know about its family: the density
+activation (L_sigma across activations), its role as a distillation student (stock method,
+model config and optimizers derived from the stock method's own config, regulariser, extra
+losses and callbacks) and companions (``capabilities``), e.g. the tables vq-compression quantises.
 """
 
 from __future__ import annotations
 
+import copy
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import ClassVar, Dict, Union
+from typing import Any, ClassVar, Dict, List, Optional, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -16,6 +30,16 @@ from torch import Tensor, nn
 from nerfstudio.cameras.rays import RayBundle, RaySamples
 from nerfstudio.model_components.renderers import AccumulationRenderer, DepthRenderer, RGBRenderer
 from nerfstudio.models.base_model import Model
+
+
+@dataclass
+class ViewOptions:
+    """How a method wants views built; options a family does not use are ignored by it."""
+
+    split_layer: int = 4
+    """K of PVD Table 1 for MLP fields: phi1 = the first K layers."""
+    coarse_sync_every: int = 100
+    """Students with a separate coarse field for sampling: copy the fine field into it every this many steps."""
 
 
 @dataclass
@@ -39,7 +63,7 @@ class FieldView(ABC):
     """
 
     family: ClassVar[str]
-    """One of "hash", "vm", "mlp", "voxel"."""
+    """The family's name, for messages and reports only: methods never branch on it."""
     model_names: ClassVar[tuple]
     """Model class names this view supports (used in error messages)."""
     capabilities: ClassVar[Dict[str, Union[str, type]]] = {}
@@ -51,8 +75,112 @@ class FieldView(ABC):
     """The part of phi1's output that is the scene's volume feature (compared by L_v, PVD Eq. 6);
     views that carry helper values in their features (e.g. an in-box flag) narrow it."""
 
+    point_queries: ClassVar[bool] = True
+    """phi1/phi2/query at points and the model's own sampler (``sample``, ``render_samples``)."""
+    camera_rendering: ClassVar[bool] = True
+    """``render_camera`` / ``render_ray_bundle`` through the model's own renderer."""
+    feature_planes: ClassVar[bool] = False
+    """``planes()`` / ``set_planes()`` / ``plane_state_keys``: 2D feature planes that an image codec
+    can code (what entropy-compression compresses)."""
+    volume_features: ClassVar[bool] = True
+    """phi1 is a learned volume feature that L_v (PVD Eq. 6) can compare; PVD leaves it out for the
+    voxel grid, whose phi1 is the explicit grid itself."""
+
     def __init__(self, model: Model) -> None:
         self.model = model
+
+    @classmethod
+    def from_options(cls, model: Model, options: Optional[ViewOptions] = None) -> "FieldView":
+        """The view of ``model`` built as ``options`` ask (a family reads the options it has)."""
+        return cls(model)
+
+    @classmethod
+    def has(cls, capability: str) -> bool:
+        """Whether the view offers ``capability``: "point_queries", "camera_rendering", "feature_planes",
+        or a companion's name (``capabilities``)."""
+        if capability in ("point_queries", "camera_rendering", "feature_planes"):
+            return bool(getattr(cls, capability))
+        return capability in cls.capabilities
+
+    # ---- camera rendering -------------------------------------------------------------
+    def render_camera(self, camera) -> Dict[str, Tensor]:
+        """The model's own render of one camera (``rgb``, ``depth``, ``accumulation``, ...)."""
+        return self.model.get_outputs_for_camera(camera)
+
+    def render_ray_bundle(self, ray_bundle: RayBundle) -> Dict[str, Tensor]:
+        """The model's own render of a batch of rays (a ray-marched family's chunked eval path)."""
+        return self.model.get_outputs_for_camera_ray_bundle(ray_bundle)
+
+    # ---- density ------------------------------------------------------------------------
+    def density_activation(self) -> Tuple[str, float]:
+        """(name, scale) of the density activation, density = scale * act(raw): "exp", "relu",
+        "softplus" or "identity". Lets L_sigma compare across activations (PVD Eq. 8)."""
+        raise NotImplementedError(f"{type(self).__name__} does not state its density activation")
+
+    def masked_decoded(self, ray_samples: RaySamples, decoded: Decoded) -> Decoded:
+        """What the model itself renders from ``decoded`` at its own samples (e.g. rays it skips)."""
+        return decoded
+
+    # ---- as a distillation student ----------------------------------------------------------
+    student_method: ClassVar[Optional[str]] = None
+    """The stock method whose model a student of this family is (its run is written under this
+    name), or None where the family cannot be a student."""
+    student_description: ClassVar[str] = ""
+    """One line for ``ns-train pvd-al --help``."""
+    models_background: ClassVar[bool] = False
+    """A student of this family contracts space, so it can carry a capture's background."""
+    student_lr: ClassVar[Dict[str, Tuple[float, float]]] = {}
+    """Optimizer group -> (lr, lr_final) where distillation departs from the stock method's rates."""
+
+    @classmethod
+    def stock_config(cls):
+        """The stock method's ``TrainerConfig`` (nerfstudio's or ours), never modified."""
+        from nerfconvert.views.stock import builtin_method_config
+
+        return builtin_method_config(cls.student_method)
+
+    @classmethod
+    def student_model_config(cls, unbounded: bool = False):
+        """The student's model config: the stock method's, without camera optimisation (pseudo
+        cameras are exact). ``unbounded``: the teacher contracts space and so must the student."""
+        config = copy.deepcopy(cls.stock_config().pipeline.model)
+        if hasattr(config, "camera_optimizer"):
+            config.camera_optimizer.mode = "off"
+        return config
+
+    @classmethod
+    def student_optimizers(cls, max_steps: int) -> Dict[str, Dict[str, Any]]:
+        """The student's optimizer groups: the stock method's (no camera optimiser), at
+        ``student_lr``'s rates where set, with every schedule ending at ``max_steps``."""
+        from nerfconvert.schedules import fit_schedulers
+
+        groups = {k: copy.deepcopy(v) for k, v in cls.stock_config().optimizers.items() if k != "camera_opt"}
+        for name, (lr, lr_final) in cls.student_lr.items():
+            groups[name]["optimizer"].lr = lr
+            if groups[name].get("scheduler") is not None:
+                groups[name]["scheduler"].lr_final = lr_final
+        fit_schedulers(groups, max_steps)
+        return groups
+
+    @classmethod
+    def adopt_teacher(cls, model_config, teacher: "FieldView") -> None:
+        """Copy what the student's config should share with ``teacher`` before the student is built."""
+
+    def regularizer(self, density: Optional[Tensor], tv_weight: float, l1_weight: float) -> Optional[Tensor]:
+        """L_reg of PVD Eq. 7 for this student (TV + L1 of grids); None where the family has none."""
+        return None
+
+    def student_losses(self, rays: Dict[str, Tensor], ray_samples: RaySamples, teacher_weights: Tensor) -> Dict[str, Tensor]:
+        """Extra losses a student needs to keep its own sampler working (unweighted), by name."""
+        return {}
+
+    def student_callbacks(self, options: ViewOptions) -> List[Any]:
+        """Training callbacks a student needs besides its model's own (nerfstudio ``TrainingCallback``s)."""
+        return []
+
+    def finish_student(self) -> None:
+        """Bring what distillation does not train directly (e.g. a sampling field) up to date
+        before the student is written as a run."""
 
     @property
     def unbounded(self) -> bool:

@@ -19,7 +19,7 @@ field's eval-mode colour: mean appearance code or zeros, as configured, never pe
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -29,6 +29,7 @@ from nerfstudio.data.scene_box import SceneBox
 from nerfstudio.field_components.activations import trunc_exp
 from nerfstudio.fields.base_field import get_normalized_directions
 from nerfstudio.fields.nerfacto_field import NerfactoField
+from nerfstudio.model_components.losses import lossfun_outer
 from nerfstudio.models.base_model import Model
 
 from nerfconvert.views.base import Decoded, FieldView
@@ -47,6 +48,12 @@ class HashGridView(FieldView):
     family = "hash"
     model_names = ("NerfactoModel", "NGPModel")
     capabilities = {"vq_tables": "nerfconvert.compress.vq.families:HashFamily"}  # nerfacto's only (its model_classes)
+    student_method = "nerfacto"
+    student_description = "nerfacto student (hash grid), as ns-train nerfacto builds it."
+    models_background = True
+    # PVD's 0.02 for the grids, decayed 10x (nerfacto's own 1e-2 -> 1e-4 suits 30k steps from
+    # scratch; over a short distillation it stops the hash tables before they reach the teacher's values)
+    student_lr = {"proposal_networks": (2e-2, 2e-3), "fields": (2e-2, 2e-3)}
 
     def __init__(self, model: Model) -> None:
         super().__init__(model)
@@ -65,12 +72,35 @@ class HashGridView(FieldView):
     def feature_dim(self) -> int:
         return self.field.geo_feat_dim + 2
 
+    def density_activation(self) -> Tuple[str, float]:
+        return "exp", float(self.field.average_init_density)
+
+    # ---- as a student -------------------------------------------------------------------
+    @classmethod
+    def adopt_teacher(cls, model_config, teacher: FieldView) -> None:
+        # hash -> hash: the same density scale, so that phi1's raw density (L_v) and the raw
+        # density of Eq. 8 (L_sigma) ask the student for the same value
+        name, scale = teacher.density_activation()
+        if name == "exp" and hasattr(model_config, "average_init_density"):
+            model_config.average_init_density = scale
+
+    def student_losses(self, rays: Dict[str, Tensor], ray_samples: RaySamples, teacher_weights: Tensor) -> Dict[str, Tensor]:
+        """``sampler_loss``: a nerfacto student's proposal networks learn to envelope the teacher's weights."""
+        model = self.model
+        if not hasattr(model, "proposal_sampler"):
+            return {}
+        bundle = RayBundle(**rays)
+        if getattr(model, "collider", None) is not None:
+            bundle = model.collider(bundle)
+        _, weights_list, samples_list = model.proposal_sampler(bundle, density_fns=model.density_fns)
+        return {"sampler_loss": interlevel_loss_metric(list(weights_list) + [teacher_weights], list(samples_list) + [ray_samples])}
+
     # ---- phi1 ---------------------------------------------------------------------------
     @property
     def unbounded(self) -> bool:
         return self.field.spatial_distortion is not None
 
-    def _unit_cube(self, positions: Tensor) -> Tensor:
+    def unit_cube(self, positions: Tensor) -> Tensor:
         """World positions -> the [0, 1]^3 coordinates the hash grid is indexed with."""
         if self.field.spatial_distortion is not None:
             # contraction maps R^3 into the L_inf ball of radius 2
@@ -80,7 +110,7 @@ class HashGridView(FieldView):
     def phi1(self, positions: Tensor, directions: Optional[Tensor] = None) -> Tensor:
         # phi1, PVD Table 1: hash tables (+ base MLP); view-independent
         del directions
-        x = self._unit_cube(positions)
+        x = self.unit_cube(positions)
         inside = ((x > 0.0) & (x < 1.0)).all(dim=-1, keepdim=True)
         # same masking as the field: points outside query the grid at the origin corner
         x = x * inside
@@ -196,3 +226,19 @@ def pad_packed_samples(
     dense_starts[ray_indices, slot] = starts
     dense_ends[ray_indices, slot] = ends
     return ray_bundle.get_ray_samples(bin_starts=dense_starts[..., None], bin_ends=dense_ends[..., None])
+
+
+def _tdist(samples: RaySamples) -> Tensor:
+    return torch.cat([samples.frustums.starts[..., 0], samples.frustums.ends[..., -1:, 0]], dim=-1)
+
+
+def interlevel_loss_metric(weights_list: List[Tensor], samples_list: List[RaySamples]) -> Tensor:
+    """mip-NeRF 360's proposal loss, on metric ray distances: the teacher's samples and the
+    student's proposal samples come from different spacing functions, so their normalised
+    spacings are not comparable, their distances along the ray are."""
+    c = _tdist(samples_list[-1]).detach()
+    w = weights_list[-1][..., 0].detach()
+    loss = 0.0
+    for samples, wp in zip(samples_list[:-1], weights_list[:-1]):
+        loss = loss + torch.mean(lossfun_outer(c, w, _tdist(samples), wp[..., 0]))
+    return loss

@@ -15,6 +15,8 @@ encoded position, so phi1 carries it along. Feature layout::
 
 from __future__ import annotations
 
+from typing import Any, List, Optional, Tuple
+
 import torch
 from torch import Tensor, nn
 
@@ -23,7 +25,7 @@ from nerfstudio.field_components.field_heads import FieldHeadNames
 from nerfstudio.fields.vanilla_nerf_field import NeRFField
 from nerfstudio.models.base_model import Model
 
-from nerfconvert.views.base import Decoded, FieldView
+from nerfconvert.views.base import Decoded, FieldView, ViewOptions
 
 
 class MLPView(FieldView):
@@ -31,6 +33,12 @@ class MLPView(FieldView):
 
     family = "mlp"
     model_names = ("NeRFModel",)
+    student_method = "vanilla-nerf"
+    student_description = "vanilla-nerf student (MLP), as ns-train vanilla-nerf builds it."
+
+    @classmethod
+    def from_options(cls, model: Model, options: Optional[ViewOptions] = None) -> "MLPView":
+        return cls(model, split_layer=(options or ViewOptions()).split_layer)
 
     def __init__(self, model: Model, split_layer: int = 4) -> None:
         super().__init__(model)
@@ -65,6 +73,37 @@ class MLPView(FieldView):
     @property
     def feature_dim(self) -> int:
         return self._hidden_dim + self._encoding_dim
+
+    def density_activation(self) -> Tuple[str, float]:
+        act = self.field.field_output_density.activation
+        if act is None:
+            return "identity", 1.0
+        if isinstance(act, nn.Softplus):
+            return "softplus", 1.0
+        if isinstance(act, nn.ReLU):
+            return "relu", 1.0
+        return type(act).__name__.lower(), 1.0
+
+    # ---- as a student -------------------------------------------------------------------
+    def student_callbacks(self, options: ViewOptions) -> List[Any]:
+        """The coarse field (the model's own sampler) is kept a copy of the fine field, which
+        distillation trains: evaluated at uniform samples it gives the PDF."""
+        from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackLocation
+
+        return [
+            TrainingCallback(
+                [TrainingCallbackLocation.AFTER_TRAIN_ITERATION],
+                lambda step: self.sync_coarse_field(),
+                update_every_num_iters=max(1, options.coarse_sync_every),
+            )
+        ]
+
+    @torch.no_grad()
+    def sync_coarse_field(self) -> None:
+        self.model.field_coarse.load_state_dict(self.field.state_dict())
+
+    def finish_student(self) -> None:
+        self.sync_coarse_field()
 
     @property
     def unbounded(self) -> bool:

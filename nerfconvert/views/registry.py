@@ -18,7 +18,7 @@ import torch
 import yaml
 
 from nerfconvert import NerfconvertError
-from nerfconvert.views.base import FieldView
+from nerfconvert.views.base import FieldView, ViewOptions
 
 # model class name -> its registration. Adding an architecture means one entry here (``register``); the
 # view class declares what else it offers through companion classes (``FieldView.capabilities``).
@@ -114,9 +114,20 @@ def companions(capability: str) -> Dict[str, type]:
     return out
 
 
-def view_for(model: torch.nn.Module, **view_kwargs) -> FieldView:
-    """Wrap a model instance in its view (``view_kwargs`` go to the view, e.g. ``split_layer``)."""
-    return view_class_for(type(model))(model, **view_kwargs)
+def student_views() -> Dict[str, Type[FieldView]]:
+    """Student name (its stock method) -> view class, for every registered view that can be a
+    distillation student (registry order; a view serving several model classes counts once)."""
+    out: Dict[str, Type[FieldView]] = {}
+    for registration in _REGISTRY.values():
+        view = _resolve(registration.view)
+        if view.student_method is not None and view.student_method not in out:
+            out[view.student_method] = view
+    return out
+
+
+def view_for(model: torch.nn.Module, options: Optional[ViewOptions] = None) -> FieldView:
+    """Wrap a model instance in its view, built as ``options`` ask (e.g. an MLP's split layer)."""
+    return view_class_for(type(model)).from_options(model, options)
 
 
 def read_run_config(config_path: Path):
@@ -170,7 +181,7 @@ def load_run(
     config_path: Union[str, Path],
     device: Optional[Union[str, torch.device]] = None,
     test_mode: Literal["test", "val", "inference"] = "inference",
-    **view_kwargs,
+    options: Optional[ViewOptions] = None,
 ) -> Tuple["Pipeline", FieldView]:  # noqa: F821
     """Load a trained nerfstudio run and its two-level view, on CPU or CUDA.
 
@@ -182,7 +193,7 @@ def load_run(
     config_path, config = read_run_config(Path(config_path))
     view_cls = view_class_for(config.pipeline.model._target)  # fail before the expensive setup
     pipeline = _setup_pipeline(config_path, config, device, test_mode)
-    return pipeline, view_cls(pipeline.model, **view_kwargs)
+    return pipeline, view_cls.from_options(pipeline.model, options)
 
 
 def load_pipeline(

@@ -16,7 +16,7 @@ The whole vector is the volume feature (L_v, Eq. 6); ``density_feature_slice`` a
 
 from __future__ import annotations
 
-from typing import Dict
+from typing import Dict, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from nerfstudio.cameras.rays import RayBundle, RaySamples
 from nerfstudio.data.scene_box import SceneBox
 from nerfstudio.fields.tensorf_field import TensoRFField
+from nerfstudio.model_components.losses import tv_loss
 from nerfstudio.models.base_model import Model
 from nerfstudio.utils import colors
 
@@ -41,6 +42,9 @@ class VMView(FieldView):
     family = "vm"
     model_names = ("TensoRFModel",)
     capabilities = {"vq_tables": "nerfconvert.compress.vq.families:VMFamily"}
+    student_method = "tensorf"
+    student_description = "tensorf student (VM decomposition), as ns-train tensorf builds it (the default)."
+    models_background = True  # as tensorf-unbounded (nerfconvert.unbounded) when the teacher contracts space
 
     def __init__(self, model: Model) -> None:
         super().__init__(model)
@@ -52,6 +56,77 @@ class VMView(FieldView):
             )
         self.field: TensoRFField = field
         self.volume_feature_slice = slice(0, self.feature_dim)
+
+    def density_activation(self) -> Tuple[str, float]:
+        return "relu", 1.0
+
+    # ---- the feature planes (what entropy-compression codes) --------------------------------
+    feature_planes = True
+    plane_state_keys = ("field.density_encoding.plane_coef", "field.color_encoding.plane_coef")
+    """State-dict keys of the density and colour planes, in the model's state dict."""
+
+    def check_planes(self) -> None:
+        """One-line error unless both encodings are VM planes (the "cp" and "triplane" encodings have none)."""
+        from nerfstudio.field_components.encodings import TensorVMEncoding
+
+        from nerfconvert import NerfconvertError
+
+        for enc in self.encodings():
+            if not isinstance(enc, TensorVMEncoding):
+                raise NerfconvertError(
+                    f"this needs tensorf's VM encoding, not {type(enc).__name__}: "
+                    "train the teacher with --pipeline.model.tensorf-encoding vm."
+                )
+
+    def encodings(self) -> Tuple[nn.Module, nn.Module]:
+        """The density and colour encodings (TensorVMEncoding for the VM decomposition)."""
+        return self.field.density_encoding, self.field.color_encoding
+
+    def planes(self) -> Tuple[Tensor, Tensor]:
+        """The density and colour feature planes, [3, C, R, R] each."""
+        density, color = self.encodings()
+        return density.plane_coef, color.plane_coef
+
+    def set_planes(self, density: Tensor, color: Tensor) -> None:
+        """Replace the planes; a plain tensor (e.g. a decoder's output) replaces the Parameter. The
+        encodings' resolution follows the planes."""
+        for enc, planes in zip(self.encodings(), (density, color)):
+            if "plane_coef" in enc._parameters and not isinstance(planes, nn.Parameter):
+                del enc._parameters["plane_coef"]
+            enc.plane_coef = planes
+            enc.resolution = int(planes.shape[-1])
+
+    def sync_resolution(self) -> None:
+        """The encodings' resolution from their planes (after loading planes of another size)."""
+        for enc in self.encodings():
+            enc.resolution = int(enc.plane_coef.shape[-1])
+
+    # ---- as a student -------------------------------------------------------------------
+    @classmethod
+    def student_model_config(cls, unbounded: bool = False):
+        config = super().student_model_config(unbounded)
+        config.regularization = "none"  # L_reg is PVD's (Eq. 7), see regularizer()
+        if unbounded:
+            from dataclasses import fields
+
+            from nerfconvert.unbounded import UnboundedTensoRFModelConfig
+
+            kept = {f.name: getattr(config, f.name) for f in fields(config) if f.name != "_target"}
+            config = UnboundedTensoRFModelConfig(**kept)
+        return config
+
+    def regularizer(self, density: Optional[Tensor], tv_weight: float, l1_weight: float) -> Optional[Tensor]:
+        field = self.field
+        planes = [getattr(enc, "plane_coef", None) for enc in (field.density_encoding, field.color_encoding)]
+        lines = [getattr(enc, "line_coef", None) for enc in (field.density_encoding, field.color_encoding)]
+        loss = 0.0
+        if planes[0] is not None and tv_weight > 0:
+            loss = loss + tv_weight * (tv_loss(planes[0]) + tv_loss(planes[1]))
+        if l1_weight > 0:
+            # TensoRF's L1 on the density factors
+            dens = [t for t in (planes[0], lines[0]) if t is not None]
+            loss = loss + l1_weight * sum(t.abs().mean() for t in dens)
+        return loss if torch.is_tensor(loss) else None
 
     @property
     def _density_dim(self) -> int:
@@ -139,19 +214,21 @@ class VMView(FieldView):
         ray_samples.metadata = metadata
         return ray_samples
 
-    def render_samples(self, ray_samples: RaySamples) -> Dict[str, Tensor]:
+    def masked_decoded(self, ray_samples: RaySamples, decoded: Decoded) -> Decoded:
         outputs_mask = (ray_samples.metadata or {}).get(RAY_MASK_KEY)
         if outputs_mask is None:
-            return super().render_samples(ray_samples)
-        decoded = self.query(ray_samples.frustums.get_positions(), ray_samples.frustums.directions)
+            return decoded
         # TensoRFField.forward with a mask: skipped rays get zero density and white colour
         white = colors.WHITE.to(decoded.rgb)
-        decoded = Decoded(
+        return Decoded(
             density=torch.where(outputs_mask, decoded.density, torch.zeros_like(decoded.density)),
             raw_density=decoded.raw_density,
             rgb=torch.where(outputs_mask, decoded.rgb, white.expand_as(decoded.rgb)),
         )
-        return self.render_decoded(ray_samples, decoded)
+
+    def render_samples(self, ray_samples: RaySamples) -> Dict[str, Tensor]:
+        decoded = self.query(ray_samples.frustums.get_positions(), ray_samples.frustums.directions)
+        return self.render_decoded(ray_samples, self.masked_decoded(ray_samples, decoded))
 
     # ---- parameters -----------------------------------------------------------------------
     def phi1_parameters(self) -> list[nn.Parameter]:

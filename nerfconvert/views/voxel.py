@@ -16,6 +16,9 @@ zero SH), exactly what the model uses there.
 
 from __future__ import annotations
 
+import copy
+from typing import Optional, Tuple
+
 import torch
 from torch import Tensor, nn
 
@@ -32,6 +35,15 @@ class VoxelGridView(FieldView):
     family = "voxel"
     model_names = ("PlenoxelsModel",)
     capabilities = {"vq_tables": "nerfconvert.compress.vq.families:VoxelFamily"}
+    volume_features = False  # PVD applies only sigma, colour, RGB and regularisation losses to the voxel grid
+    student_method = "plenoxels"
+    student_description = "plenoxels student (voxel grid), as ns-train plenoxels builds it."
+
+    @classmethod
+    def stock_config(cls):
+        from method_configs.plenoxels import plenoxels  # our own method (an entry point, not nerfstudio's table)
+
+        return copy.deepcopy(plenoxels.config)
 
     def __init__(self, model: Model) -> None:
         super().__init__(model)
@@ -46,6 +58,18 @@ class VoxelGridView(FieldView):
     @property
     def feature_dim(self) -> int:
         return self.field.feature_dim
+
+    def density_activation(self) -> Tuple[str, float]:
+        return str(self.field.density_activation), 1.0
+
+    def regularizer(self, density: Optional[Tensor], tv_weight: float, l1_weight: float) -> Optional[Tensor]:
+        loss = 0.0
+        if tv_weight > 0:
+            tv_density, tv_sh = self.field.tv_losses(getattr(self.model.config, "tv_num_voxels", 2**16))
+            loss = loss + tv_weight * (tv_density + tv_sh)
+        if l1_weight > 0 and density is not None and density.numel():
+            loss = loss + l1_weight * density.abs().mean()
+        return loss if torch.is_tensor(loss) else None
 
     @property
     def raw_density_slice(self) -> slice:

@@ -1,15 +1,18 @@
-"""A fifth family registered from this file alone goes through vq-compression.
+"""A fifth family registered from this file alone goes through vq-compression, and through
+pvd-al as a teacher and as a student.
 
 The family is analytic: a few isotropic Gaussians of density with one constant colour, its
 "table" one row per Gaussian (centre, precision, amplitude). The test registers its model
-class with a view, the view declares its vq tables through a companion ``Family``, and the vq
-machinery (importance, pruning and codebooks, packing, decoding) works on it through the view
-registry alone: nothing outside this file names the family.
+class with a view, the view declares its vq tables through a companion ``Family`` and its
+stock method for students, and the vq machinery (importance, pruning and codebooks, packing,
+decoding) and pvd-al (teacher queries, student losses, the student written as a run) work on
+it through the view registry alone: nothing outside this file names the family.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Dict, List, Type
 
 import pytest
@@ -40,6 +43,8 @@ class ToyGaussiansModelConfig(ModelConfig):
     collider_params: Dict[str, float] = field(default_factory=lambda: {"near_plane": 0.5, "far_plane": 4.5})
     num_gaussians: int = 32
     num_samples: int = 48
+    seed: int = 0
+    """Where the Gaussians start, and (seed > 0) their colour."""
 
 
 class ToyGaussiansModel(Model):
@@ -50,14 +55,15 @@ class ToyGaussiansModel(Model):
     def populate_modules(self) -> None:
         super().populate_modules()
         g = self.config.num_gaussians
-        gen = torch.Generator().manual_seed(0)
+        gen = torch.Generator().manual_seed(self.config.seed)
         centres = torch.rand(g, 3, generator=gen) * 1.2 - 0.6
         centres[:UNSEEN] = torch.tensor([0.0, 0.0, -50.0])
         precision = 20.0 + 20.0 * torch.rand(g, 1, generator=gen)
         amplitude = 5.0 + 15.0 * torch.rand(g, 1, generator=gen)
         # the table: a zero row (what pruning writes) is an empty Gaussian (amplitude 0)
         self.gaussians = nn.Parameter(torch.cat([centres, precision, amplitude], dim=1))
-        self.colour = nn.Parameter(torch.tensor([0.8, 0.4, 0.2]))
+        colour = torch.tensor([0.8, 0.4, 0.2]) if self.config.seed == 0 else torch.rand(3, generator=gen)
+        self.colour = nn.Parameter(colour)
         self.sampler = UniformSampler(num_samples=self.config.num_samples, single_jitter=False)
         self.renderer_rgb = RGBRenderer(background_color="white")
 
@@ -111,12 +117,36 @@ class ToyGaussiansTables(Family):
         into["gaussians"] = total + (share * w[:, None]).sum(0)
 
 
+def toy_method():
+    """The family's stock method, as ``ns-train toy-gaussians`` would build it."""
+    from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManagerConfig
+    from nerfstudio.engine.trainer import TrainerConfig
+    from nerfstudio.pipelines.base_pipeline import VanillaPipelineConfig
+
+    from nerfconvert.schedules import adam_exponential
+
+    return TrainerConfig(
+        method_name=METHOD, max_num_iterations=100,
+        pipeline=VanillaPipelineConfig(datamanager=VanillaDataManagerConfig(), model=ToyGaussiansModelConfig()),
+        optimizers={"fields": adam_exponential(1e-2, 1e-3, 100)},
+    )
+
+
 class ToyGaussiansView(FieldView):
     """phi1: log density at a point; phi2: its exp and the constant colour."""
 
     family = METHOD
     model_names = ("ToyGaussiansModel",)
     capabilities = {"vq_tables": ToyGaussiansTables}
+    student_method = METHOD
+    student_description = "a few Gaussians"
+
+    @classmethod
+    def stock_config(cls):
+        return toy_method()
+
+    def density_activation(self):
+        return "exp", 1.0
 
     @property
     def feature_dim(self) -> int:
@@ -144,15 +174,13 @@ class ToyGaussiansView(FieldView):
 @pytest.fixture
 def toy_family(monkeypatch):
     from nerfstudio.configs.method_configs import all_methods
-    from nerfstudio.engine.trainer import TrainerConfig
-    from nerfstudio.pipelines.base_pipeline import VanillaPipelineConfig
 
     from nerfconvert.views import registry
 
     registry.register(ToyGaussiansModel, ToyGaussiansView, METHOD, "a few Gaussians")
-    # the decoder rebuilds a model from a registered method's config, as for the stock families
-    monkeypatch.setitem(all_methods, METHOD, TrainerConfig(method_name=METHOD,
-                                                           pipeline=VanillaPipelineConfig(model=ToyGaussiansModelConfig())))
+    # the decoder rebuilds a model from a registered method's config, as for the stock families,
+    # and a distilled student is written as a run of its method
+    monkeypatch.setitem(all_methods, METHOD, toy_method())
     try:
         yield
     finally:
@@ -255,3 +283,73 @@ def test_the_toy_family_compresses_and_decodes(toy_family):
     ncz.architecture["model_config"]["num_gaussians"] = 1 << 20
     with pytest.raises(NerfconvertError, match="model_config.num_gaussians"):
         codec.decode(ncz)
+
+
+# ---- pvd-al: the toy family as a teacher and as a student ----------------------------------------------
+def _distil(teacher: Path, student: str, out: Path, steps: int = 24) -> Path:
+    """``ns-train pvd-al --teacher-ckpt <teacher> <student>`` for ``steps`` steps, in-process; the student's config.yml."""
+    from nerfstudio.scripts import train
+
+    from nerfconvert.compat import own_event_writers
+    from nerfconvert.distill.method import make_pvd_config
+
+    config = make_pvd_config(teacher, student, out, max_num_iterations=steps, num_rays=128, device_type="cpu")
+    config.pipeline.model.eval_num_rays_per_chunk = 1024
+    with own_event_writers():
+        train.main(config)
+    runs = sorted(out.rglob(f"{student}/*/config.yml"))
+    assert runs, f"no {student} run was written under {out}"
+    return runs[-1]
+
+
+def _toy_run(scene: Path, out: Path, seed: int = 0) -> Path:
+    """A run of the toy method (two training steps), as ns-train writes it; its config.yml."""
+    from common import short_run_config
+    from nerfstudio.scripts import train
+
+    from nerfconvert.compat import own_event_writers
+
+    config = short_run_config(METHOD, out, 2, data=scene, rays=64, device="cpu")
+    config.pipeline.model.seed = seed
+    with own_event_writers():
+        train.main(config)
+    return config.get_base_dir() / "config.yml"
+
+
+def _psnr(a: Tensor, b: Tensor) -> float:
+    return float(-10 * torch.log10((a - b).pow(2).mean().clamp_min(1e-10)))
+
+
+@pytest.mark.slow
+def test_the_toy_family_is_a_pvd_al_teacher(toy_family, object_scene, tmp_path):
+    from nerfconvert.views.registry import load_run
+    from nerfconvert.views.vm import VMView
+
+    teacher = _toy_run(object_scene, tmp_path / "teacher")
+    student = _distil(teacher, "tensorf", tmp_path / "student", steps=40)
+
+    t_pipeline, t_view = load_run(teacher, device="cpu")
+    s_pipeline, s_view = load_run(student, device="cpu")
+    assert isinstance(t_view, ToyGaussiansView) and isinstance(s_view, VMView)
+    camera = t_pipeline.datamanager.train_dataset.cameras[0:1]
+    t_rgb, s_rgb = _render(t_pipeline.model, camera), _render(s_pipeline.model, camera)
+    untrained = _render(s_view.student_model_config().setup(scene_box=t_pipeline.datamanager.train_dataset.scene_box,
+                                                            num_train_data=8, metadata={}), camera)
+    assert _psnr(s_rgb, t_rgb) > _psnr(untrained, t_rgb) + 1.0  # the student learnt the toy teacher
+
+
+@pytest.mark.slow
+def test_the_toy_family_is_a_pvd_al_student(toy_family, object_scene, tmp_path):
+    from nerfconvert.distill.students import student_optimizers
+    from nerfconvert.views.registry import load_run
+
+    assert set(student_optimizers(METHOD, 10)) == {"fields", "pvd_projection"}  # the stock method's groups
+    teacher = _toy_run(object_scene, tmp_path / "teacher", seed=1)  # other Gaussians, another colour
+    student = _distil(teacher, METHOD, tmp_path / "student", steps=40)
+
+    t_pipeline, _ = load_run(teacher, device="cpu")
+    s_pipeline, s_view = load_run(student, device="cpu")  # a normal run of the toy method
+    assert isinstance(s_view, ToyGaussiansView) and s_pipeline.model.config.seed == 0
+    camera = t_pipeline.datamanager.train_dataset.cameras[0:1]
+    t_rgb = _render(t_pipeline.model, camera)
+    assert _psnr(_render(s_pipeline.model, camera), t_rgb) > _psnr(_render(_model(), camera), t_rgb) + 1.0

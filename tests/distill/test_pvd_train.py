@@ -14,12 +14,14 @@ import torch
 import yaml
 
 from nerfconvert.distill.method import make_pvd_config
-from nerfconvert.distill.students import FAMILY_OF_STUDENT
+from nerfconvert.distill.students import STUDENT_VIEWS
 
 FAMILIES = ["nerfacto", "tensorf", "vanilla-nerf", "plenoxels"]
 PAIRS = [(t, s) for t in FAMILIES for s in FAMILIES]
 # the pairs that also run through ns-train: each student family once, each teacher family once
 NS_TRAIN_PAIRS = [("plenoxels", "nerfacto"), ("nerfacto", "tensorf"), ("tensorf", "vanilla-nerf"), ("vanilla-nerf", "plenoxels")]
+PVD_RESUME_PSNR_TOLERANCE = 5.0
+"""dB between the test PSNR of a killed-and-resumed student and an uninterrupted one (TODO measure)."""
 
 
 def tiny_pvd(teacher: Path, student: str, out: Path, steps: int = 3, stage_steps=(1, 2)):
@@ -31,16 +33,6 @@ def tiny_pvd(teacher: Path, student: str, out: Path, steps: int = 3, stage_steps
     config.pipeline.active_learning.ray_pool_size = 64
     config.pipeline.model.eval_num_rays_per_chunk = 256
     return config
-
-
-def tree(path: Path):
-    # nerfstudio's event writers are process-global: in one pytest process, earlier runs' tensorboard
-    # files keep receiving scalars, which ns-train (one run per process) never does
-    return sorted(
-        (str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns)
-        for p in path.rglob("*")
-        if not p.name.startswith("events.out.tfevents")
-    )
 
 
 def student_runs(out: Path, student: str):
@@ -93,19 +85,19 @@ def _check_student_run(out: Path, student: str, teacher_cfg: Path, step: int) ->
     assert Path(run.pipeline.datamanager.dataparser.data).resolve() == Path(teacher_run.pipeline.datamanager.dataparser.data).resolve()
     # the student is a run of its own: it loads, and could be a teacher in turn
     pipeline, view = load_run(runs[0], device="cpu")
-    assert view.family == FAMILY_OF_STUDENT[student]
+    assert isinstance(view, STUDENT_VIEWS[student])
     assert all(torch.isfinite(p).all() for p in pipeline.model.parameters())
     ckpt = torch.load(next((runs[0].parent / "nerfstudio_models").glob("*.ckpt")), map_location="cpu")
     assert ckpt["step"] == step
 
 
 @pytest.mark.parametrize("teacher,student", PAIRS, ids=[f"{t}->{s}" for t, s in PAIRS])
-def test_pair_distils_in_process(trained_run, tmp_path, teacher, student):
+def test_pair_distils_in_process(trained_run, digest_tree, tmp_path, teacher, student):
     teacher_cfg = trained_run(teacher)
-    before = tree(teacher_cfg.parent)
+    before = digest_tree(teacher_cfg.parent)  # SHA-256 of every file, tfevents included
     config = tiny_pvd(teacher_cfg, student, tmp_path / "out")
     pipeline, losses = distil_in_process(config, steps=3)
-    assert tree(teacher_cfg.parent) == before, "the teacher's run directory was modified"
+    assert digest_tree(teacher_cfg.parent) == before, "the teacher's run directory was modified"
     assert all(losses) and "density_loss" in losses[1] and "rgb_loss" in losses[2]  # stages 1, 2, 3 at steps 0, 1, 2
     assert all(torch.isfinite(torch.tensor(list(step.values()))).all() for step in losses)
     moved = [k for k, v in pipeline.student.named_parameters() if not torch.equal(v.detach(), pipeline.initial_student[k])]
@@ -114,20 +106,24 @@ def test_pair_distils_in_process(trained_run, tmp_path, teacher, student):
 
 
 @pytest.fixture(scope="module")
-def ns_train_pair(trained_run, tmp_path_factory):
+def ns_train_pair(trained_run, digest_tree, tmp_path_factory):
     """``ns_train_pair(teacher, student)`` -> the output folder of a tiny pvd-al run through ns-train's
-    main, trained once per module (the later tests reuse its student); the teacher is left untouched."""
+    main, trained once per module (the later tests reuse its student); the teacher's run directory is
+    left byte-identical (SHA-256 of every file, tfevents included)."""
     from nerfstudio.scripts import train
+
+    from nerfconvert.compat import own_event_writers
 
     cache = {}
 
     def _get(teacher: str, student: str) -> Path:
         if (teacher, student) not in cache:
             teacher_cfg = trained_run(teacher)
-            before = tree(teacher_cfg.parent)
+            before = digest_tree(teacher_cfg.parent)
             out = tmp_path_factory.mktemp(f"pvd_{teacher}_{student}")
-            train.main(tiny_pvd(teacher_cfg, student, out))
-            assert tree(teacher_cfg.parent) == before, "the teacher's run directory was modified"
+            with own_event_writers():  # this run's scalars go to its own log only
+                train.main(tiny_pvd(teacher_cfg, student, out))
+            assert digest_tree(teacher_cfg.parent) == before, "the teacher's run directory was modified"
             cache[teacher, student] = out
         return cache[teacher, student]
 
@@ -138,13 +134,18 @@ def ns_train_pair(trained_run, tmp_path_factory):
 def test_pair_distils_through_ns_train(trained_run, ns_train_pair, teacher, student):
     _check_student_run(ns_train_pair(teacher, student), student, trained_run(teacher), step=2)
 
-def test_student_can_be_a_teacher_again(ns_train_pair, tmp_path):
-    """VM -> MLP (the ns-train pair's student) -> voxel grid."""
+def test_student_can_be_a_teacher_again(ns_train_pair, digest_tree, tmp_path):
+    """VM -> MLP (the ns-train pair's student) -> voxel grid; the student run, now a teacher, is only read."""
     from nerfstudio.scripts import train
 
+    from nerfconvert.compat import own_event_writers
+
     mlp = student_runs(ns_train_pair("tensorf", "vanilla-nerf"), "vanilla-nerf")[0]
-    train.main(tiny_pvd(mlp, "plenoxels", tmp_path / "b", steps=2))
+    before = digest_tree(mlp.parent)
+    with own_event_writers():
+        train.main(tiny_pvd(mlp, "plenoxels", tmp_path / "b", steps=2))
     assert len(student_runs(tmp_path / "b", "plenoxels")) == 1
+    assert digest_tree(mlp.parent) == before
 
 
 def _pipeline(trained_run, teacher, student, tmp_path, **changes):
@@ -337,6 +338,66 @@ def test_resume_from_last_checkpoint(trained_run, tmp_path):
     resumed = torch.load(next(second.get_checkpoint_dir().glob("*.ckpt")), map_location="cpu")
     assert resumed["step"] == 3  # continued at step 2, not from scratch
     assert len(student_runs(tmp_path / "out", "tensorf")) == 2
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill(trained_run, digest_tree, tmp_path):
+    """A pvd-al run SIGKILLed after its step-3 checkpoint (in stage 3, with active learning on),
+    resumed with --load-dir and the steps left: the hard-ray and hard-pose pools, the epoch's pseudo
+    cameras and the generator come back from the checkpoint, the stages and schedules are those of
+    the whole run, the resumed run writes its student, and the student's test PSNR is that of an
+    uninterrupted run of the same length. The teacher's run directory stays byte-identical."""
+    from common import evaluate
+    from nerfstudio.scripts import train
+    from processes import train_until_killed
+
+    from nerfconvert.compat import own_event_writers
+
+    teacher = trained_run("nerfacto")
+    teacher_files = digest_tree(teacher.parent)
+    steps = 6  # stage 1 at step 0, stage 2 at 1, stage 3 and active learning from 2
+
+    uninterrupted = tiny_pvd(teacher, "tensorf", tmp_path / "uninterrupted", steps=steps)
+    with own_event_writers():
+        train.main(uninterrupted)
+
+    killed = tiny_pvd(teacher, "tensorf", tmp_path / "killed", steps=steps)
+    killed.steps_per_save = 1
+    killed.set_timestamp()
+    train_until_killed(killed, kill_step=3)
+    assert [p.name for p in killed.get_checkpoint_dir().iterdir()] == ["step-000000003.ckpt"]
+    assert student_runs(tmp_path / "killed", "tensorf") == []  # killed before the end: no student yet
+    saved = torch.load(killed.get_checkpoint_dir() / "step-000000003.ckpt", map_location="cpu")["pipeline"]
+    saved_rays, saved_stream = saved["ray_pool._extra_state"], saved["datamanager._extra_state"]
+    assert saved_rays["size"] > 0 and len(saved_stream["pose_pool"]["c2w"]) > 0 and saved_stream["epoch"] == 3
+
+    resumed = tiny_pvd(teacher, "tensorf", tmp_path / "resumed", steps=steps - 4)  # steps 4 and 5
+    resumed.load_dir = killed.get_checkpoint_dir()
+    resumed.set_timestamp()  # as ns-train's main: the run is checked and its schedules fitted
+    assert resumed.pipeline.total_steps == steps  # stages and schedules of the whole run, not of 2 steps
+    assert all(group["scheduler"].max_steps == steps for group in resumed.optimizers.values() if group.get("scheduler"))
+    resumed.save_config()
+    with own_event_writers():
+        trainer = resumed.setup(local_rank=0, world_size=1)  # what ns-train's train_loop does
+        trainer.setup()
+        pipeline = trainer.pipeline
+        assert trainer._start_step == 4 and pipeline.stage(4) == 3 and pipeline.active_learning_on(4)
+        pool, stream = pipeline.ray_pool, pipeline.datamanager
+        assert pool.size == saved_rays["size"] and pool.cursor == saved_rays["cursor"]
+        assert all(torch.equal(pool.rays[k].cpu(), saved_rays["rays"][k]) for k in pool.KEYS)
+        assert torch.equal(stream.pose_pool.c2w, saved_stream["pose_pool"]["c2w"]) and stream.epoch == 3
+        assert torch.equal(stream.generator.get_state(), saved_stream["generator"])
+        assert torch.equal(stream.epoch_cameras.camera_to_worlds.cpu(), saved_stream["epoch_cameras"]["camera_to_worlds"])
+        trainer.train()
+    final = sorted(resumed.get_checkpoint_dir().glob("step-*.ckpt"))
+    assert torch.load(final[-1], map_location="cpu")["step"] == steps - 1
+    _check_student_run(tmp_path / "resumed", "tensorf", teacher, step=steps - 1)  # written, and it loads
+
+    # quality within noise of the uninterrupted run (see PVD_RESUME_PSNR_TOLERANCE)
+    ours = evaluate(student_runs(tmp_path / "resumed", "tensorf")[0])
+    theirs = evaluate(student_runs(tmp_path / "uninterrupted", "tensorf")[0])
+    assert abs(ours["psnr"] - theirs["psnr"]) < PVD_RESUME_PSNR_TOLERANCE, (ours, theirs)
+    assert digest_tree(teacher.parent) == teacher_files  # the teacher: byte-identical, tfevents included
 
 
 # ---- bad input ---------------------------------------------------------------------------------

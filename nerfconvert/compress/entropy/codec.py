@@ -28,16 +28,17 @@ from nerfconvert import NerfconvertError
 from nerfconvert.compress import container, validate
 from nerfconvert.compress.entropy.coder import MaskedEntropyModel, PlaneDecoder, split_planes
 from nerfconvert.compress.quant import pack_mask, unpack_mask
+from nerfconvert.views.registry import view_for
 
 METHOD = "entropy-compression"
 SMALL_TENSOR = 256
-PLANE_KEYS = ("field.density_encoding.plane_coef", "field.color_encoding.plane_coef")
 SKIPPED_PREFIXES = ("lpips.",)
 """Metric networks in the state dict: not part of the scene."""
 
 
-def stored_state_keys(state_dict: Dict[str, Tensor]):
-    return [k for k in state_dict if k not in PLANE_KEYS and not k.startswith(SKIPPED_PREFIXES)]
+def stored_state_keys(state_dict: Dict[str, Tensor], plane_keys) -> list:
+    """The state a file stores besides the planes (``plane_keys``, the view's) and metric networks."""
+    return [k for k in state_dict if k not in plane_keys and not k.startswith(SKIPPED_PREFIXES)]
 
 
 def round_like_storage(value: Tensor) -> Tensor:
@@ -121,7 +122,7 @@ def pack(tensorf, entropy: MaskedEntropyModel, decoder: PlaneDecoder, latents: T
         sections["decoder/" + name] = value.detach().cpu().half().numpy()
     state_dict = tensorf.state_dict()
     state_spec = {}
-    for key in stored_state_keys(state_dict):
+    for key in stored_state_keys(state_dict, view_for(tensorf).plane_state_keys):
         value = state_dict[key].detach().cpu()
         entry = {"shape": list(value.shape), "dtype": str(value.dtype).replace("torch.", "")}
         if value.dtype == torch.bool:
@@ -229,7 +230,8 @@ def decode(ncz: container.NczFile, device: Optional[torch.device] = None, num_tr
     scene_box = SceneBox(aabb=torch.tensor(arch["scene_box"], dtype=torch.float32))
     model = config.setup(scene_box=scene_box, num_train_data=num_train_data or arch["num_train_data"], metadata={},
                          device=device)
-    state: Dict[str, Tensor] = {PLANE_KEYS[0]: density.cpu(), PLANE_KEYS[1]: color.cpu()}
+    view = view_for(model)
+    state: Dict[str, Tensor] = dict(zip(view.plane_state_keys, (density.cpu(), color.cpu())))
     for key, spec in arch["state"].items():
         shape = tuple(spec["shape"])
         dtype = getattr(torch, spec["dtype"])
@@ -238,13 +240,13 @@ def decode(ncz: container.NczFile, device: Optional[torch.device] = None, num_tr
         else:
             value = torch.from_numpy(np.array(ncz.array("s/" + key)))
         state[key] = value.to(dtype).view(shape)
-    load_tensorf_state(model, state)
+    load_tensorf_state(model, state, view)
     model.to(device)
     model.eval()
     return model, {"decode_seconds": time.perf_counter() - start}
 
 
-def load_tensorf_state(model, state: Dict[str, Tensor]) -> None:
+def load_tensorf_state(model, state: Dict[str, Tensor], view) -> None:
     """Load after adopting the stored plane/line resolutions (the teacher may have been upsampled)."""
     params = dict(model.named_parameters())
     for key, value in state.items():
@@ -258,5 +260,4 @@ def load_tensorf_state(model, state: Dict[str, Tensor]) -> None:
             f"The decoded state does not fit this nerfstudio's TensoRF (missing {missing[:3]}, unexpected "
             f"{list(unexpected)[:3]}): the file was written for another version of the architecture."
         )
-    for enc in (model.field.density_encoding, model.field.color_encoding):
-        enc.resolution = int(enc.plane_coef.shape[-1])
+    view.sync_resolution()

@@ -42,6 +42,7 @@ from nerfconvert.compress.entropy.coder import (
     split_planes,
 )
 from nerfconvert.compress.quant import unpack_mask
+from nerfconvert.views.registry import view_for
 
 TENSORF_NEEDED = "entropy-compression needs a tensorf run; convert it first with pvd-al --student tensorf"
 
@@ -110,20 +111,12 @@ class EntropyCompressionModel(NczCheckpointMixin, Model):
     def start_from_teacher(self, teacher_model: Model, teacher_step: int, importance: Optional[Dict[str, Tensor]],
                            info: Dict[str, Any]) -> None:
         """Freeze the teacher's TensoRF, keep its planes as targets P_i, and set up Z_i (zeros), D and P."""
-        from nerfstudio.field_components.encodings import TensorVMEncoding
-
         check_tensorf(teacher_model)
-        field_ = teacher_model.field
-        for enc in (field_.density_encoding, field_.color_encoding):
-            if not isinstance(enc, TensorVMEncoding):
-                raise NerfconvertError(
-                    f"entropy-compression needs tensorf's VM encoding, not {type(enc).__name__}: "
-                    "train the teacher with --pipeline.model.tensorf-encoding vm."
-                )
+        view = view_for(teacher_model)
+        view.check_planes()
         torch.manual_seed(self.config.seed)
         self.teacher_step = teacher_step
-        density = field_.density_encoding.plane_coef.detach()
-        color = field_.color_encoding.plane_coef.detach()
+        density, color = (p.detach() for p in view.planes())
         target = join_planes(density, color)  # [3, C_sigma + C_app, R, R]
         n, c, h, w = target.shape
         latent_channels, hidden = PRESETS[self.config.preset]
@@ -137,9 +130,7 @@ class EntropyCompressionModel(NczCheckpointMixin, Model):
             "plane_resolution": [h, w],
         }
         # frozen: everything but the planes, stored at the precision the file keeps (fp16)
-        for enc in (field_.density_encoding, field_.color_encoding):
-            del enc._parameters["plane_coef"]
-            enc.plane_coef = density  # placeholder until the first decode
+        view.set_planes(density, color)  # placeholders until the first decode
         with torch.no_grad():
             for p in teacher_model.parameters():
                 p.data = codec.round_like_storage(p.data)
@@ -244,9 +235,7 @@ class EntropyCompressionModel(NczCheckpointMixin, Model):
 
     # ---- planes ---------------------------------------------------------------------------------------
     def _set_planes(self, planes: Tensor) -> None:
-        density, color = split_planes(planes, self.spec["density_channels"])
-        self.inner.field.density_encoding.plane_coef = density
-        self.inner.field.color_encoding.plane_coef = color
+        view_for(self.inner).set_planes(*split_planes(planes, self.spec["density_channels"]))
 
     def _install_training_planes(self) -> None:
         z_hat, bits = self.entropy(self.latents, self._tau)
@@ -408,5 +397,16 @@ class EntropyCompressionModel(NczCheckpointMixin, Model):
 
 
 def check_tensorf(model: nn.Module) -> None:
-    if not any(cls.__name__ == "TensoRFModel" for cls in type(model).__mro__):
+    """One-line error unless the model's view has feature planes (entropy-compression codes planes)."""
+    if not has_feature_planes(type(model)):
         raise NerfconvertError(TENSORF_NEEDED)
+
+
+def has_feature_planes(model_class: type) -> bool:
+    """Whether ``model_class`` is served by a view with feature planes."""
+    from nerfconvert.views.registry import view_class_for
+
+    try:
+        return view_class_for(model_class).has("feature_planes")
+    except NerfconvertError:
+        return False

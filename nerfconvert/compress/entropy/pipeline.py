@@ -12,7 +12,7 @@ from typing import Optional, Type
 from nerfstudio.models.base_model import Model
 
 from nerfconvert import NerfconvertError
-from nerfconvert.compress.entropy.model import TENSORF_NEEDED, check_tensorf
+from nerfconvert.compress.entropy.model import TENSORF_NEEDED, check_tensorf, has_feature_planes
 from nerfconvert.compress.teacher import CompressionPipeline, CompressionPipelineConfig
 
 
@@ -31,7 +31,7 @@ class EntropyCompressionPipeline(CompressionPipeline):
     @classmethod
     def check_teacher_config(cls, teacher_config) -> None:
         target = teacher_config.pipeline.model._target
-        if not any(c.__name__ == "TensoRFModel" for c in getattr(target, "__mro__", ())):
+        if not (isinstance(target, type) and has_feature_planes(target)):
             raise NerfconvertError(TENSORF_NEEDED)
 
     def check_teacher_model(self, teacher_model: Model) -> None:

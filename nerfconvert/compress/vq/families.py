@@ -210,24 +210,16 @@ class VMFamily(Family):
         return 3 * comps * (r * r + r) + 3 * int(c.num_color_components) * int(c.appearance_dim)
 
     def __init__(self, model: Model) -> None:
-        from nerfstudio.field_components.encodings import TensorVMEncoding
-
         super().__init__(model)
-        self.field = model.field
-        for enc in (self.field.density_encoding, self.field.color_encoding):
-            if not isinstance(enc, TensorVMEncoding):
-                raise NerfconvertError(
-                    f"vq-compression supports tensorf's VM encoding only, not {type(enc).__name__}. "
-                    "Train the teacher with --pipeline.model.tensorf-encoding vm."
-                )
+        self.view.check_planes()
 
-    def _encodings(self):
-        return (("density", self.field.density_encoding), ("color", self.field.color_encoding))
+    def _planes(self):
+        return zip(("density", "color"), self.view.planes())
 
     def tables(self) -> List[Table]:
         out = []
-        for prefix, enc in self._encodings():
-            name = _param_name(self.model, enc.plane_coef)
+        for prefix, planes in self._planes():
+            name = _param_name(self.model, planes)
             for k in range(3):
                 out.append(
                     Table(f"{prefix}_plane{k}", name, lambda d, k=k: d[k].view(d.shape[1], -1).t(), "vq", f"{prefix}_plane{k}")
@@ -241,8 +233,8 @@ class VMFamily(Family):
             return
         positions, w = points
         x = view.field_coordinates(positions)
-        for prefix, enc in self._encodings():
-            h, wd = enc.plane_coef.shape[-2:]
+        for prefix, planes in self._planes():
+            h, wd = planes.shape[-2:]
             coords = torch.stack([x[:, list(axes)] for axes in _PLANE_AXES]).view(3, -1, 1, 2)
 
             def lookup(g):  # planes with the lines set to one: the virtual grid summed along each axis
