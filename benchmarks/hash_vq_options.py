@@ -49,8 +49,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     from nerfconvert.compress import container
     from nerfconvert.compress.teacher import training_ray_bundles
     from nerfconvert.compress.vq.codebook import cumulative_mass_masks, fit_codebook
-    from nerfconvert.compress.vq.compressor import accumulate_importance
-    from nerfconvert.compress.vq.families import vq_tables_for
+    from nerfconvert.compress.tables import accumulate_importance
+    from nerfconvert.compress.tables import vq_tables_for
     from nerfconvert.views.registry import load_pipeline
 
     command = "python benchmarks/hash_vq_options.py " + " ".join(argv if argv is not None else sys.argv[1:])

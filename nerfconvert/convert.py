@@ -184,7 +184,7 @@ def _model_name(config) -> str:
 
 def _has_vq_tables(config) -> bool:
     """Whether vq-compression quantises the run's model: its view registers vq tables."""
-    from nerfconvert.compress.vq.families import VQ_TABLES
+    from nerfconvert.compress.tables import VQ_TABLES
     from nerfconvert.views.registry import companion_class
 
     return companion_class(config.pipeline.model._target, VQ_TABLES) is not None

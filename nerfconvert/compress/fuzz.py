@@ -55,7 +55,7 @@ def tiny_vq_file(seed: int = 0, resolution: int = 12) -> bytes:
 
     from nerfconvert.compress.vq import codec
     from nerfconvert.compress.vq.compressor import VQSettings, build_states
-    from nerfconvert.compress.vq.families import vq_tables_for
+    from nerfconvert.compress.tables import vq_tables_for
 
     torch.manual_seed(seed)
     config = copy_.deepcopy(all_methods["plenoxels"].pipeline.model)

@@ -70,7 +70,7 @@ class FieldView(ABC):
     """Companion classes registered with the view, by capability: a method asks the registry for
     one (``registry.companion_class``), never for a family. The class, or ``"module:Class"`` (imported
     when asked for, so that views import no method code). ``"vq_tables"``: what vq-compression
-    quantises and how importance reaches it (a ``nerfconvert.compress.vq.families.Family``)."""
+    quantises and how importance reaches it (a ``nerfconvert.compress.tables.Family``)."""
     volume_feature_slice: ClassVar[slice] = slice(None)
     """The part of phi1's output that is the scene's volume feature (compared by L_v, PVD Eq. 6);
     views that carry helper values in their features (e.g. an in-box flag) narrow it."""

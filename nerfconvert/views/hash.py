@@ -47,7 +47,7 @@ class HashGridView(FieldView):
 
     family = "hash"
     model_names = ("NerfactoModel", "NGPModel")
-    capabilities = {"vq_tables": "nerfconvert.compress.vq.families:HashFamily"}  # nerfacto's only (its model_classes)
+    capabilities = {"vq_tables": "nerfconvert.compress.tables:HashFamily"}  # nerfacto's only (its model_classes)
     student_method = "nerfacto"
     student_description = "nerfacto student (hash grid), as ns-train nerfacto builds it."
     models_background = True

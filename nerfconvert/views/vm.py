@@ -41,7 +41,7 @@ class VMView(FieldView):
 
     family = "vm"
     model_names = ("TensoRFModel",)
-    capabilities = {"vq_tables": "nerfconvert.compress.vq.families:VMFamily"}
+    capabilities = {"vq_tables": "nerfconvert.compress.tables:VMFamily"}
     student_method = "tensorf"
     student_description = "tensorf student (VM decomposition), as ns-train tensorf builds it (the default)."
     models_background = True  # as tensorf-unbounded (nerfconvert.unbounded) when the teacher contracts space

@@ -34,7 +34,7 @@ class VoxelGridView(FieldView):
 
     family = "voxel"
     model_names = ("PlenoxelsModel",)
-    capabilities = {"vq_tables": "nerfconvert.compress.vq.families:VoxelFamily"}
+    capabilities = {"vq_tables": "nerfconvert.compress.tables:VoxelFamily"}
     volume_features = False  # PVD applies only sigma, colour, RGB and regularisation losses to the voxel grid
     student_method = "plenoxels"
     student_description = "plenoxels student (voxel grid), as ns-train plenoxels builds it."

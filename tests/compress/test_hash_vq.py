@@ -67,8 +67,9 @@ def _render(model, camera: Cameras) -> torch.Tensor:
 def compressed(nerfacto):
     from nerfconvert.compress.container import from_bytes
     from nerfconvert.compress.vq import codec
-    from nerfconvert.compress.vq.compressor import VQSettings, accumulate_importance, build_states
-    from nerfconvert.compress.vq.families import vq_tables_for
+    from nerfconvert.compress.tables import accumulate_importance
+    from nerfconvert.compress.vq.compressor import VQSettings, build_states
+    from nerfconvert.compress.tables import vq_tables_for
 
     cameras = _cameras()
     family = vq_tables_for(nerfacto)

@@ -29,7 +29,7 @@ from nerfstudio.models.base_model import Model, ModelConfig
 from nerfconvert.distill.cameras import look_at
 from nerfconvert import NerfconvertError
 from nerfconvert.compress.validate import int_range
-from nerfconvert.compress.vq.families import Family, Table
+from nerfconvert.compress.tables import Family, Table
 from nerfconvert.views.base import Decoded, FieldView
 
 METHOD = "toy-gaussians"
@@ -211,7 +211,7 @@ def _render(model: Model, camera: Cameras) -> Tensor:
 
 
 def test_the_registry_lists_the_toy_family(toy_family):
-    from nerfconvert.compress.vq.families import VQ_TABLES, vq_tables_for, vq_tables_named
+    from nerfconvert.compress.tables import VQ_TABLES, vq_tables_for, vq_tables_named
     from nerfconvert.views.registry import SUPPORTED_MODELS, companions, view_for
 
     model = _model()
@@ -223,7 +223,7 @@ def test_the_registry_lists_the_toy_family(toy_family):
 
 
 def test_unregistered_the_toy_family_is_unsupported():
-    from nerfconvert.compress.vq.families import vq_tables_for, vq_tables_named
+    from nerfconvert.compress.tables import vq_tables_for, vq_tables_named
 
     with pytest.raises(NerfconvertError, match=r"cannot compress a ToyGaussiansModel teacher: .*supports .*tensorf \(vm\)"):
         vq_tables_for(_model())
@@ -233,8 +233,9 @@ def test_unregistered_the_toy_family_is_unsupported():
 def test_the_toy_family_compresses_and_decodes(toy_family):
     from nerfconvert.compress.container import from_bytes
     from nerfconvert.compress.vq import codec
-    from nerfconvert.compress.vq.compressor import VQSettings, accumulate_importance, build_states
-    from nerfconvert.compress.vq.families import vq_tables_for
+    from nerfconvert.compress.tables import accumulate_importance
+    from nerfconvert.compress.vq.compressor import VQSettings, build_states
+    from nerfconvert.compress.tables import vq_tables_for
 
     model = _model()
     original = model.gaussians.detach().clone()

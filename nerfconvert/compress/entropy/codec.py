@@ -108,7 +108,7 @@ def pack(tensorf, entropy: MaskedEntropyModel, decoder: PlaneDecoder, latents: T
          metadata: Dict[str, Any]) -> Tuple[bytes, Dict[str, Any]]:
     """Encode. ``tensorf``: the TensoRF model (its planes are not read); ``spec``: preset and plane
     shapes. Returns the file bytes and a size/rate report. Calls ``update()`` on the bottleneck."""
-    from nerfconvert.compress.vq.codec import model_config_to_json, model_method_for
+    from nerfconvert.compress.modelconfig import model_config_to_json, model_method_for
 
     eb = entropy.bottleneck
     eb.update(force=True)
@@ -215,8 +215,8 @@ def decode(ncz: container.NczFile, device: Optional[torch.device] = None, num_tr
     from nerfstudio.data.scene_box import SceneBox
     from nerfstudio.models.tensorf import TensoRFModel
 
-    from nerfconvert.compress.vq.codec import model_config_from_json
-    from nerfconvert.compress.vq.families import vq_tables_class_for
+    from nerfconvert.compress.modelconfig import model_config_from_json
+    from nerfconvert.compress.tables import vq_tables_class_for
 
     start = time.perf_counter()
     device = torch.device(device) if device is not None else torch.device("cpu")

@@ -38,8 +38,8 @@ class EntropyCompressionPipeline(CompressionPipeline):
         check_tensorf(teacher_model)
 
     def start(self, teacher_model: Model, teacher_path: Path) -> None:
-        from nerfconvert.compress.vq.compressor import accumulate_importance
-        from nerfconvert.compress.vq.families import vq_tables_for
+        from nerfconvert.compress.tables import accumulate_importance
+        from nerfconvert.compress.tables import vq_tables_for
 
         cfg = self.model.config
         importance = None

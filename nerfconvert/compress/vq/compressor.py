@@ -5,17 +5,16 @@ constraints of the joint fine-tuning (fixed assignment, code synchronisation).""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Iterable, Optional
+from typing import Dict, Optional
 
 import torch
 from torch import Tensor
 
-from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.utils.rich_utils import CONSOLE
 
 from nerfconvert.compress.vq.codebook import cumulative_mass_masks, fit_codebook, weighted_code_means
 from nerfconvert.compress.vq.codec import TableState, lattice_codes, lattice_values
-from nerfconvert.compress.vq.families import Family
+from nerfconvert.compress.tables import Family
 
 
 @dataclass
@@ -43,20 +42,6 @@ class VQSettings:
     num_expire: int = 10
     """Codes of lowest capacity re-seeded per codebook iteration."""
     seed: int = 0
-
-
-@torch.no_grad()
-def accumulate_importance(family: Family, ray_bundles: Iterable[RayBundle]) -> Dict[str, Tensor]:
-    """Eq. 4 summed over all given rays (one backward pass of the probe per batch)."""
-    was_training = family.model.training
-    family.model.eval()
-    importance: Dict[str, Tensor] = {}
-    try:
-        for bundle in ray_bundles:
-            family.accumulate_importance(bundle, importance)
-    finally:
-        family.model.train(was_training)
-    return importance
 
 
 @torch.no_grad()

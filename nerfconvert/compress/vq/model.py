@@ -31,7 +31,7 @@ from nerfconvert.compress import container
 from nerfconvert.compress.checkpoint import NCZ_KEY, NczCheckpointMixin  # noqa: F401 (NCZ_KEY re-exported)
 from nerfconvert.compress.vq import codec
 from nerfconvert.compress.vq.compressor import VQSettings, apply_states, build_states, move_states
-from nerfconvert.compress.vq.families import vq_tables_for
+from nerfconvert.compress.tables import vq_tables_for
 
 
 

@@ -26,18 +26,18 @@ class VQCompressionPipeline(CompressionPipeline):
 
     @classmethod
     def check_teacher_config(cls, teacher_config) -> None:
-        from nerfconvert.compress.vq.families import vq_tables_class_for
+        from nerfconvert.compress.tables import vq_tables_class_for
 
         vq_tables_class_for(teacher_config.pipeline.model._target)  # no vq tables: fail before loading the run
 
     def check_teacher_model(self, teacher_model: Model) -> None:
-        from nerfconvert.compress.vq.families import vq_tables_for
+        from nerfconvert.compress.tables import vq_tables_for
 
         vq_tables_for(teacher_model)  # e.g. a tiny-cuda-nn hash grid: fail before the expensive part
 
     def start(self, teacher_model: Model, teacher_path: Path) -> None:
-        from nerfconvert.compress.vq.compressor import accumulate_importance
-        from nerfconvert.compress.vq.families import vq_tables_for
+        from nerfconvert.compress.tables import accumulate_importance
+        from nerfconvert.compress.tables import vq_tables_for
 
         teacher_model.train()
         family = vq_tables_for(teacher_model)

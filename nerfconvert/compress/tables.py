@@ -1,4 +1,5 @@
-"""What VQRF quantises in each architecture family, and how importance reaches it.
+"""What compression quantises in each architecture family, and how importance reaches it: the
+compression core that vq-compression and entropy-compression share (neither imports the other).
 
 Each ``Family`` is the companion of a view: the view class registers it under the ``"vq_tables"``
 capability (``FieldView.capabilities``), and vq-compression asks the view registry for it
@@ -20,7 +21,7 @@ is sum_i (1 - |v_l - x_i|) w_i, exactly Eq. 4 with w_i = T_i alpha_i (Eq. 3).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, ClassVar, Dict, List, Optional, Tuple, Type
+from typing import Callable, ClassVar, Iterable, Dict, List, Optional, Tuple, Type
 
 import torch
 import torch.nn.functional as F
@@ -394,3 +395,17 @@ def vq_tables_for(model: Model) -> Family:
 def vq_tables_named(name: str) -> Optional[Type[Family]]:
     """The ``Family`` a file's ``architecture["family"]`` names, among those the registered views offer."""
     return next((c for c in companions(VQ_TABLES).values() if c.name == name), None)
+
+
+@torch.no_grad()
+def accumulate_importance(family: Family, ray_bundles: Iterable[RayBundle]) -> Dict[str, Tensor]:
+    """Eq. 4 summed over all given rays (one backward pass of the probe per batch)."""
+    was_training = family.model.training
+    family.model.eval()
+    importance: Dict[str, Tensor] = {}
+    try:
+        for bundle in ray_bundles:
+            family.accumulate_importance(bundle, importance)
+    finally:
+        family.model.train(was_training)
+    return importance
