@@ -130,3 +130,12 @@ def test_no_module_level_import_cycles():
 def test_no_import_cycles_through_function_level_imports_either():
     _, every = import_graphs()
     assert cycles(every) == []
+
+
+def test_the_compression_methods_share_a_core_and_do_not_import_each_other():
+    _, every = import_graphs()
+    for module, targets in every.items():
+        for a, b in (("entropy", "vq"), ("vq", "entropy")):
+            if module.startswith(f"nerfconvert.compress.{a}"):
+                crossing = sorted(t for t in targets if t.startswith(f"nerfconvert.compress.{b}"))
+                assert not crossing, f"{module} imports {crossing}: shared code belongs in nerfconvert/compress/"
