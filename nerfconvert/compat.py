@@ -9,6 +9,8 @@ discovers the plugin (``nerfstudio.configs.method_configs`` loads our entry poin
 2. Offline LPIPS. nerfstudio models build torchmetrics' LPIPS at construction, which
    downloads AlexNet weights. Offline this raised and killed ``ns-train``. Now LPIPS
    degrades to "unavailable": one warning, and the metric is left out of the results.
+
+``install`` also routes splatfacto to a pure-torch rasterizer on the CPU (``nerfconvert.splat.shim``).
 """
 
 from __future__ import annotations
@@ -155,12 +157,18 @@ def install_offline_lpips() -> None:
 
 
 def install() -> None:
-    """Install both shims (idempotent)."""
+    """Install the shims (idempotent)."""
     global _installed
     if _installed:
         return
     install_safe_globals()
     install_offline_lpips()
+    try:  # splatfacto on the CPU (nerfconvert/splat); a gsplat problem must not break other methods
+        from nerfconvert.splat.shim import install_cpu_rasterizer
+
+        install_cpu_rasterizer()
+    except Exception as err:  # noqa: BLE001
+        warnings.warn(f"splatfacto stays GPU-only: the CPU rasterizer shim failed ({type(err).__name__}: {err})", RuntimeWarning)
     _installed = True
 
 
