@@ -8,9 +8,10 @@ as soon as it is):
 * ``get_viewmat`` is ``torch.compile``d; on the CPU that costs ~20 s of inductor compilation per
   process for a 4x4 matrix product, so CPU inputs call the uncompiled function;
 * ``SplatfactoModel.populate_modules`` and ``.get_outputs`` call ``.cuda()`` on a tensor (the
-  seed-point SH coefficients, the intrinsics). While a CPU model runs them, ``Tensor.cuda`` puts
-  the tensor on the model's device instead (a thread-local switch: the viewer renders from another
-  thread). Outside those calls ``Tensor.cuda`` is torch's own.
+  seed-point SH coefficients, the intrinsics). Where torch has no CUDA device, ``Tensor.cuda``
+  called from within those two methods puts the tensor on the model's device instead (a
+  thread-local switch: the viewer renders from another thread); everywhere else it is torch's own.
+  With a CUDA device nothing of this is installed: the calls work as written.
 
 ``gsplat.strategy.DefaultStrategy`` needs nothing: its ops (duplicate, split, remove, reset_opa)
 are plain torch, and its ``torch.cuda.empty_cache()`` is a no-op without CUDA. The MCMC strategy's
@@ -91,7 +92,6 @@ def _patch(module: Any) -> None:
     from nerfconvert.splat.raster import _gsplat_torch_impl
 
     _gsplat_torch_impl()
-    _install_tensor_cuda_redirect()
 
     module.rasterization = dispatching_rasterization(getattr(module, "rasterization", None))
 
@@ -107,26 +107,31 @@ def _patch(module: Any) -> None:
 
         module.get_viewmat = get_viewmat
 
-    model_cls = module.SplatfactoModel
+    if not torch.cuda.is_available():
+        _redirect_cuda_calls(module.SplatfactoModel)
+    setattr(module, _MARK, True)
+
+
+def _redirect_cuda_calls(model_cls: Any) -> None:
+    """Without CUDA, splatfacto's ``.cuda()`` calls keep the tensor on the model's device. (With
+    CUDA they work as written: the pipeline moves the model to its device afterwards, and the
+    rasterizer takes the intrinsics to the device of the means.)"""
+    _install_tensor_cuda_redirect()
     populate_modules = model_cls.populate_modules
     get_outputs = model_cls.get_outputs
 
     @functools.wraps(populate_modules)
     def populate_modules_cpu(self, *args, **kwargs):
-        # parameters are built on the CPU and moved later; without CUDA, .cuda() keeps them there
-        device = None if torch.cuda.is_available() else torch.device("cpu")
-        with _CudaRedirect(device):
+        with _CudaRedirect(torch.device("cpu")):  # parameters are built on the CPU
             return populate_modules(self, *args, **kwargs)
 
     @functools.wraps(get_outputs)
     def get_outputs_cpu(self, *args, **kwargs):
-        device = self.means.device
-        with _CudaRedirect(device if device.type == "cpu" else None):
+        with _CudaRedirect(self.means.device):
             return get_outputs(self, *args, **kwargs)
 
     model_cls.populate_modules = populate_modules_cpu
     model_cls.get_outputs = get_outputs_cpu
-    setattr(module, _MARK, True)
 
 
 class _PatchOnImport(importlib.abc.MetaPathFinder):
