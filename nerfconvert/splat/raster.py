@@ -28,11 +28,13 @@ The rules follow gsplat's CUDA kernels, so that a CPU render matches a GPU one:
   backward pass; ``absgrad=True`` fills ``meta["means2d"].absgrad`` with the sum over pixels of the
   absolute per-pixel gradients, as gsplat's backward kernel does (DefaultStrategy densifies on it).
 
-Memory is bounded: tiles are processed in batches of at most ``pair_budget`` (pixel, Gaussian)
-pairs, a tile with more Gaussians than fit is processed in depth-ordered chunks that carry their
-transmittance forward, and when gradients are needed the batches are checkpointed (recomputed in the
-backward pass) once a frame has more pairs than ``checkpoint_pairs``. Nothing of size
-Gaussians x pixels is ever built.
+Memory is bounded: tiles are processed in rounds of at most ``round_size`` depth-sorted Gaussians
+per tile that carry their transmittance forward (a tile whose pixels have all stopped drops out,
+which is most of the saving on dense scenes), in batches of at most ``pair_budget`` (pixel,
+Gaussian) pairs (2^20: some 60 MB of float32 temporaries). Autograd keeps about 15 such tensors
+per batch for the backward pass; past ``checkpoint_pairs`` pairs in a frame (2^22, some 250 MB) the
+batches are checkpointed instead (recomputed in the backward pass: one more forward per step).
+Nothing of size Gaussians x pixels is ever built.
 """
 
 from __future__ import annotations
@@ -175,7 +177,7 @@ def composite_tiles(
     height: int,
     tile_size: int = 16,
     pair_budget: int = 2**20,
-    checkpoint_pairs: Optional[int] = 2**23,
+    checkpoint_pairs: Optional[int] = 2**22,
     round_size: int = 256,
     absgrad_rows: Optional[Tensor] = None,  # [M] row of each entry in absgrad_buf
     absgrad_buf: Optional[Tensor] = None,  # [R + 1, 2]; row R takes the padding
@@ -329,7 +331,7 @@ def rasterization(
     covars: Optional[Tensor] = None,
     *,
     pair_budget: int = 2**20,
-    checkpoint_pairs: Optional[int] = 2**23,
+    checkpoint_pairs: Optional[int] = 2**22,
     round_size: int = 256,
 ) -> Tuple[Tensor, Tensor, Dict[str, Any]]:
     """``gsplat.rendering.rasterization`` in pure torch (see the module docstring).
