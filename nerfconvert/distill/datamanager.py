@@ -168,6 +168,27 @@ class PseudoCameraDataManager(DataManager):
         bundle, pose = self.rays_from(self.epoch_cameras, num_rays or self.config.train_num_rays_per_batch, self.generator)
         return bundle, {"pose_index": pose.to(self.device)}
 
+    def next_train_patch(self, step: int, patch: int) -> Tuple[Cameras, Dict]:
+        """A patch (at most ``patch`` pixels a side, on a grid of such patches) of one of this epoch's
+        pseudo cameras, as a camera of its own: image-level distillation renders it whole."""
+        self.train_count += 1
+        epoch = step // max(1, self.config.steps_per_epoch)
+        if epoch != self.epoch or self.epoch_cameras is None:
+            self._start_epoch(epoch)
+        pose = int(torch.randint(0, self.epoch_cameras.shape[0], (1,), generator=self.generator))
+        camera = self.epoch_cameras[pose : pose + 1]
+        h, w = int(camera.height[0, 0]), int(camera.width[0, 0])
+        ph, pw = min(patch, h), min(patch, w)
+        y0 = int(torch.randint(0, (h - ph) // ph + 1, (1,), generator=self.generator)) * ph if h > ph else 0
+        x0 = int(torch.randint(0, (w - pw) // pw + 1, (1,), generator=self.generator)) * pw if w > pw else 0
+        if (ph, pw) != (h, w):
+            camera = Cameras(
+                camera_to_worlds=camera.camera_to_worlds, fx=camera.fx, fy=camera.fy,
+                cx=camera.cx - x0, cy=camera.cy - y0, width=pw, height=ph,
+                distortion_params=camera.distortion_params, camera_type=camera.camera_type,
+            )
+        return camera, {"pose_index": pose, "offset": (y0, x0)}
+
     def next_eval(self, step: int) -> Tuple[RayBundle, Dict]:
         self.eval_count += 1
         gen = torch.Generator().manual_seed(self.config.eval_seed + step)

@@ -106,6 +106,13 @@ def masked_mse(a: Tensor, b: Tensor, mask: Optional[Tensor] = None) -> Tensor:
     return F.mse_loss(a, b)
 
 
+def masked_l1(a: Tensor, b: Tensor, mask: Tensor) -> Tensor:
+    """Mean |a - b| over ``mask`` (zero, with a gradient path, when it selects nothing)."""
+    sel = mask.reshape(-1)
+    a, b = a.reshape(sel.shape[0], -1)[sel], b.reshape(sel.shape[0], -1)[sel]
+    return (a - b).abs().mean() if a.numel() else (a.sum() + b.sum()) * 0.0
+
+
 # ---- L_v --------------------------------------------------------------------------------------
 
 

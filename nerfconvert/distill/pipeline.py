@@ -37,6 +37,7 @@ from nerfconvert.distill.cameras import optimised_cameras
 from nerfconvert.distill.datamanager import PseudoCameraDataManager, PseudoCameraDataManagerConfig
 from nerfconvert.distill.losses import (
     FeatureProjection,
+    masked_l1,
     PVDLossConfig,
     density_loss,
     masked_mse,
@@ -46,7 +47,7 @@ from nerfconvert.distill.losses import (
 )
 from nerfconvert.distill.students import DEFAULT_STUDENT, PROJECTION_GROUP, student_model_config
 from nerfconvert.schedules import run_length
-from nerfconvert.views.base import Decoded, FieldView, ViewOptions
+from nerfconvert.views.base import Decoded, FieldView, ViewOptions, pinhole_camera
 from nerfconvert.views.registry import load_run, view_class_for
 
 PVD_RUN_LENGTH = 20000
@@ -106,8 +107,21 @@ class PVDPipelineConfig(VanillaPipelineConfig):
     coarse_sync_every: int = 100
     """Students with a separate coarse field (vanilla-nerf): copy the fine field into it every this many steps."""
 
+    init_points: int = 20000
+    """Students that start from the teacher (Gaussian splats): primitives placed from the teacher."""
+    init_cameras: int = 8
+    """Pseudo cameras the teacher is rendered from to place them."""
+    image_patch: int = 64
+    """Image-level distillation (a rasterised teacher or student): pseudo views are rendered as
+    patches of at most this many pixels a side (whole images when smaller)."""
+    image_rays: int = 4096
+    """Image-level distillation of a ray-marched student: pixels of the teacher's patch per step."""
+    depth_weight: float = 0.0
+    """Image-level distillation: weight of an L1 loss on the teacher's expected depth (where it is opaque)."""
+
     def view_options(self) -> ViewOptions:
-        return ViewOptions(split_layer=self.mlp_split_layer, coarse_sync_every=self.coarse_sync_every)
+        return ViewOptions(split_layer=self.mlp_split_layer, coarse_sync_every=self.coarse_sync_every,
+                           init_points=self.init_points)
 
     def schedule(self, total_steps: Optional[int] = None) -> Tuple[int, int, int]:
         """(stage 2 start, stage 3 start, active-learning start) of a run of ``total_steps``."""
@@ -245,6 +259,12 @@ class PVDPipeline(Pipeline):
         self.datamanager.to(device)
         view_cls = view_class_for(config.model._target)
         view_cls.adopt_teacher(config.model, teacher_view)  # e.g. a hash student takes a hash teacher's density scale
+        view_cls.fit_to_run(config.model, config.total_steps or PVD_RUN_LENGTH)
+        # a student that starts from the teacher (Gaussians placed where the teacher has mass)
+        init_gen = torch.Generator().manual_seed(self.datamanager.config.seed + 11)
+        init = view_cls.teacher_init(
+            teacher_view, pinhole_camera(self.datamanager.distribution.sample_cameras(config.init_cameras, init_gen)), options
+        )
         # the student is the stock model of its method, set up for the teacher's scene
         self._model = config.model.setup(
             scene_box=scene_box,
@@ -252,22 +272,33 @@ class PVDPipeline(Pipeline):
             metadata=teacher_train.metadata,
             device=device,
             grad_scaler=grad_scaler,
+            **view_cls.setup_kwargs(init),
         )
         self._model.to(device)
         self.student_view: FieldView = view_class_for(type(self._model)).from_options(self._model, options)
+        self.student_view.initialise_student(init)
 
         t, s = self.teacher_view, self.student_view
+        # a family without point queries (a rasteriser) distils on images of pseudo cameras: the teacher
+        # renders them, the student learns them with its own loss (PVD's stages and L_v, L_sigma, L_c need points)
+        self.image_level = not (t.has("point_queries") and s.has("point_queries"))
+        s_bg = s.background_color()
+        if s_bg is not None:
+            t.set_render_background(s_bg)  # a rasterised teacher renders onto the student's background
         self.teacher_slice = t.volume_feature_slice
         self.student_slice = s.volume_feature_slice
         # L_v needs learned volume features on both sides (PVD leaves it out for the voxel grid)
-        self.use_volume_loss = config.loss.volume_weight > 0 and t.volume_features and s.volume_features
+        self.use_volume_loss = (
+            config.loss.volume_weight > 0 and t.volume_features and s.volume_features and not self.image_level
+        )
         self.projection: Optional[FeatureProjection] = None
         if self.use_volume_loss:
             self.projection = FeatureProjection(
                 _slice_len(self.student_slice, s.feature_dim), _slice_len(self.teacher_slice, t.feature_dim),
                 standardise=config.loss.standardise_projected_features,
             ).to(device)
-        self.raw_target = teacher_raw_in_student_space(t, s)
+        self.raw_target = None if self.image_level else teacher_raw_in_student_space(t, s)
+        self._teacher_images: Dict[Tuple[int, int], Dict[str, Tensor]] = {}
         al = config.active_learning
         self.ray_pool = HardRayPool(al.ray_pool_size if al.hard_rays else 0)
         self.set_run_length(config.total_steps or PVD_RUN_LENGTH)
@@ -309,7 +340,7 @@ class PVDPipeline(Pipeline):
 
     def stage(self, step: int) -> int:
         """Block-wise stage of a step (1: phi1, 2: + sigma and colour, 3: + rendered RGB)."""
-        if not self.config.block_wise:
+        if not self.config.block_wise or getattr(self, "image_level", False):
             return 3
         s1, s2 = self.stage_starts
         stage = 1 if step < s1 else (2 if step < s2 else 3)
@@ -446,8 +477,68 @@ class PVDPipeline(Pipeline):
                 losses[name] = w.sampler_weight * loss
         return losses, metrics, extras
 
+    # ---- image-level distillation (a family without point queries) ------------------------------------
+    @torch.no_grad()
+    def teacher_image(self, camera, key: Tuple[int, int]) -> Dict[str, Tensor]:
+        """The teacher's render of a pseudo view, kept for the epoch it belongs to."""
+        if key not in self._teacher_images:
+            if self._teacher_images and next(iter(self._teacher_images))[0] != key[0]:
+                self._teacher_images.clear()  # a new epoch: new cameras
+            out = self.teacher_view.render_camera(camera)
+            self._teacher_images[key] = {k: out[k].detach() for k in ("rgb", "depth", "accumulation") if out.get(k) is not None}
+        return self._teacher_images[key]
+
+    def image_losses(self, step: int) -> Tuple[Dict[str, Tensor], Dict[str, Tensor]]:
+        """One step of image-level distillation: the student's own loss on the teacher's pseudo view."""
+        cfg, dm = self.config, self.datamanager
+        camera, batch = dm.next_train_patch(step, cfg.image_patch)
+        camera = pinhole_camera(camera)
+        pose = int(batch["pose_index"])
+        target = self.teacher_image(camera, (dm.epoch, pose, *batch["offset"]))
+        model = self._model
+        if self.student_view.trains_on_images:
+            outputs = model.get_outputs(camera)
+            gt = target["rgb"]
+            losses = model.get_loss_dict(outputs, {"image": gt})
+            rendered = outputs["rgb"].detach()
+            if rendered.shape != gt.shape:  # splatfacto renders at a lower resolution early on
+                gt = model.get_gt_img(gt) if hasattr(model, "get_gt_img") else gt
+            error = ((rendered - gt) ** 2).mean(dim=-1).reshape(-1)
+            pred_depth, pred_acc = outputs.get("depth"), None
+            t_depth, t_acc = target.get("depth"), target.get("accumulation")
+            if pred_depth is not None and pred_depth.shape[:2] != gt.shape[:2]:
+                pred_depth = None
+        else:
+            h, w = target["rgb"].shape[:2]
+            n = min(cfg.image_rays, h * w)
+            pick = torch.randperm(h * w, generator=self._cache_generator)[:n].to(target["rgb"].device)
+            coords = torch.stack([pick // w, pick % w], dim=-1).float() + 0.5
+            bundle = camera.generate_rays(camera_indices=0, coords=coords.to(camera.device))
+            outputs = model(bundle.to(self.device))
+            gt = target["rgb"].reshape(-1, 3)[pick]
+            losses = model.get_loss_dict(outputs, {"image": gt})
+            error = ((outputs["rgb"].detach() - gt) ** 2).mean(dim=-1)
+            pred_depth = outputs.get("depth")
+            t_depth = target["depth"].reshape(-1, 1)[pick] if target.get("depth") is not None else None
+            t_acc = target["accumulation"].reshape(-1, 1)[pick] if target.get("accumulation") is not None else None
+        if cfg.depth_weight > 0 and pred_depth is not None and t_depth is not None:
+            opaque = (t_acc > 0.5) if t_acc is not None else torch.ones_like(t_depth, dtype=torch.bool)
+            losses["depth_loss"] = cfg.depth_weight * masked_l1(pred_depth.reshape(t_depth.shape), t_depth, opaque)
+        if not any(v.requires_grad for v in losses.values()):
+            # nothing left to render (e.g. every Gaussian pruned): a zero loss that still reaches the parameters
+            losses["empty"] = sum(p.sum() for p in self._model.parameters() if p.requires_grad) * 0.0
+        mse = error.mean()
+        metrics = {"psnr_vs_teacher": -10.0 * torch.log10(mse.clamp_min(1e-10)), "stage": torch.tensor(3.0)}
+        if self.config.active_learning.hard_poses and step >= self.al_start:
+            dm.record_pose_errors(torch.full_like(error, pose, dtype=torch.long), error)
+            metrics["hard_pose_pool"] = torch.tensor(float(len(dm.pose_pool)))
+        return losses, metrics
+
     @profiler.time_function
     def get_train_loss_dict(self, step: int):
+        if self.image_level:
+            losses, metrics = self.image_losses(step)
+            return {}, losses, metrics
         stage = self.stage(step)
         active = self.active_learning_on(step)
         al = self.config.active_learning
@@ -476,6 +567,8 @@ class PVDPipeline(Pipeline):
     # ---- eval: the student against its teacher on fixed pseudo cameras ---------------------------
     @profiler.time_function
     def get_eval_loss_dict(self, step: int):
+        if self.image_level:  # no ray-level losses: the eval images say how close the student is
+            return {}, {}, {}
         self.eval()
         bundle, _ = self.datamanager.next_eval(step)
         with torch.no_grad():
@@ -485,9 +578,9 @@ class PVDPipeline(Pipeline):
 
     @torch.no_grad()
     def _render_pair(self, camera) -> Tuple[Tensor, Tensor]:
-        student = self._model.get_outputs_for_camera(camera)["rgb"]
-        teacher = self.teacher_pipeline.model.get_outputs_for_camera(camera)["rgb"]
-        return student, teacher
+        if self.image_level:
+            camera = pinhole_camera(camera)
+        return self.student_view.render_camera(camera)["rgb"], self.teacher_view.render_camera(camera)["rgb"]
 
     @profiler.time_function
     def get_eval_image_metrics_and_images(self, step: int):

@@ -40,6 +40,8 @@ class ViewOptions:
     """K of PVD Table 1 for MLP fields: phi1 = the first K layers."""
     coarse_sync_every: int = 100
     """Students with a separate coarse field for sampling: copy the fine field into it every this many steps."""
+    init_points: int = 20000
+    """Students initialised from the teacher (Gaussian splats): how many primitives to place."""
 
 
 @dataclass
@@ -79,6 +81,8 @@ class FieldView(ABC):
     """phi1/phi2/query at points and the model's own sampler (``sample``, ``render_samples``)."""
     camera_rendering: ClassVar[bool] = True
     """``render_camera`` / ``render_ray_bundle`` through the model's own renderer."""
+    trains_on_images: ClassVar[bool] = False
+    """As a student, it learns from whole rendered views (a rasteriser); False: from batches of rays."""
     feature_planes: ClassVar[bool] = False
     """``planes()`` / ``set_planes()`` / ``plane_state_keys``: 2D feature planes that an image codec
     can code (what entropy-compression compresses)."""
@@ -110,6 +114,18 @@ class FieldView(ABC):
     def render_ray_bundle(self, ray_bundle: RayBundle) -> Dict[str, Tensor]:
         """The model's own render of a batch of rays (a ray-marched family's chunked eval path)."""
         return self.model.get_outputs_for_camera_ray_bundle(ray_bundle)
+
+    def background_color(self) -> Optional[Tensor]:
+        """The constant colour the model composites onto, or None (a random or modelled background)."""
+        bg = getattr(getattr(self.model, "renderer_rgb", None), "background_color", None)
+        if torch.is_tensor(bg):
+            return bg.detach().float().cpu()
+        if isinstance(bg, str) and bg in ("white", "black"):
+            return torch.ones(3) if bg == "white" else torch.zeros(3)
+        return None
+
+    def set_render_background(self, rgb: Tensor) -> None:
+        """Render onto ``rgb`` from now on, where the family lets a caller choose (a rasteriser does)."""
 
     # ---- density ------------------------------------------------------------------------
     def density_activation(self) -> Tuple[str, float]:
@@ -165,6 +181,23 @@ class FieldView(ABC):
     @classmethod
     def adopt_teacher(cls, model_config, teacher: "FieldView") -> None:
         """Copy what the student's config should share with ``teacher`` before the student is built."""
+
+    @classmethod
+    def fit_to_run(cls, model_config, total_steps: int) -> None:
+        """Refit the student's step-counted model options (not its optimizers) to a run of ``total_steps``."""
+
+    @classmethod
+    def teacher_init(cls, teacher: "FieldView", cameras, options: ViewOptions) -> Optional[Any]:
+        """What the student starts from, derived from ``teacher`` over pseudo ``cameras`` (None: its own init)."""
+        return None
+
+    @classmethod
+    def setup_kwargs(cls, init: Optional[Any]) -> Dict[str, Any]:
+        """Extra keyword arguments of the student model's constructor, from ``teacher_init``'s result."""
+        return {}
+
+    def initialise_student(self, init: Optional[Any]) -> None:
+        """Apply ``teacher_init``'s result to the built student."""
 
     def regularizer(self, density: Optional[Tensor], tv_weight: float, l1_weight: float) -> Optional[Tensor]:
         """L_reg of PVD Eq. 7 for this student (TV + L1 of grids); None where the family has none."""
@@ -262,3 +295,13 @@ class FieldView(ABC):
 
 _depth_renderer = DepthRenderer(method="expected")
 _accumulation_renderer = AccumulationRenderer()
+
+
+def pinhole_camera(camera):
+    """``camera`` without lens distortion: a rasteriser renders pinhole images, so both sides of an
+    image-level distillation render the same undistorted view."""
+    if getattr(camera, "distortion_params", None) is None:
+        return camera
+    camera = copy.copy(camera)
+    camera.distortion_params = None
+    return camera

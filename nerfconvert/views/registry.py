@@ -55,6 +55,7 @@ register("NGPModel", "nerfconvert.views.hash:HashGridView", "instant-ngp", "hash
 register("TensoRFModel", "nerfconvert.views.vm:VMView", "tensorf", "VM")
 register("NeRFModel", "nerfconvert.views.mlp:MLPView", "vanilla-nerf", "MLP")
 register("PlenoxelsModel", "nerfconvert.views.voxel:VoxelGridView", "plenoxels", "voxel grid")
+register("SplatfactoModel", "nerfconvert.views.splat:SplatView", "splatfacto", "3D Gaussians")
 
 
 def _resolve(ref: Union[str, type]) -> type:

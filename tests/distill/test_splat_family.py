@@ -1,0 +1,158 @@
+"""Gaussian splats as the fifth family: a NeRF run becomes a stock splatfacto run (placed from the
+teacher, distilled on pseudo views), its ``ns-export gaussian-splat`` PLY is the standard one, and a
+splatfacto run is a teacher of a NeRF student in turn. On the CPU through nerfconvert's rasteriser."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+import numpy as np
+import pytest
+import torch
+
+from nerfconvert.views.splat import fibonacci_directions, fit_sh, sh_basis
+
+SPLAT_STEPS = 40
+
+
+def test_sh_least_squares_recovers_the_coefficients_gsplat_renders_with():
+    gen = torch.Generator().manual_seed(0)
+    k = 16  # degree 3
+    coeffs = torch.randn(5, k, 3, generator=gen) * 0.3
+    dirs = fibonacci_directions(24)
+    colour = torch.einsum("dk,nkc->ndc", sh_basis(k, dirs), coeffs) + 0.5  # what gsplat renders (before its clamp)
+    assert torch.allclose(fit_sh(dirs, colour, k), coeffs, atol=2e-3)
+    # from one direction only, the fit keeps the colour and leaves the higher degrees near zero
+    single = fit_sh(dirs[:1], colour[:, :1], k)
+    assert torch.allclose(torch.einsum("k,nkc->nc", sh_basis(k, dirs[:1])[0], single) + 0.5, colour[:, 0], atol=1e-2)
+
+
+@pytest.mark.slow  # trains the tiny tensorf run (ns-train) when it is the first to ask
+def test_gaussians_are_placed_where_the_teacher_has_mass(trained_run):
+    from nerfconvert.distill.cameras import PseudoCameraDistribution
+    from nerfconvert.views.base import pinhole_camera
+    from nerfconvert.views.registry import load_run
+    from nerfconvert.views.splat import teacher_gaussians
+
+    pipeline, view = load_run(trained_run("tensorf"), device="cpu")
+    cameras = pinhole_camera(PseudoCameraDistribution.fit(pipeline.datamanager.train_dataset.cameras).sample_cameras(2))
+    init = teacher_gaussians(view, cameras, num_points=500)
+    n = init["means"].shape[0]
+    assert 0 < n <= 500 and init["rgb_dirs"].shape == (n, 16, 3)
+    # every placed point is where the teacher has density, and its colour is the teacher's there
+    query = view.query(init["means"], torch.tensor([0.0, 0.0, 1.0]).expand(n, 3))
+    assert bool((query.density > 0).all())
+    assert torch.allclose(init["density"], query.density, atol=1e-4)
+    aabb = pipeline.datamanager.train_dataset.scene_box.aabb
+    assert bool(((init["means"] >= aabb[0] - 1e-4) & (init["means"] <= aabb[1] + 1e-4)).all())
+
+
+# ---- end to end: NeRF -> splatfacto -> PLY, and splatfacto -> NeRF ------------------------------------------
+def _distil(teacher: Path, student: str, out: Path, steps: int) -> Path:
+    from nerfstudio.scripts import train
+
+    from nerfconvert.compat import own_event_writers
+    from nerfconvert.distill.method import make_pvd_config
+
+    config = make_pvd_config(teacher, student, out, max_num_iterations=steps, num_rays=256, device_type="cpu")
+    config.pipeline.init_points = 3000
+    config.pipeline.image_rays = 512
+    if hasattr(config.pipeline.model, "eval_num_rays_per_chunk"):
+        config.pipeline.model.eval_num_rays_per_chunk = 1024
+    with own_event_writers():
+        train.main(config)
+    runs = sorted(out.rglob(f"{student}/*/config.yml"))
+    assert runs, f"no {student} run was written under {out}"
+    return runs[-1]
+
+
+@pytest.fixture(scope="module")
+def splat_student(trained_run, tmp_path_factory) -> Tuple[Path, Path]:
+    """(teacher config, splatfacto student config): the tiny tensorf run distilled into Gaussians."""
+    teacher = trained_run("tensorf")
+    return teacher, _distil(teacher, "splatfacto", tmp_path_factory.mktemp("splat_student"), SPLAT_STEPS)
+
+
+def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(-10 * torch.log10((a - b).pow(2).mean().clamp_min(1e-10)))
+
+
+def read_ply(path: Path) -> Tuple[List[str], Dict[str, np.ndarray]]:
+    """A binary little-endian PLY of float vertex properties -> (property names, columns)."""
+    data = path.read_bytes()
+    end = data.index(b"end_header\n") + len(b"end_header\n")
+    header = data[:end].decode("ascii").splitlines()
+    assert header[0] == "ply" and "format binary_little_endian 1.0" in header
+    count = next(int(line.split()[2]) for line in header if line.startswith("element vertex"))
+    names = [line.split()[2] for line in header if line.startswith("property float")]
+    assert len(names) == sum(1 for line in header if line.startswith("property")), "non-float properties"
+    table = np.frombuffer(data[end:], dtype="<f4", count=count * len(names)).reshape(count, len(names))
+    return names, {name: table[:, i] for i, name in enumerate(names)}
+
+
+@pytest.mark.slow
+def test_a_nerf_run_becomes_a_stock_splatfacto_run_with_a_standard_ply(splat_student, tmp_path):
+    from nerfconvert.views.registry import load_run
+    from nerfconvert.views.splat import SplatView
+
+    teacher, student = splat_student
+    t_pipeline, _ = load_run(teacher, device="cpu")
+    s_pipeline, s_view = load_run(student, device="cpu")  # a normal splatfacto run
+    assert isinstance(s_view, SplatView) and s_pipeline.model.config.background_color == "white"
+    n = s_view.num_gaussians
+    assert n > 100
+
+    # stock ns-export writes the standard 3D Gaussian splatting PLY
+    out = tmp_path / "export"
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
+    result = subprocess.run(
+        [sys.executable, "-m", "nerfstudio.scripts.exporter", "gaussian-splat", "--load-config", str(student),
+         "--output-dir", str(out)], capture_output=True, text=True, env=env, timeout=600, cwd=student.parents[3],
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    names, columns = read_ply(out / "splat.ply")
+    k = s_pipeline.model.features_rest.shape[1]
+    expected = (["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"] + [f"f_rest_{i}" for i in range(3 * k)]
+                + ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"])
+    assert names == expected
+    # every Gaussian but those the exporter leaves out as invisible (opacity < 1/255, as gsplat skips them)
+    opacity = s_pipeline.model.opacities.detach().numpy()[:, 0]
+    kept = opacity >= np.log((1 / 255) / (1 - 1 / 255))
+    assert columns["x"].shape[0] == int(kept.sum()) > 0
+    means = s_pipeline.model.means.detach().numpy()[kept]
+    assert np.allclose(np.stack([columns["x"], columns["y"], columns["z"]], 1), means, atol=1e-6)
+    # stored raw: logit opacity and log scale, as splat viewers expect
+    assert np.allclose(columns["opacity"], opacity[kept], atol=1e-6)
+    assert np.allclose(columns["scale_0"], s_pipeline.model.scales.detach().numpy()[kept, 0], atol=1e-6)
+
+    # and it looks like its teacher, far more than a splatfacto of random points would
+    camera = t_pipeline.datamanager.train_dataset.cameras[0:1]
+    with torch.no_grad():
+        t_rgb = t_pipeline.model.get_outputs_for_camera(camera)["rgb"]
+        s_rgb = s_pipeline.model.get_outputs_for_camera(camera)["rgb"]
+    assert _psnr(s_rgb, t_rgb) > 20.0, _psnr(s_rgb, t_rgb)
+
+
+@pytest.mark.slow
+def test_a_splatfacto_run_is_a_teacher_of_a_nerf_student(splat_student, tmp_path):
+    from nerfconvert.views.registry import load_run
+    from nerfconvert.views.vm import VMView
+
+    _, teacher = splat_student
+    student = _distil(teacher, "tensorf", tmp_path / "nerf_student", 60)
+    t_pipeline, t_view = load_run(teacher, device="cpu")
+    s_pipeline, s_view = load_run(student, device="cpu")
+    assert isinstance(s_view, VMView)
+    camera = t_pipeline.datamanager.train_dataset.cameras[0:1]
+    with torch.no_grad():
+        t_view.set_render_background(torch.ones(3))
+        t_rgb = t_view.render_camera(camera)["rgb"]
+        s_rgb = s_pipeline.model.get_outputs_for_camera(camera)["rgb"]
+        untrained = s_view.student_model_config().setup(
+            scene_box=t_pipeline.datamanager.train_dataset.scene_box, num_train_data=8, metadata={}
+        ).eval().get_outputs_for_camera(camera)["rgb"]
+    assert _psnr(s_rgb, t_rgb) > _psnr(untrained, t_rgb) + 1.0
