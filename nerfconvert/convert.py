@@ -45,7 +45,7 @@ from nerfconvert.compat import own_event_writers
 
 # The students of pvd-al (nerfconvert.distill.students.STUDENTS; kept here so that the command
 # line parses without importing nerfstudio, and checked against it in the tests).
-ToName = Literal["nerfacto", "tensorf", "vanilla-nerf", "plenoxels"]
+ToName = Literal["nerfacto", "tensorf", "vanilla-nerf", "plenoxels", "splatfacto"]
 TO_CHOICES: Tuple[str, ...] = get_args(ToName)
 CompressName = Literal["vq", "entropy"]
 COMPRESS_METHODS: Dict[str, str] = {"vq": "vq-compression", "entropy": "entropy-compression"}
@@ -58,9 +58,10 @@ _MODEL_KIND: Dict[str, Tuple[str, str]] = {
     "TensoRFModel": ("tensorf", "VM"),
     "NeRFModel": ("vanilla-nerf", "MLP"),
     "PlenoxelsModel": ("plenoxels", "voxel grid"),
+    "SplatfactoModel": ("splatfacto", "3D Gaussians"),
 }
 _TO_MODEL: Dict[str, str] = {"nerfacto": "NerfactoModel", "tensorf": "TensoRFModel", "vanilla-nerf": "NeRFModel",
-                             "plenoxels": "PlenoxelsModel"}
+                             "plenoxels": "PlenoxelsModel", "splatfacto": "SplatfactoModel"}
 
 Configure = Callable[[str, Any], None]
 """``configure(method_name, trainer_config)``: a hook that adjusts a stage's config before it runs."""
