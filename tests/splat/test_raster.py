@@ -500,14 +500,17 @@ def test_splatfacto_renders_and_trains_on_cpu_with_densification(splatfacto_modu
 # ------------------------------------------------------------------------------------------
 # stock ns-train / ns-eval / ns-render on the CPU
 # ------------------------------------------------------------------------------------------
-@pytest.mark.slow
-def test_ns_train_eval_render_splatfacto_on_cpu(object_scene, tmp_path):
-    out = tmp_path / "runs"
+@pytest.fixture(scope="module")
+def splatfacto_cpu_run(object_scene, tmp_path_factory):
+    """config.yml of a stock ``ns-train splatfacto`` run on the CPU: 30 steps from 3000 random
+    Gaussians in the unit cube (blender data has no points; a cloud that leaves the background
+    visible around it), one refinement at step 20."""
+    out = tmp_path_factory.mktemp("splatfacto_cpu")
     train = subprocess.run(
         [bin_("ns-train"), "splatfacto", "--machine.device-type", "cpu", "--max-num-iterations", "30",
          "--output-dir", str(out), "--experiment-name", "cpu", "--timestamp", "run", "--vis", "tensorboard",
          "--steps-per-save", "30", "--steps-per-eval-image", "1000000", "--steps-per-eval-all-images", "1000000",
-         "--pipeline.model.num-random", "3000", "--pipeline.model.random-scale", "2.0",
+         "--pipeline.model.num-random", "3000", "--pipeline.model.random-scale", "1.0",
          "--pipeline.model.warmup-length", "10", "--pipeline.model.refine-every", "10",
          "--pipeline.model.num-downscales", "0", "--logging.local-writer.enable", "False",
          "blender-data", "--data", str(object_scene)],
@@ -516,7 +519,12 @@ def test_ns_train_eval_render_splatfacto_on_cpu(object_scene, tmp_path):
     assert train.returncode == 0, train.stdout[-3000:] + train.stderr[-3000:]
     config = out / "cpu" / "splatfacto" / "run" / "config.yml"
     assert config.exists() and list((config.parent / "nerfstudio_models").glob("*.ckpt"))
+    return config
 
+
+@pytest.mark.slow
+def test_ns_train_eval_render_splatfacto_on_cpu(splatfacto_cpu_run, tmp_path):
+    config = splatfacto_cpu_run
     metrics = tmp_path / "eval.json"
     evaluation = subprocess.run([bin_("ns-eval"), "--load-config", str(config), "--output-path", str(metrics)],
                                 capture_output=True, text=True, timeout=600)
@@ -531,9 +539,36 @@ def test_ns_train_eval_render_splatfacto_on_cpu(object_scene, tmp_path):
         capture_output=True, text=True, timeout=600,
     )
     assert render.returncode == 0, render.stdout[-3000:] + render.stderr[-3000:]
-    images = sorted(frames.rglob("*.jpg")) + sorted(frames.rglob("*.png"))
-    assert len(images) >= 2, sorted(frames.rglob("*"))
     import imageio.v3 as iio
 
-    rgb = [p for p in images if "rgb" in str(p)]
-    assert rgb and float(np.asarray(iio.imread(rgb[0]), dtype=np.float64).std()) > 1.0
+    rgb = sorted((frames / "test" / "rgb").glob("*"))
+    assert len(rgb) == 2 and len(list((frames / "test" / "depth").glob("*"))) == 2
+    assert float(np.asarray(iio.imread(rgb[0]), dtype=np.float64).std()) > 1.0
+
+
+@pytest.mark.slow
+def test_ns_viewer_renders_splatfacto_on_cpu(splatfacto_cpu_run, tmp_path):
+    """Stock ``ns-viewer`` on the run, its frame read back in headless Chromium (tests/viewer's harness)."""
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "viewer"))
+    harness = pytest.importorskip("browser_harness")
+    if harness.missing:
+        pytest.skip(f"{' and '.join(harness.missing)} not installed (apt-get install -y chromium chromium-driver)")
+    port = harness.free_port()
+    process = harness.ViewerProcess(
+        [bin_("ns-viewer"), "--load-config", str(splatfacto_cpu_run), "--viewer.websocket-port", str(port),
+         "--viewer.websocket-host", "127.0.0.1", "--viewer.max-num-display-images", "0"],
+        tmp_path / "viewer.log",
+    )
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        process.wait_for_page(url, 300)
+        with harness.chromium() as driver:
+            page = harness.Page(driver, url)
+            harness.prepare_view(page, process, 10, 300)
+            frame = harness.render_screenshot(page, process, "splatfacto_cpu")
+            harness.check_not_blank(frame)
+        assert "Traceback" not in process.log_tail()
+    finally:
+        process.stop()
