@@ -100,6 +100,10 @@ class SplatView(FieldView):
         return None if bg == "random" else self.model.background_color.detach().float().cpu()
 
     @property
+    def unbounded(self) -> bool:
+        return True  # Gaussians are placed wherever the teacher has matter, past any box
+
+    @property
     def num_gaussians(self) -> int:
         return int(self.model.means.shape[0])
 
@@ -155,9 +159,11 @@ class SplatView(FieldView):
     def initialise_student(self, init: Optional[Dict[str, Tensor]]) -> None:
         """Overwrite splatfacto's seed-point defaults (scale from neighbours, opacity 0.1, DC colour)
         with the teacher's opacity and least-squares SH colour."""
+        model = self.model
+        if not hasattr(model, "optimizers"):
+            model.optimizers = {}  # set by its training callback before each step; a step outside a trainer has none
         if init is None:
             return
-        model = self.model
         params = model.gauss_params
         device = params["means"].device
         k = params["features_rest"].shape[1] + 1
