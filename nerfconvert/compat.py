@@ -88,7 +88,11 @@ def offline_safe_lpips(*args: Any, **kwargs: Any) -> nn.Module:
     if _lpips_failed is not None and _lpips_failed[0] is _RealLPIPS:
         return UnavailableLPIPS(reason=_lpips_failed[1])
     try:
-        return _RealLPIPS(*args, **kwargs)
+        # Building it draws AlexNet's random initial weights: the global random state is left as it
+        # was, so that a model built next starts from the same weights whether or not this process
+        # tried LPIPS before (a run resumed in a new process continues the run it resumes).
+        with torch.random.fork_rng(devices=[]):
+            return _RealLPIPS(*args, **kwargs)
     except (OSError, RuntimeError, ValueError) as err:  # URLError is an OSError
         _lpips_failed = (_RealLPIPS, str(err))
         if not _lpips_warned:

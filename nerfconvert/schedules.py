@@ -8,12 +8,14 @@ Absolute steps stay available as explicit options.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Dict, Optional, Sequence, Tuple
+from dataclasses import dataclass, field
+from typing import Dict, Optional, Sequence, Tuple, Type
 
 from nerfstudio.engine.optimizers import AdamOptimizerConfig
 from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig
 from nerfstudio.engine.trainer import TrainerConfig
+
+from nerfconvert.resume import ResumableTrainer, run_end
 
 
 def adam_exponential(lr: float, lr_final: float, max_steps: int, eps: float = 1e-15) -> Dict:
@@ -49,21 +51,31 @@ def distinct_increasing(steps: Sequence[int]) -> Tuple[int, ...]:
 
 
 def run_length(training_callback_attributes, default: int) -> int:
-    """The trainer's ``--max-num-iterations`` as seen from a model's training callbacks."""
+    """The step the trainer's run ends at, as seen from a model's training callbacks: its
+    ``--max-num-iterations`` counted from the step it starts at (a run resumed from a checkpoint
+    continues the schedule of the whole run; ``nerfconvert.resume``)."""
     trainer = getattr(training_callback_attributes, "trainer", None)
     config = getattr(trainer, "config", None)
     total: Optional[int] = getattr(config, "max_num_iterations", None)
-    return int(total) if total else default
+    return int(getattr(trainer, "_start_step", 0) or 0) + int(total) if total else default
 
 
 @dataclass
 class RunLengthTrainerConfig(TrainerConfig):
     """A TrainerConfig whose learning-rate schedules end with the run, whatever
     ``--max-num-iterations`` says. ``ns-train`` calls ``set_timestamp`` before it saves the
-    config, so the saved ``config.yml`` shows the schedule that ran."""
+    config, so the saved ``config.yml`` shows the schedule that ran. A run resumed with
+    ``--load-dir`` ends ``--max-num-iterations`` steps after its checkpoint, and so do its
+    schedules; its checkpoints are written atomically (``nerfconvert.resume``)."""
+
+    _target: Type = field(default_factory=lambda: ResumableTrainer)
+
+    def run_end(self) -> int:
+        """The step this run ends at (exclusive), counted from its checkpoint when it resumes."""
+        return run_end(self)
 
     def fit_to_run_length(self) -> None:
-        fit_schedulers(self.optimizers, self.max_num_iterations)
+        fit_schedulers(self.optimizers, self.run_end())
 
     def set_timestamp(self) -> None:
         self.fit_to_run_length()

@@ -12,10 +12,11 @@ import numpy as np
 import torch
 import tyro
 
-from nerfstudio.engine.trainer import Trainer, TrainerConfig
+from nerfstudio.engine.trainer import TrainerConfig
 from nerfstudio.utils.rich_utils import CONSOLE
 
 from nerfconvert import NerfconvertError
+from nerfconvert.resume import ResumableTrainer
 from nerfconvert.schedules import RunLengthTrainerConfig, fit_schedulers
 from nerfconvert.unbounded import is_unbounded
 from nerfconvert.distill.students import (
@@ -106,13 +107,14 @@ class PVDTrainerConfig(RunLengthTrainerConfig):
         return []
 
     def fit_to_run_length(self) -> None:
-        """Stages, active learning and learning-rate schedules follow --max-num-iterations."""
-        self.pipeline.total_steps = self.max_num_iterations
+        """Stages, active learning and learning-rate schedules follow --max-num-iterations (counted
+        from the checkpoint when the run resumes)."""
+        self.pipeline.total_steps = self.run_end()
         super().fit_to_run_length()
 
     def schedule_summary(self) -> str:
-        s1, s2, al = self.pipeline.schedule(self.max_num_iterations)
-        total = self.max_num_iterations
+        total = self.run_end()
+        s1, s2, al = self.pipeline.schedule(total)
         if not self.pipeline.block_wise:
             return f"pvd-al: {total} steps, all losses from the first step (block-wise off)"
         return (
@@ -142,13 +144,13 @@ def _is_default(chosen: StudentConfig, max_steps: int) -> bool:
     return mine.model == default.model and mine.optimizers == default.optimizers
 
 
-class PVDTrainer(Trainer):
+class PVDTrainer(ResumableTrainer):
     config: PVDTrainerConfig
 
     def __init__(self, config: PVDTrainerConfig, local_rank: int = 0, world_size: int = 1) -> None:
         config.check_inputs()
         CONSOLE.print(config.schedule_summary())
-        for problem in config.pipeline.schedule_problems(config.max_num_iterations) + config.student_problems():
+        for problem in config.pipeline.schedule_problems(config.run_end()) + config.student_problems():
             CONSOLE.print(f"[bold yellow]warning: {problem}")
         super().__init__(config, local_rank, world_size)
         self.student_config_path: Optional[Path] = None
