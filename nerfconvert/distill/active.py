@@ -5,10 +5,12 @@ Hard points (Eq. 11) need no pool and live in :mod:`nerfconvert.distill.losses`.
 
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Any, Dict, Optional, Union
 
 import torch
 from torch import Tensor
+
+from nerfconvert.resume import OptionalExtraState
 
 
 class PoseErrorTracker:
@@ -34,6 +36,12 @@ class PoseErrorTracker:
         """[num_poses] mean error per pose; -inf for poses that got no ray."""
         mean = self.sums / self.counts.clamp_min(1)
         return torch.where(self.counts > 0, mean, torch.full_like(mean, -float("inf")))
+
+    def state(self) -> Dict[str, Tensor]:
+        return {"sums": self.sums.clone(), "counts": self.counts.clone()}
+
+    def load(self, state: Dict[str, Tensor]) -> None:
+        self.sums, self.counts = state["sums"].double().clone(), state["counts"].double().clone()
 
     def hardest(self, fraction: float) -> Tensor:
         """Indices of the ``fraction`` of poses with the largest mean gap (PVD-AL Eq. 9, f_cp)."""
@@ -65,6 +73,14 @@ class HardPosePool:
         self.errors = torch.cat([self.errors, errors.detach().float().cpu()])[-self.capacity :]
         self.version += 1
 
+    def state(self) -> Dict[str, Any]:
+        return {"c2w": self.c2w.clone(), "errors": self.errors.clone(), "version": self.version}
+
+    def load(self, state: Dict[str, Any]) -> None:
+        keep = slice(-self.capacity, None) if self.capacity else slice(0, 0)
+        self.c2w, self.errors = state["c2w"].float()[keep].clone(), state["errors"].float()[keep].clone()
+        self.version = int(state["version"]) + 1  # changed: the viewer redraws
+
     def draw(self, n: int, generator: Optional[torch.Generator] = None) -> Tensor:
         """[min(n, len)] poses drawn from the pool (with replacement when n > len)."""
         if len(self) == 0 or n <= 0:
@@ -73,13 +89,17 @@ class HardPosePool:
         return self.c2w[idx]
 
 
-class HardRayPool:
+class HardRayPool(OptionalExtraState):
     """The pool of hard rays (TSR in Algorithm 1): ring buffer of the rays with the largest
-    RGB gap, mixed into later batches."""
+    RGB gap, mixed into later batches. A submodule of the pipeline, so that checkpoints keep the
+    pool (its extra state) and a resumed run mixes the same hard rays in."""
 
     KEYS = ("origins", "directions", "pixel_area", "camera_indices")
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, device: Union[torch.device, str, None] = None) -> None:
+        super().__init__()
+        self.device = device
+        """Where restored rays go (the pipeline's device); None: where a checkpoint left them."""
         self.capacity = max(0, capacity)
         self.rays: Dict[str, Tensor] = {}
         self.size = 0
@@ -104,6 +124,17 @@ class HardRayPool:
         self.cursor = int((self.cursor + k) % self.capacity)
         self.size = min(self.capacity, self.size + k)
         return top
+
+    def get_extra_state(self) -> Dict[str, Any]:
+        return {"size": self.size, "cursor": self.cursor, "rays": {k: v.detach().clone() for k, v in self.rays.items()}}
+
+    def set_extra_state(self, state: Optional[Dict[str, Any]]) -> None:
+        if not state or not state.get("rays"):
+            return
+        rays = {k: v.to(self.device) if self.device is not None else v for k, v in state["rays"].items()}
+        if set(rays) != set(self.KEYS) or any(v.shape[0] != self.capacity for v in rays.values()):
+            return  # a pool of another size (the option changed): start empty
+        self.rays, self.size, self.cursor = rays, int(state["size"]), int(state["cursor"])
 
     def draw(self, n: int, generator: Optional[torch.Generator] = None) -> Optional[Dict[str, Tensor]]:
         if self.size == 0 or n <= 0:

@@ -5,7 +5,7 @@ this data manager never touches an image."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, Literal, Optional, Tuple, Type, Union
+from typing import Any, Dict, Literal, Optional, Tuple, Type, Union
 
 import torch
 from torch import Tensor
@@ -17,6 +17,9 @@ from nerfstudio.data.scene_box import SceneBox
 
 from nerfconvert.distill.active import HardPosePool, PoseErrorTracker
 from nerfconvert.distill.cameras import PseudoCameraDistribution
+from nerfconvert.resume import OptionalExtraState
+
+CAMERA_FIELDS = ("camera_to_worlds", "fx", "fy", "cx", "cy", "width", "height", "distortion_params", "camera_type")
 
 
 @dataclass
@@ -71,7 +74,11 @@ class PseudoViewDataset:
         return {"image_idx": idx, "image": torch.full((h, w, 3), 0.5)}
 
 
-class PseudoCameraDataManager(DataManager):
+class PseudoCameraDataManager(OptionalExtraState, DataManager):
+    """Pseudo cameras per epoch and the hard-pose pool. Checkpoints keep the stream's state (its
+    random generator, the epoch's cameras and their errors so far, the pool), so that a resumed run
+    continues the epoch it was in with the same hard poses."""
+
     config: PseudoCameraDataManagerConfig
 
     def __init__(
@@ -119,6 +126,37 @@ class PseudoCameraDataManager(DataManager):
         if self.config.resolution_scale != 1.0:
             cameras.rescale_output_resolution(self.config.resolution_scale)
         return cameras
+
+    # ---- checkpoints ------------------------------------------------------------------------
+    def get_extra_state(self) -> Dict[str, Any]:
+        state: Dict[str, Any] = {
+            "generator": self.generator.get_state(),
+            "epoch": self.epoch,
+            "epoch_c2w": self.epoch_c2w.detach().cpu().clone(),
+            "tracker": self.tracker.state(),
+            "pose_pool": self.pose_pool.state(),
+        }
+        if self.epoch_cameras is not None:
+            state["epoch_cameras"] = {
+                name: getattr(self.epoch_cameras, name).detach().cpu().clone()
+                for name in CAMERA_FIELDS
+                if getattr(self.epoch_cameras, name, None) is not None
+            }
+        return state
+
+    def set_extra_state(self, state: Optional[Dict[str, Any]]) -> None:
+        if not state:
+            return
+        if state["tracker"]["sums"].shape[0] != self.config.poses_per_epoch:
+            return  # another number of poses per epoch (the option changed): a fresh stream
+        self.generator.set_state(state["generator"])
+        self.epoch = int(state["epoch"])
+        self.epoch_c2w = state["epoch_c2w"].float().clone()
+        self.tracker.load(state["tracker"])
+        if self.pose_pool.capacity:
+            self.pose_pool.load(state["pose_pool"])
+        cameras = state.get("epoch_cameras")
+        self.epoch_cameras = Cameras(**cameras).to(self.device) if cameras else None
 
     # ---- epochs and hard poses ------------------------------------------------------------
     def _start_epoch(self, epoch: int) -> None:

@@ -300,7 +300,7 @@ class PVDPipeline(Pipeline):
         self.raw_target = None if self.image_level else teacher_raw_in_student_space(t, s)
         self._teacher_images: Dict[Tuple[int, int], Dict[str, Tensor]] = {}
         al = config.active_learning
-        self.ray_pool = HardRayPool(al.ray_pool_size if al.hard_rays else 0)
+        self.ray_pool = HardRayPool(al.ray_pool_size if al.hard_rays else 0, device=device)
         self.set_run_length(config.total_steps or PVD_RUN_LENGTH)
         self.teacher_cache = TeacherCache(config.teacher_cache_batches, config.teacher_reuse)
         self._cache_generator = torch.Generator().manual_seed(self.datamanager.config.seed + 7)
