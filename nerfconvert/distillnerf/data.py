@@ -62,6 +62,7 @@ from nerfconvert.distillnerf.dataparser import (  # noqa: F401  (re-exported: on
     read_scenes,
     split_scenes,
 )
+from nerfconvert.resume import OptionalExtraState, rng_state, set_rng_state
 from nerfconvert.scenes.driving import generate_driving_dataset  # the tiny test set, re-exported
 
 # ---------------------------------------------------------------------------------------------
@@ -97,8 +98,10 @@ class DistillNerfDataManagerConfig(DataManagerConfig):
     """Loaded (scene, step) frames kept in memory."""
 
 
-class DistillNerfDataManager(DataManager):
-    """Multi-scene data manager; the batch layout is documented in the module docstring."""
+class DistillNerfDataManager(OptionalExtraState, DataManager):
+    """Multi-scene data manager; the batch layout is documented in the module docstring.
+    Checkpoints keep the shuffled epoch (its random state and the frames still to come), so that a
+    resumed run sees each frame of the epoch once, as the uninterrupted run would."""
 
     config: DistillNerfDataManagerConfig
 
@@ -279,6 +282,18 @@ class DistillNerfDataManager(DataManager):
         return cameras, batch
 
     # -- nerfstudio API -----------------------------------------------------------------------
+
+    def get_extra_state(self) -> Dict[str, Any]:
+        return {"rng": rng_state(self._rng), "order": torch.tensor(self._order, dtype=torch.int64),
+                "num_items": len(self._train_items)}
+
+    def set_extra_state(self, state: Optional[Dict[str, Any]]) -> None:
+        if not state or int(state.get("num_items", -1)) != len(self._train_items):
+            return  # other training frames (another data folder or split): a fresh epoch
+        if self.world_size > 1:
+            return  # the checkpoint holds rank 0's share of the epoch, not this rank's: a fresh one
+        set_rng_state(self._rng, state["rng"])
+        self._order = [int(i) for i in state["order"].tolist()]
 
     def setup_train(self):
         """Nothing to set up: frames are read on demand (and kept in a small cache)."""
