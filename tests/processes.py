@@ -1,7 +1,8 @@
 """Servers the tests start (ns-viewer, nerfconvert view) run in a session of their own and are
 stopped with everything they spawned: a tensorf run's ParallelDataManager workers would
 otherwise outlive a terminated viewer and hold about 1 GB each until the machine restarts.
-Also the small helpers every test of a command line shares: the venv's tools, a .ply's size."""
+Also the small helpers every test of a command line shares: the venv's tools, a .ply's size, and a
+training run killed with SIGKILL in the middle (``train_until_killed``)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,19 @@ def read_ply_vertex_count(path: Path) -> int:
             if line.strip() == b"end_header":
                 break
     return 0
+
+
+def train_until_killed(config, kill_step: int, during_save: bool = False, timeout: float = 900) -> None:
+    """``config`` (saved to its config.yml first) trained by nerfstudio's ``train.main`` in a child
+    process (``sigkill_train.py``) that SIGKILLs itself right after the checkpoint of ``kill_step`` is
+    on disk, or with ``during_save`` halfway through writing it. nerfstudio saves from step 1 on."""
+    config.save_config()
+    result = subprocess.run(
+        [sys.executable, str(Path(__file__).parent / "sigkill_train.py"), str(config.get_base_dir() / "config.yml"),
+         str(kill_step), "during" if during_save else "after"],
+        capture_output=True, text=True, timeout=timeout,
+    )
+    assert result.returncode == -signal.SIGKILL, result.stdout[-2000:] + result.stderr[-3000:]
 
 
 def start_group(command, **kwargs) -> subprocess.Popen:

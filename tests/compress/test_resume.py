@@ -8,25 +8,15 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from processes import train_until_killed
 
 from nerfconvert.compat import own_event_writers
 from nerfconvert.compress import container
 
-HERE = Path(__file__).parent
-
-
-def train_until_killed(config, kill_step: int) -> None:
-    """``config`` trained in a child ``ns-train`` (``sigkill_train.py``) that SIGKILLs itself right
-    after the checkpoint of ``kill_step`` is written."""
-    config.save_config()
-    result = subprocess.run([sys.executable, str(HERE / "sigkill_train.py"), str(config.get_base_dir() / "config.yml"),
-                             str(kill_step)], capture_output=True, text=True, timeout=900)
-    assert result.returncode == -signal.SIGKILL, result.stdout[-2000:] + result.stderr[-3000:]
 
 
 @pytest.mark.slow
@@ -79,7 +69,7 @@ def test_resume_restores_the_file_into_the_same_parameters(monkeypatch):
     from nerfconvert import compat
     from nerfconvert.compress.vq import codec
     from nerfconvert.compress.vq.compressor import VQSettings, build_states
-    from nerfconvert.compress.vq.families import vq_tables_for
+    from nerfconvert.compress.tables import vq_tables_for
     from nerfconvert.compress.vq.model import VQCompressionModelConfig
 
     def no_lpips(*args, **kwargs):

@@ -20,8 +20,14 @@ FAMILIES = ["nerfacto", "tensorf", "vanilla-nerf", "plenoxels"]
 PAIRS = [(t, s) for t in FAMILIES for s in FAMILIES]
 # the pairs that also run through ns-train: each student family once, each teacher family once
 NS_TRAIN_PAIRS = [("plenoxels", "nerfacto"), ("nerfacto", "tensorf"), ("tensorf", "vanilla-nerf"), ("vanilla-nerf", "plenoxels")]
-PVD_RESUME_PSNR_TOLERANCE = 5.0
-"""dB between the test PSNR of a killed-and-resumed student and an uninterrupted one (TODO measure)."""
+PVD_RESUME_PSNR_TOLERANCE = 0.1
+"""dB between the test PSNR of a killed-and-resumed student and that of an uninterrupted run with the
+same seeds. Measured on the 6-step nerfacto -> tensorf run of ``test_resume_after_sigkill`` (2026-12-02):
+seeds 42-45 give 8.43-8.65 dB (0.23 apart), a run that lost its first 4 steps (2 steps from scratch)
+7.99 (-0.47). A resume restores the weights, Adam moments, pools, pseudo-camera stream and random state,
+so the resumed run repeats the uninterrupted one: 8.4596 against 8.4596 (and, on a 20-step run killed
+after step 9, the same checkpoint bit for bit at steps 10-19). 0.1 dB leaves room for floating-point
+differences between machines and is a fifth of the loss of a restart."""
 
 
 def tiny_pvd(teacher: Path, student: str, out: Path, steps: int = 3, stage_steps=(1, 2)):
@@ -378,7 +384,8 @@ def test_resume_after_sigkill(trained_run, digest_tree, tmp_path):
     assert all(group["scheduler"].max_steps == steps for group in resumed.optimizers.values() if group.get("scheduler"))
     resumed.save_config()
     with own_event_writers():
-        trainer = resumed.setup(local_rank=0, world_size=1)  # what ns-train's train_loop does
+        train._set_random_seed(resumed.machine.seed)  # what ns-train's train_loop does: seed,
+        trainer = resumed.setup(local_rank=0, world_size=1)  # set up, load the checkpoint, train
         trainer.setup()
         pipeline = trainer.pipeline
         assert trainer._start_step == 4 and pipeline.stage(4) == 3 and pipeline.active_learning_on(4)
