@@ -4,7 +4,6 @@ table and summary, one-line errors before anything trains, and a teacher that is
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import math
 import re
@@ -16,6 +15,7 @@ from typing import Dict
 
 import pytest
 import yaml
+from conftest import tree_digests
 from processes import bin_
 
 from nerfconvert import NerfconvertError
@@ -39,8 +39,8 @@ def standalone_copy(config_path: Path, root: Path) -> Path:
 
 
 def digests(root: Path) -> Dict[str, str]:
-    """sha256 of every file under ``root``."""
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+    """SHA-256 of every file under ``root`` (conftest's ``tree_digests``)."""
+    return tree_digests(root)
 
 
 def tiny(method: str, config) -> None:

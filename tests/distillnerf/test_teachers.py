@@ -16,12 +16,6 @@ import torch
 from nerfconvert import NerfconvertError
 
 
-def digests(root):
-    import hashlib
-
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
-
-
 def _tiny(config) -> None:
     from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManagerConfig
     from nerfstudio.data.datamanagers.parallel_datamanager import ParallelDataManagerConfig
@@ -76,13 +70,27 @@ def test_cache_written_and_loaded(teacher_root):
         DistillNerfDataManagerConfig(data=teacher_root, teacher="tensorf").setup(device="cpu")
 
 
-def test_second_run_skips_finished_and_redoes_interrupted(teacher_root):
+def test_second_run_skips_finished_and_redoes_interrupted(teacher_root, digest_tree, monkeypatch):
+    from nerfconvert.distillnerf import teachers
     from nerfconvert.distillnerf.teachers import run_teachers
 
+    digests = digest_tree  # SHA-256 of every file
     finished = teacher_root / "scene-000" / "teacher_cache" / "teacher.json"
     stamp = finished.stat().st_mtime_ns
     run = teacher_root / "scene-000" / "teacher_runs"
     run_files = digests(run)
+    rendered = []
+    render_cache = teachers.render_cache
+
+    def read_only_render(config_path, *args, **kwargs):
+        """The new teacher's run is only read while its depth cache is rendered: byte-identical before and after."""
+        before = digests(config_path.parent)
+        frames = render_cache(config_path, *args, **kwargs)
+        assert digests(config_path.parent) == before, "rendering the depth cache changed the teacher's run"
+        rendered.append(config_path)
+        return frames
+
+    monkeypatch.setattr(teachers, "render_cache", read_only_render)
     assert any("tfevents" in name for name in run_files)
     # scene-001 "interrupted": a half-written cache (no teacher.json) and a stray run folder.
     partial = teacher_root / "scene-001" / "teacher_cache" / "t000"
@@ -91,6 +99,7 @@ def test_second_run_skips_finished_and_redoes_interrupted(teacher_root):
     (teacher_root / "scene-001" / "teacher_runs" / "scene-001").mkdir(parents=True)
     status = run_teachers(teacher_root, max_num_iterations=3, config_hook=_tiny, device_type="cpu")
     assert status == {"scene-000": "skipped", "scene-001": "done"}
+    assert len(rendered) == 1 and "scene-001" in str(rendered[0])
     assert finished.stat().st_mtime_ns == stamp
     # the finished teacher's run, used for its cache and left alone while the next scene's teacher trained in this
     # process: byte-identical, tfevents included
