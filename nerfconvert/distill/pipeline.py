@@ -499,7 +499,7 @@ class PVDPipeline(Pipeline):
         if self.student_view.trains_on_images:
             outputs = model.get_outputs(camera)
             gt = target["rgb"]
-            losses = model.get_loss_dict(outputs, {"image": gt})
+            losses = model.get_loss_dict(outputs, {"image": gt}, model.get_metrics_dict(outputs, {"image": gt}))
             rendered = outputs["rgb"].detach()
             if rendered.shape != gt.shape:  # splatfacto renders at a lower resolution early on
                 gt = model.get_gt_img(gt) if hasattr(model, "get_gt_img") else gt
@@ -516,7 +516,7 @@ class PVDPipeline(Pipeline):
             bundle = camera.generate_rays(camera_indices=0, coords=coords.to(camera.device))
             outputs = model(bundle.to(self.device))
             gt = target["rgb"].reshape(-1, 3)[pick]
-            losses = model.get_loss_dict(outputs, {"image": gt})
+            losses = model.get_loss_dict(outputs, {"image": gt}, model.get_metrics_dict(outputs, {"image": gt}))
             error = ((outputs["rgb"].detach() - gt) ** 2).mean(dim=-1)
             pred_depth = outputs.get("depth")
             t_depth = target["depth"].reshape(-1, 1)[pick] if target.get("depth") is not None else None

@@ -36,7 +36,7 @@ class PVDTrainerConfig(RunLengthTrainerConfig):
 
     _target: Type = field(default_factory=lambda: PVDTrainer)
     teacher_ckpt: Optional[Path] = None
-    """config.yml of the trained run to distil (the teacher): nerfacto, tensorf, vanilla-nerf or plenoxels."""
+    """config.yml of the trained run to distil (the teacher): nerfacto, tensorf, vanilla-nerf, plenoxels or splatfacto."""
     student: Optional[StudentName] = None
     """The student with its default options: nerfacto (hash), tensorf (VM), vanilla-nerf (MLP), plenoxels
     (voxel). To set the student's own options, name it as a subcommand instead (default: tensorf)."""
@@ -112,9 +112,24 @@ class PVDTrainerConfig(RunLengthTrainerConfig):
         self.pipeline.total_steps = self.run_end()
         super().fit_to_run_length()
 
+    def image_level(self) -> bool:
+        """Whether teacher or student lacks point queries (a rasteriser): distillation is then on images."""
+        from nerfconvert.views.registry import view_class_for
+
+        if (self.pipeline.teacher_ckpt or self.teacher_ckpt) is None:
+            return False  # no teacher named yet (check_inputs says so)
+        teacher = view_class_for(self.teacher_config().pipeline.model._target)
+        student = view_class_for(self.pipeline.model._target)
+        return not (teacher.has("point_queries") and student.has("point_queries"))
+
     def schedule_summary(self) -> str:
         total = self.run_end()
         s1, s2, al = self.pipeline.schedule(total)
+        if self.image_level():
+            return (
+                f"pvd-al: {total} steps of image-level distillation (the teacher's pseudo views, the student's own "
+                f"loss; PVD's stages, hard rays and hard points need point queries), hard poses from {s2}"
+            )
         if not self.pipeline.block_wise:
             return f"pvd-al: {total} steps, all losses from the first step (block-wise off)"
         return (

@@ -16,7 +16,7 @@ import torch
 
 from nerfconvert.views.splat import fibonacci_directions, fit_sh, sh_basis
 
-SPLAT_STEPS = 40
+SPLAT_STEPS = 20
 
 
 def test_sh_least_squares_recovers_the_coefficients_gsplat_renders_with():
@@ -59,7 +59,7 @@ def _distil(teacher: Path, student: str, out: Path, steps: int) -> Path:
     from nerfconvert.distill.method import make_pvd_config
 
     config = make_pvd_config(teacher, student, out, max_num_iterations=steps, num_rays=256, device_type="cpu")
-    config.pipeline.init_points = 3000
+    config.pipeline.init_points = 1500
     config.pipeline.image_rays = 512
     if hasattr(config.pipeline.model, "eval_num_rays_per_chunk"):
         config.pipeline.model.eval_num_rays_per_chunk = 1024
@@ -143,7 +143,7 @@ def test_a_splatfacto_run_is_a_teacher_of_a_nerf_student(splat_student, tmp_path
     from nerfconvert.views.vm import VMView
 
     _, teacher = splat_student
-    student = _distil(teacher, "tensorf", tmp_path / "nerf_student", 60)
+    student = _distil(teacher, "tensorf", tmp_path / "nerf_student", 40)
     t_pipeline, t_view = load_run(teacher, device="cpu")
     s_pipeline, s_view = load_run(student, device="cpu")
     assert isinstance(s_view, VMView)
@@ -156,3 +156,23 @@ def test_a_splatfacto_run_is_a_teacher_of_a_nerf_student(splat_student, tmp_path
             scene_box=t_pipeline.datamanager.train_dataset.scene_box, num_train_data=8, metadata={}
         ).eval().get_outputs_for_camera(camera)["rgb"]
     assert _psnr(s_rgb, t_rgb) > _psnr(untrained, t_rgb) + 1.0
+
+
+@pytest.mark.slow
+def test_a_splatfacto_teacher_distils_into_a_nerfacto_student_in_process(splat_student, tmp_path):
+    from nerfconvert.distill.method import make_pvd_config
+
+    _, teacher = splat_student
+    config = make_pvd_config(teacher, "nerfacto", tmp_path, max_num_iterations=10, num_rays=128, device_type="cpu")
+    config.pipeline.image_rays = 256
+    config.check_inputs()
+    assert "image-level" in config.schedule_summary()
+    pipeline = config.pipeline.setup(device="cpu", test_mode="val")
+    assert pipeline.image_level and not pipeline.use_volume_loss
+    for step in range(3):
+        _, losses, metrics = pipeline.get_train_loss_dict(step)
+        total = sum(losses.values())
+        assert torch.isfinite(total) and total.requires_grad
+        assert "interlevel_loss" in losses  # the nerfacto student's own loss, proposal networks included
+        total.backward()
+    assert float(metrics["psnr_vs_teacher"]) > 0
