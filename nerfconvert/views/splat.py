@@ -61,6 +61,11 @@ class SplatView(FieldView):
         super().__init__(model)
         if not hasattr(model, "gauss_params"):
             raise TypeError(f"SplatView needs a splatfacto model (with gauss_params), got {type(model).__name__}")
+        if model.gauss_params["means"].shape[0] == 0:
+            raise NerfconvertError(
+                "This splatfacto run has no Gaussians (all were pruned, or its checkpoint is empty): there is "
+                "no scene to convert. Use a checkpoint from before they were lost, or retrain it."
+            )
 
     # ---- what a splat scene does not have -------------------------------------------------
     @property

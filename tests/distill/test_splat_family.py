@@ -32,6 +32,24 @@ def test_sh_least_squares_recovers_the_coefficients_gsplat_renders_with():
 
 
 @pytest.mark.slow  # trains the tiny tensorf run (ns-train) when it is the first to ask
+def test_a_splatfacto_run_without_gaussians_is_refused_in_one_line():
+    import nerfstudio.configs.method_configs  # noqa: F401 (the CPU rasteriser shim)
+    from nerfstudio.data.scene_box import SceneBox
+    from nerfstudio.models.splatfacto import SplatfactoModelConfig
+
+    from nerfconvert import NerfconvertError
+    from nerfconvert.views.splat import SplatView
+
+    points = (torch.rand(8, 3), torch.full((8, 3), 128.0))
+    model = SplatfactoModelConfig().setup(scene_box=SceneBox(torch.tensor([[-1.0] * 3, [1.0] * 3])), num_train_data=1,
+                                          metadata={}, seed_points=points)
+    assert SplatView(model).num_gaussians == 8
+    for name, param in list(model.gauss_params.items()):
+        model.gauss_params[name] = torch.nn.Parameter(param.data[:0])
+    with pytest.raises(NerfconvertError, match=r"^This splatfacto run has no Gaussians [^\n]*$"):
+        SplatView(model)
+
+
 def test_gaussians_are_placed_where_the_teacher_has_mass(trained_run):
     from nerfconvert.distill.cameras import PseudoCameraDistribution
     from nerfconvert.views.base import pinhole_camera
