@@ -16,9 +16,9 @@ The image baselines get the schedule refits our student gets (``SplatView.fit_to
 degree from the start, pruning at 0.005), so the comparison is about initialisation and data, not
 about schedules. Scored like ns-eval on the test views against the real images, and against the
 teacher; Gaussian count and ``ns-export gaussian-splat`` PLY size are reported. Writes
-``results/splat_quick.{md,json,png}``.
+``results/splat_quick.{md,json,png}`` (``splat_quick_<teachers>.*`` for other teachers).
 
-    python benchmarks/splat_quick.py --budget 120
+    python benchmarks/splat_quick.py --budget 90
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ sys.path.insert(0, str(HERE))
 
 from common import evaluate, hardware, now_utc, psnr, short_run_config, write_report  # noqa: E402
 
-TEACHER_STEPS = {"tensorf": 600, "nerfacto": 300}
+TEACHER_STEPS = {"tensorf": 400, "nerfacto": 200}
 WAYS = ("distilled", "init only", "init + images", "random + images")
 
 
@@ -166,7 +166,7 @@ def plot(rows: List[Dict], teachers: Dict[str, Dict], path: Path) -> None:
 
 def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--budget", type=float, default=120.0, help="wall-clock seconds per way (placement included)")
+    parser.add_argument("--budget", type=float, default=90.0, help="wall-clock seconds per way (placement included)")
     parser.add_argument("--teachers", nargs="+", default=["tensorf", "nerfacto"])
     parser.add_argument("--init-points", type=int, default=10000)
     parser.add_argument("--every", type=int, default=2)
@@ -221,10 +221,11 @@ def main(argv: Optional[List[str]] = None) -> None:
                              f"{r['psnr_vs_gt'] - t['psnr']:+.2f} |")
         lines.append("")
     args.results.mkdir(parents=True, exist_ok=True)
-    plot(rows, teachers, args.results / "splat_quick.png")
+    stem = "splat_quick" if args.teachers == ["tensorf", "nerfacto"] else "splat_quick_" + "_".join(args.teachers)
+    plot(rows, teachers, args.results / f"{stem}.png")
     data = {"budget_s": args.budget, "teachers": {k: dict(v) for k, v in teachers.items()},
             "rows": [{k: (str(v) if isinstance(v, Path) else v) for k, v in r.items() if k != "image"} for r in rows]}
-    print(write_report(args.results, "splat_quick", "\n".join(lines), data))
+    print(write_report(args.results, stem, "\n".join(lines), data))
 
 
 if __name__ == "__main__":
