@@ -1,6 +1,9 @@
 """Where an entropy-compression training step goes, outside the trainer: the masked entropy
 model's forward (CompressAI's EntropyBottleneck), the plane decoder's forward, and the backward
-of both, for each preset at a given plane resolution, on one CPU thread.
+of both, for each preset at a given plane resolution, on one CPU thread. Each preset runs twice:
+with the exact rate (every latent location, ``rate_sample_fraction`` 1.0: the step before the
+option) and with the rate estimated on ``--rate-sample-fraction`` of the locations (the default
+config's step), both with the config's quantisation-aware ``decoder_bits``.
 
     python benchmarks/entropy_step_profile.py --resolutions 128 213 256
 """
@@ -11,33 +14,41 @@ import time
 import torch
 
 from nerfconvert.compress.entropy.coder import PRESETS, MaskedEntropyModel, PlaneDecoder, latent_size
+from nerfconvert.compress.entropy.model import EntropyCompressionModelConfig
 
 
 def main() -> None:
+    defaults = EntropyCompressionModelConfig()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--resolutions", type=int, nargs="+", default=[128, 256])
     parser.add_argument("--plane-channels", type=int, default=64, help="tensorf: 16 density + 48 appearance")
     parser.add_argument("--repeats", type=int, default=3, help="timed steps; the last is reported (the first warms up)")
+    parser.add_argument("--rate-sample-fraction", type=float, default=defaults.rate_sample_fraction,
+                        help="the subset-rate rows' fraction of latent locations (default: the config's)")
+    parser.add_argument("--decoder-bits", type=int, default=defaults.decoder_bits, help="default: the config's")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    print("| preset | plane | latents | entropy fwd (s) | decoder fwd (s) | backward (s) | total (s) |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print(f"decoder {args.decoder_bits}-bit; rate on a fraction of the latent locations")
+    print("| preset | plane | latents | rate fraction | entropy fwd (s) | decoder fwd (s) | backward (s) | total (s) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for resolution in args.resolutions:
         side = latent_size(resolution)
         for preset, (latent_channels, hidden) in PRESETS.items():
-            decoder = PlaneDecoder(latent_channels, hidden, args.plane_channels)
-            entropy = MaskedEntropyModel(latent_channels, (3, side, side))
-            z = torch.zeros(3, latent_channels, side, side, requires_grad=True)
-            for _ in range(args.repeats):
-                t0 = time.perf_counter()
-                z_hat, bits = entropy(z, 1.0)
-                t1 = time.perf_counter()
-                planes = decoder(z_hat, (resolution, resolution))
-                t2 = time.perf_counter()
-                (planes.pow(2).mean() + bits / 1e6).backward()
-                t3 = time.perf_counter()
-            print(f"| {preset} | {resolution}² | 3 x {latent_channels} x {side}² | {t1 - t0:.2f} | {t2 - t1:.2f} | "
-                  f"{t3 - t2:.2f} | {t3 - t0:.2f} |", flush=True)
+            for fraction in dict.fromkeys((1.0, args.rate_sample_fraction)):
+                torch.manual_seed(0)
+                decoder = PlaneDecoder(latent_channels, hidden, args.plane_channels, bits=args.decoder_bits)
+                entropy = MaskedEntropyModel(latent_channels, (3, side, side))
+                z = torch.zeros(3, latent_channels, side, side, requires_grad=True)
+                for _ in range(args.repeats):
+                    t0 = time.perf_counter()
+                    z_hat, bits = entropy(z, 1.0, fraction)
+                    t1 = time.perf_counter()
+                    planes = decoder(z_hat, (resolution, resolution))
+                    t2 = time.perf_counter()
+                    (planes.pow(2).mean() + bits / 1e6).backward()
+                    t3 = time.perf_counter()
+                print(f"| {preset} | {resolution}² | 3 x {latent_channels} x {side}² | {fraction:g} | {t1 - t0:.2f} | "
+                      f"{t2 - t1:.2f} | {t3 - t2:.2f} | {t3 - t0:.2f} |", flush=True)
 
 
 if __name__ == "__main__":

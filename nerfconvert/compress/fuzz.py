@@ -73,8 +73,9 @@ def tiny_vq_file(seed: int = 0, resolution: int = 12) -> bytes:
     return codec.pack(family, states, {"steps": 1, "teacher_method": "plenoxels", "teacher_step": 1})
 
 
-def tiny_entropy_file(seed: int = 0, resolution: int = 12) -> bytes:
-    """An entropy-compression file of a small untrained tensorf (random latents)."""
+def tiny_entropy_file(seed: int = 0, resolution: int = 12, decoder_bits: int = 8) -> bytes:
+    """An entropy-compression file of a small untrained tensorf (random latents); ``decoder_bits``
+    16 writes the decoder in fp16 (as files from before quantised decoders)."""
     import copy as copy_
 
     import torch
@@ -94,7 +95,7 @@ def tiny_entropy_file(seed: int = 0, resolution: int = 12) -> bytes:
     entropy = MaskedEntropyModel(channels, (3, side, side))
     with torch.no_grad():
         entropy.mask_logits[:, 1] = torch.randn(3, side, side) * 3
-    decoder = PlaneDecoder(channels, hidden, 6)
+    decoder = PlaneDecoder(channels, hidden, 6, bits=decoder_bits)
     latents = torch.randn(3, channels, side, side) * 3
     spec = {"preset": "tiny", "latent_channels": channels, "hidden_channels": hidden, "plane_channels": 6,
             "density_channels": 2, "plane_resolution": [resolution, resolution]}

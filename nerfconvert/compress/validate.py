@@ -530,12 +530,65 @@ def entropy_architecture(ncz) -> Budget:
     int_in(arch.get("coded_locations", -1), "The coded latent count", 0, n * h * w)
     if not isinstance(arch.get("masked", True), bool):
         fail("The architecture's masked flag is not true/false")
+    decoder_bits(arch.get("decoder_bits", DECODER_FLOAT_BITS))
     spend.spend(n * h * w * (c + 2), "The latents and their mask")
     spend.spend(9 * (c * hidden + hidden * planes), "The plane decoder")
     spend.spend(n * h * w * 4 * hidden + 2 * n * planes * 16 * h * w, "The decoded planes")
     state = state_spec(arch.get("state"), spend, ("bits", "raw", "fp16", "fp32"))
     check_state_sections(ncz, state)
     return spend
+
+
+DECODER_FLOAT_BITS = 16
+"""``decoder_bits`` of an fp16 decoder (and of files written before the option)."""
+MAX_DECODER_SCALE = 1e6
+"""A quantised decoder weight's per-channel scale lies in [0, this] (real ones: 1e-8 to ~0.1)."""
+
+
+def decoder_bits(value: Any) -> int:
+    bits = int_in(value, "The decoder's bits", 2, DECODER_FLOAT_BITS)
+    if 8 < bits < DECODER_FLOAT_BITS:
+        fail(f"The decoder's bits is {bits}, not 2 to 8 (int8 codes) or 16 (fp16)")
+    return bits
+
+
+def decoder_section_names(ncz, expected: Mapping[str, Tuple[int, ...]], bits: int) -> Dict[str, Any]:
+    """The file's ``decoder/*`` sections are exactly those its decoder stores: per tensor one
+    section, plus ``<weight>.scale`` for each quantised (4-D) weight when ``bits`` <= 8.
+    -> ``{"quantized": names of the quantised weights}``."""
+    bits = decoder_bits(bits)
+    quantized = {name for name, shape in expected.items() if len(shape) == 4} if bits < DECODER_FLOAT_BITS else set()
+    want = {"decoder/" + name for name in expected} | {"decoder/" + name + ".scale" for name in quantized}
+    have = {name for name in ncz.sections if name.startswith("decoder/")}
+    if have != want:
+        missing, extra = sorted(want - have)[:3], sorted(have - want)[:3]
+        fail(f"The decoder's sections do not match its architecture (missing {_short(missing)}, unexpected {_short(extra)})")
+    return {"quantized": quantized}
+
+
+def decoder_weight(ncz, name: str, shape: Tuple[int, ...], bits: int):
+    """A quantised decoder weight: int8 codes of the weight's shape within the ``bits``-bit range, and
+    one finite fp32 scale in [0, MAX_DECODER_SCALE] per output channel (dim 1). -> (codes, scales)."""
+    import numpy as np
+
+    codes = ncz.array(name, "int8", shape)
+    q = (1 << (decoder_bits(bits) - 1)) - 1
+    if codes.size and int(np.abs(codes.astype(np.int16)).max()) > q:
+        fail(f"Section {name!r} has codes outside [-{q}, {q}] of {bits}-bit quantisation")
+    scale = ncz.array(name + ".scale", "float32", (shape[1],))
+    if not (np.isfinite(scale).all() and (scale >= 0).all() and (scale <= MAX_DECODER_SCALE).all()):
+        fail(f"Section {name + '.scale'!r} has a scale that is not finite or outside [0, {MAX_DECODER_SCALE:g}]")
+    return codes, np.array(scale, dtype=np.float32)  # a writable copy
+
+
+def decoder_bias(ncz, name: str, shape: Tuple[int, ...]):
+    """An fp32 decoder bias of the architecture's shape, finite."""
+    import numpy as np
+
+    value = np.array(ncz.array(name, "float32", shape), dtype=np.float32)  # a writable copy
+    if not np.isfinite(value).all():
+        fail(f"Section {name!r} has a value that is not finite")
+    return value
 
 
 def entropy_tables(ncz, channels: int):

@@ -133,7 +133,8 @@ def test_entropy_compression_end_to_end(entropy_run, object_scene, tmp_path):
     r = arch["plane_resolution"][0]
     assert arch["latent_shape"] == [3, 192, latent_size(r), latent_size(r)]
     assert {"latents/bitstream", "latents/mask", "entropy/pmf_counts", "decoder/up1.weight"} <= set(ncz.sections)
-    assert np.dtype(ncz.sections["decoder/up1.weight"].dtype) == np.float16
+    assert arch["decoder_bits"] == 8 and np.dtype(ncz.sections["decoder/up1.weight"].dtype) == np.int8  # int8 codes
+    assert np.dtype(ncz.sections["decoder/up1.weight.scale"].dtype) == np.float32
     report = json.loads((run_dir / "entropy_report.json").read_text())
     assert report["ncz_bytes"] == ncz_path.stat().st_size
     assert report["bitstream_bytes"] == len(ncz.section("latents/bitstream").data)

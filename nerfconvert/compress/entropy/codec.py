@@ -7,7 +7,10 @@ Sections:
     entropy/*           the entropy model as its quantised CDF tables (per-channel pmf in 16-bit
                         counts, lengths, offsets) and medians: exactly what the range coder used,
                         so decoding never re-derives a table from floats (bit-exact on any device)
-    decoder/*           the plane decoder's weights, fp16
+    decoder/*           the plane decoder: with ``decoder_bits`` <= 8 (the default, 8) each weight as
+                        int8 codes (``decoder/up1.weight``) and one fp32 scale per output channel
+                        (``decoder/up1.weight.scale``), weight = codes * scale in fp32, biases fp32;
+                        with 16 (and files without ``decoder_bits``) every tensor fp16
     s/*                 the rest of the TensoRF model (lines, basis, MLP, ...) as in vq-compression:
                         fp16 for large float tensors, fp32 for small ones, bit-packed booleans
 
@@ -26,7 +29,13 @@ from torch import Tensor
 
 from nerfconvert import NerfconvertError
 from nerfconvert.compress import container, validate
-from nerfconvert.compress.entropy.coder import MaskedEntropyModel, PlaneDecoder, split_planes
+from nerfconvert.compress.entropy.coder import (
+    STORED_FLOAT_BITS,
+    MaskedEntropyModel,
+    PlaneDecoder,
+    dequantize_weight,
+    split_planes,
+)
 from nerfconvert.compress.quant import pack_mask, unpack_mask
 from nerfconvert.views.registry import view_for
 
@@ -118,8 +127,7 @@ def pack(tensorf, entropy: MaskedEntropyModel, decoder: PlaneDecoder, latents: T
     if entropy.masked:
         sections["latents/mask"] = pack_mask(mask)
     sections.update(_cdf_sections(eb))
-    for name, value in decoder.state_dict().items():
-        sections["decoder/" + name] = value.detach().cpu().half().numpy()
+    sections.update(decoder_sections(decoder))
     state_dict = tensorf.state_dict()
     state_spec = {}
     for key in stored_state_keys(state_dict, view_for(tensorf).plane_state_keys):
@@ -149,6 +157,7 @@ def pack(tensorf, entropy: MaskedEntropyModel, decoder: PlaneDecoder, latents: T
         "latent_shape": list(latents.shape),
         "coded_locations": int(mask.sum()),
         "masked": bool(entropy.masked),
+        "decoder_bits": int(decoder.bits),
         "state": state_spec,
         **spec,
     }
@@ -162,6 +171,43 @@ def pack(tensorf, entropy: MaskedEntropyModel, decoder: PlaneDecoder, latents: T
         "ncz_bytes": len(data),
     }
     return data, report
+
+
+# ---- decoder ---------------------------------------------------------------------------------------------
+def decoder_sections(decoder: PlaneDecoder) -> Dict[str, np.ndarray]:
+    """The decoder's sections: quantised weights as int8 codes + fp32 scales and fp32 biases, or all fp16."""
+    if not decoder.quantized:
+        return {"decoder/" + name: value.detach().cpu().half().numpy() for name, value in decoder.state_dict().items()}
+    quantized = decoder.quantized_weights()
+    sections: Dict[str, np.ndarray] = {}
+    for name, value in decoder.state_dict().items():
+        if name in quantized:
+            codes, scale = quantized[name]
+            sections["decoder/" + name] = codes.cpu().numpy()
+            sections["decoder/" + name + ".scale"] = scale.cpu().numpy().astype(np.float32)
+        else:
+            sections["decoder/" + name] = value.detach().cpu().float().numpy()
+    return sections
+
+
+def load_decoder(decoder: PlaneDecoder, ncz: container.NczFile, bits: int) -> None:
+    """The file's decoder weights into ``decoder`` (a plain float one), each section validated first."""
+    expected = {name: tuple(value.shape) for name, value in decoder.state_dict().items()}
+    stored = validate.decoder_section_names(ncz, expected, bits)
+    weights: Dict[str, Tensor] = {}
+    for name, shape in expected.items():
+        if bits == STORED_FLOAT_BITS:
+            weights[name] = torch.from_numpy(ncz.array("decoder/" + name, "float16", shape).astype(np.float32))
+        elif name in stored["quantized"]:
+            codes, scale = validate.decoder_weight(ncz, "decoder/" + name, shape, bits)
+            weights[name] = dequantize_weight(torch.from_numpy(codes.astype(np.int8)), torch.from_numpy(scale))
+        else:
+            weights[name] = torch.from_numpy(validate.decoder_bias(ncz, "decoder/" + name, shape))
+    try:
+        decoder.load_state_dict(weights)
+    except RuntimeError as err:
+        detail = " ".join(str(err).split())[:300]
+        raise NerfconvertError(f"The .ncz's decoder weights do not fit its architecture: the file is corrupted ({detail}).") from err
 
 
 def build_coder(arch: Dict[str, Any]) -> Tuple[MaskedEntropyModel, PlaneDecoder]:
@@ -191,15 +237,7 @@ def decode_sections(ncz: container.NczFile) -> Tuple[Tensor, PlaneDecoder, Maske
         raise NerfconvertError("The .ncz's mask does not match its latent count: the file is corrupted.")
     bitstream = validate.padded_bitstream(ncz.section("latents/bitstream").data, int(mask.sum()) * c)
     latents = decode_latents(entropy.bottleneck, bitstream, mask, c)
-    expected = decoder.state_dict()
-    weights = {name[len("decoder/"):]: torch.from_numpy(ncz.array(name, "float16", tuple(
-                   expected[name[len("decoder/"):]].shape) if name[len("decoder/"):] in expected else None).astype(np.float32))
-               for name in ncz.sections if name.startswith("decoder/")}
-    try:
-        decoder.load_state_dict(weights)
-    except RuntimeError as err:
-        detail = " ".join(str(err).split())[:300]
-        raise NerfconvertError(f"The .ncz's decoder weights do not fit its architecture: the file is corrupted ({detail}).") from err
+    load_decoder(decoder, ncz, int(arch.get("decoder_bits", STORED_FLOAT_BITS)))
     return latents, decoder, entropy
 
 

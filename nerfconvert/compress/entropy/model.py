@@ -38,6 +38,7 @@ from nerfconvert.compress.entropy.coder import (
     gumbel_temperature,
     importance_weights,
     join_planes,
+    unimportant_blocks,
     latent_size,
     split_planes,
 )
@@ -66,7 +67,18 @@ class EntropyCompressionModelConfig(ModelConfig):
     masked: bool = True
     """Masked spike-and-slab prior (Eq. 6); False is the plain factorised prior ablation."""
     mask_init: float = 2.0
-    """Initial log-odds of M = 1 (coded) at every location."""
+    """Initial log-odds of M = 1 (coded) at every location (see mask_from_importance)."""
+    mask_from_importance: bool = True
+    """Start M = 0 (log-odds -mask_init) at the latent locations whose 4x4 plane block has zero importance
+    (the Eq. 4 scores), when masked and use_importance are on; False: every location starts coded."""
+    decoder_bits: int = 8
+    """Bits of the plane decoder's weights in the file: 2 to 8 trains them quantisation-aware (symmetric,
+    straight-through, one fp32 scale per output channel) and stores int8 codes + scales (biases fp32);
+    16 stores every decoder tensor in fp16, as files written before this option."""
+    rate_sample_fraction: float = 0.25
+    """Each training step estimates the rate from this fraction of the (plane, row, column) latent locations,
+    drawn uniformly at random, their bits scaled by 1/fraction (unbiased; the decoder still sees every
+    latent). 1.0: the exact rate every step. The packed bitstream and the reported rate are always exact."""
     tau_start: float = 10.0
     """Gumbel-softmax temperature at the first step (annealed exponentially)."""
     tau_end: float = 0.1
@@ -92,6 +104,10 @@ class EntropyCompressionModel(NczCheckpointMixin, Model):
 
     def populate_modules(self) -> None:
         super().populate_modules()
+        if not (2 <= self.config.decoder_bits <= 8 or self.config.decoder_bits == 16):
+            raise NerfconvertError(f"--pipeline.model.decoder-bits is {self.config.decoder_bits}: use 2 to 8 (int8 codes) or 16 (fp16).")
+        if not 0.0 < self.config.rate_sample_fraction <= 1.0:
+            raise NerfconvertError(f"--pipeline.model.rate-sample-fraction is {self.config.rate_sample_fraction:g}: use a fraction in (0, 1].")
         self.inner: Optional[Model] = None
         self.latents: Optional[Parameter] = None
         self.decoder: Optional[PlaneDecoder] = None
@@ -137,23 +153,36 @@ class EntropyCompressionModel(NczCheckpointMixin, Model):
                 p.requires_grad_(False)
         self.inner = teacher_model
         self.register_buffer("target_planes", target.clone(), persistent=False)
+        initial_mask = None
         if importance is not None and self.config.use_importance:
             imp = torch.stack([importance[f"density_plane{k}"].view(h, w) for k in range(3)]).to(target.device)
             weights = importance_weights(imp, self.config.importance_eps)[:, None]
+            if self.config.masked and self.config.mask_from_importance:
+                unimportant = unimportant_blocks(imp, (lh, lw))
+                if bool(unimportant.all()):
+                    CONSOLE.print("[yellow]entropy-compression: no plane block has any importance; every latent location starts coded[/yellow]")
+                else:
+                    initial_mask = ~unimportant
+                self.report["initially_uncoded_fraction"] = float(unimportant.float().mean()) if initial_mask is not None else 0.0
         else:
             weights = torch.ones(n, 1, h, w, device=target.device)
         self.register_buffer("plane_weights", weights, persistent=False)
         self.latents = Parameter(torch.zeros(n, latent_channels, lh, lw, device=target.device))  # Z_i = 0 (Sec. 3.1)
-        self.decoder = PlaneDecoder(latent_channels, hidden, c).to(target.device)
+        self.decoder = PlaneDecoder(latent_channels, hidden, c, bits=self.config.decoder_bits).to(target.device)
         self.entropy = MaskedEntropyModel(latent_channels, (n, lh, lw), masked=self.config.masked,
-                                          mask_init=self.config.mask_init).to(target.device)
+                                          mask_init=self.config.mask_init, initial_mask=initial_mask).to(target.device)
         self.report.update(info)
         self.report.update({k: v for k, v in self.spec.items() if not isinstance(v, list)})
         self.report["plane_entries"] = int(target.numel())
+        self.report["decoder_bits"] = self.config.decoder_bits
+        self.report["rate_sample_fraction"] = self.config.rate_sample_fraction
         CONSOLE.print(
             f"[bold]entropy-compression[/bold]: planes 3 x {c} x {h} x {w} -> latents 3 x {latent_channels} x {lh} x {lw}, "
             f"decoder hidden {hidden} ({self.config.preset}), lambda {self.config.lmbda:g}, "
-            f"{'masked' if self.config.masked else 'plain factorised'} prior, importance weights {'on' if self.config.use_importance else 'off'}"
+            f"{'masked' if self.config.masked else 'plain factorised'} prior, importance weights {'on' if self.config.use_importance else 'off'}, "
+            f"decoder {self.config.decoder_bits}-bit, training rate on {100 * self.config.rate_sample_fraction:g}% of the latent locations"
+            + (f", {100 * self.report['initially_uncoded_fraction']:.1f}% of them start uncoded (zero importance)"
+               if self.report.get("initially_uncoded_fraction") else "")
         )
 
     @property
@@ -238,7 +267,7 @@ class EntropyCompressionModel(NczCheckpointMixin, Model):
         view_for(self.inner).set_planes(*split_planes(planes, self.spec["density_channels"]))
 
     def _install_training_planes(self) -> None:
-        z_hat, bits = self.entropy(self.latents, self._tau)
+        z_hat, bits = self.entropy(self.latents, self._tau, self.config.rate_sample_fraction)
         planes = self.decoder(z_hat, tuple(self.spec["plane_resolution"]))  # P_hat = D(Z_hat * M), Eq. 7
         self._set_planes(planes)
         self._train_terms = {"planes": planes, "bits": bits}
@@ -267,9 +296,8 @@ class EntropyCompressionModel(NczCheckpointMixin, Model):
 
     @torch.no_grad()
     def finalize(self) -> bytes:
-        """Round the decoder to the stored fp16, pack, and become the decoded file."""
-        for p in self.decoder.parameters():
-            p.data = p.data.half().float()
+        """Round the decoder to what the file stores, pack, and become the decoded file."""
+        self._round_decoder_like_storage()
         self._planes_version += 1
         data = self.pack()
         was = self.training
@@ -277,6 +305,14 @@ class EntropyCompressionModel(NczCheckpointMixin, Model):
         self.load_ncz(data, source="the freshly packed .ncz")
         self.inner.train(was)
         return data
+
+    @torch.no_grad()
+    def _round_decoder_like_storage(self) -> None:
+        """fp16 storage: round every decoder tensor to fp16. Quantised storage: nothing to do, the
+        forward pass already uses code x scale (and the fp32 biases are stored as they are)."""
+        if not self.decoder.quantized:
+            for p in self.decoder.parameters():
+                p.data = p.data.half().float()
 
     # ---- training --------------------------------------------------------------------------------------
     def get_param_groups(self) -> Dict[str, List[Parameter]]:
@@ -320,13 +356,12 @@ class EntropyCompressionModel(NczCheckpointMixin, Model):
     @torch.no_grad()
     def finish(self, run_dir: Path) -> Path:
         """Pack, write ``<run_dir>/<ncz_name>`` atomically, and check that the decoded file renders
-        exactly as the in-memory model (decoder already rounded to fp16)."""
+        exactly as the in-memory model (decoder already rounded to what the file stores)."""
         probe = self.report.pop("_probe_bundle", None)
         if self._train_terms is not None:
             self.report["last_training_rate_bits"] = float(self._train_terms["bits"])
             self._train_terms = None
-        for p in self.decoder.parameters():
-            p.data = p.data.half().float()
+        self._round_decoder_like_storage()
         self._planes_version += 1
         before = self._render_probe(probe)
         data = self.finalize()
