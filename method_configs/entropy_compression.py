@@ -72,6 +72,10 @@ entropy_compression = MethodSpecification(
             "masks": _adam(0.02, 2e-3),
             # CompressAI's auxiliary loss: only moves the bottleneck's quantiles (its CDF range)
             "entropy_quantiles": _adam(1e-3, 1e-3),
+            # finetune_renderer: tensorf's own groups outside the planes (lines; basis and colour MLP), at
+            # vq-compression's fine-tuning rates for them
+            "renderer_encodings": _adam(5e-3, 5e-4),
+            "renderer_fields": _adam(1e-3, 1e-4),
         },
         viewer=ViewerConfig(num_rays_per_chunk=1 << 13),
         vis="viewer",

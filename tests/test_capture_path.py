@@ -101,7 +101,9 @@ def test_capture_student_is_an_unbounded_tensorf_that_ns_eval_scores(capture_ten
 def test_capture_student_opens_in_ns_viewer_and_ns_export(capture_tensorf_student, stock_viewer_page, tmp_path):
     from processes import ns_export_pointcloud
 
-    stock_viewer_page(capture_tensorf_student, while_serving=lambda: ns_export_pointcloud(capture_tensorf_student, tmp_path, 1000))
+    # 500 points from batches of 1024 rays (ns-export's own batch is 32768 rays)
+    stock_viewer_page(capture_tensorf_student, while_serving=lambda: ns_export_pointcloud(
+        capture_tensorf_student, tmp_path, 500, "--num-rays-per-batch", "1024"))
 
 
 def test_capture_student_through_entropy_compression(capture_tensorf_student, capture_scene, make_entropy_config, tmp_path):

@@ -12,8 +12,9 @@ linear in the table, so the gradient of sum_i w_i * lookup(x_i) with respect to 
 is sum_i (1 - |v_l - x_i|) w_i, exactly Eq. 4 with w_i = T_i alpha_i (Eq. 3).
 
   voxel (plenoxels)  one table of SH coefficients (VQ) and one of raw density (8-bit), over vertices
-  vm (tensorf)       one table per density plane and per appearance plane (VQ-TensoRF: six codebooks);
-                     plane entries get the importance of the virtual grid summed along the plane's axis
+  vm (tensorf)       one table per density plane and per appearance plane; plane entries get the
+                     importance of the virtual grid summed along the plane's axis. Quantised to a
+                     lattice by default, or with VQ-TensoRF's six codebooks (``quantizer="codebook"``)
   hash (nerfacto)    the entries of the field's and the proposal networks' hash tables are the voxels;
                      they are quantised to a lattice rather than a codebook (see ``HashFamily``)
 """
@@ -31,7 +32,7 @@ from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.models.base_model import Model
 
 from nerfconvert import NerfconvertError
-from nerfconvert.compress.validate import Range, float_range, int_range
+from nerfconvert.compress.validate import Range, _short as validate_short, float_range, int_range
 from nerfconvert.views.base import FieldView
 from nerfconvert.views.registry import companion_class, companions, view_for
 
@@ -55,6 +56,13 @@ class Table:
     importance_key: str
     empty_value: float = 0.0
     """Value of a pruned voxel (what the architecture treats as empty)."""
+    fill: str = "empty"
+    """What a pruned voxel holds: "empty" (``empty_value``), or "mean" (the per-channel mean of the pruned
+    voxels, stored in the file: C floats). A VM plane entry is not a voxel of its own: it is shared by
+    every point along one axis, and in empty space the teacher's entries are the negative terms that keep
+    the ReLU'd sum of three plane-line products at zero; zeros there put density back (measured on the
+    lego100 teacher: zeroing the entries no training ray reached drops renders to 22.0 dB against the
+    teacher's own, their per-channel mean keeps them at 34.7 dB)."""
     low_quantile: float = 0.0
     """Passed to the 8-bit quantiser (clip the far low tail of log-densities)."""
 
@@ -74,9 +82,26 @@ class Family:
     default_keep_quantile: ClassVar[float]
     importance_ray_budget: ClassVar[int] = 1 << 18
     """Default cap on the training rays of the importance pass (a CPU-sized budget per family)."""
+    quantizers: ClassVar[Tuple[str, ...]] = ("codebook",)
+    """How the family's multi-channel tables may be quantised: "codebook" (VQRF's vector quantisation:
+    a codebook, code indices, and 8-bit kept voxels) or "lattice" (every live voxel an integer multiple
+    of a step, a finer one for the kept voxels, the integers entropy-coded). The first is what a file
+    that names no quantiser used (files written before the choice existed)."""
+    default_quantizer: ClassVar[str] = "codebook"
 
-    def __init__(self, model: Model) -> None:
+    def __init__(self, model: Model, quantizer: Optional[str] = None) -> None:
         self.model = model
+        quantizer = quantizer or self.default_quantizer
+        if quantizer not in self.quantizers:
+            raise NerfconvertError(
+                f"vq-compression cannot quantise {self.teacher_method}'s tables with {validate_short(quantizer)}: "
+                f"choose --pipeline.model.quantizer from {', '.join(self.quantizers)}."
+            )
+        self.quantizer = quantizer
+
+    def vq_kind(self) -> str:
+        """The kind of a table that VQRF vector-quantises, under this family's quantiser."""
+        return "lattice" if self.quantizer == "lattice" else "vq"
 
     @property
     def view(self) -> FieldView:
@@ -142,6 +167,7 @@ class VoxelFamily(Family):
     name = "voxel"
     teacher_method = "plenoxels"
     default_keep_quantile = 0.6
+    quantizers = ("codebook", "lattice")
     config_ranges = {"grid_resolutions": int_range(1, 1024), "sh_degree": int_range(0, 4),
                      "max_num_samples": int_range(1, 1 << 14), "tv_num_voxels": int_range(1, 1 << 24),
                      "prune_dilation": int_range(0, 16), "step_ratio": float_range(1e-3, 16)}
@@ -151,8 +177,8 @@ class VoxelFamily(Family):
         r = int(c.grid_resolutions[0]) if c.grid_resolutions else 1
         return r**3 * (2 + 3 * (int(c.sh_degree) + 1) ** 2)
 
-    def __init__(self, model: Model) -> None:
-        super().__init__(model)
+    def __init__(self, model: Model, quantizer: Optional[str] = None) -> None:
+        super().__init__(model, quantizer)
         self.field = model.field
 
     def tables(self) -> List[Table]:
@@ -160,7 +186,7 @@ class VoxelFamily(Family):
         return [
             Table("density", "field.density_grid", lambda d: d.view(1, -1).t(), "scalar", "grid",
                   empty_value=field.empty_raw_density, low_quantile=1e-3),
-            Table("sh", "field.sh_grid", lambda d: d.view(d.shape[1], -1).t(), "vq", "grid"),
+            Table("sh", "field.sh_grid", lambda d: d.view(d.shape[1], -1).t(), self.vq_kind(), "grid"),
         ]
 
     def accumulate_importance(self, ray_bundle: RayBundle, into: Dict[str, Tensor]) -> None:
@@ -196,9 +222,17 @@ _PLANE_AXES = ((0, 1), (0, 2), (1, 2))  # as TensorVMEncoding.forward
 
 
 class VMFamily(Family):
+    """TensoRF's six planes. By default each is a "lattice" table: on the lego100 teacher (planes
+    3 x 64 x 213², 15-35% of each plane's entries alive after pruning) VQ-TensoRF's 4096-code
+    codebooks held about as many vectors as they coded (4,089-4,096 codes for 4,089-8,957 vectors a
+    plane) and were 1.47 MB of a 2.19 MB file; a lattice has no codebook to store
+    (``benchmarks/compress_lego.py``)."""
+
     name = "vm"
     teacher_method = "tensorf"
     default_keep_quantile = 0.7
+    quantizers = ("codebook", "lattice")
+    default_quantizer = "lattice"
     config_ranges = {"init_resolution": int_range(1, 2048), "final_resolution": int_range(1, 2048),
                      "num_den_components": int_range(1, 1024), "num_color_components": int_range(1, 1024),
                      "appearance_dim": int_range(1, 1024), "num_samples": int_range(1, 1 << 14),
@@ -210,8 +244,8 @@ class VMFamily(Family):
         comps = int(c.num_den_components) + int(c.num_color_components)
         return 3 * comps * (r * r + r) + 3 * int(c.num_color_components) * int(c.appearance_dim)
 
-    def __init__(self, model: Model) -> None:
-        super().__init__(model)
+    def __init__(self, model: Model, quantizer: Optional[str] = None) -> None:
+        super().__init__(model, quantizer)
         self.view.check_planes()
 
     def _planes(self):
@@ -223,7 +257,8 @@ class VMFamily(Family):
             name = _param_name(self.model, planes)
             for k in range(3):
                 out.append(
-                    Table(f"{prefix}_plane{k}", name, lambda d, k=k: d[k].view(d.shape[1], -1).t(), "vq", f"{prefix}_plane{k}")
+                    Table(f"{prefix}_plane{k}", name, lambda d, k=k: d[k].view(d.shape[1], -1).t(), self.vq_kind(),
+                          f"{prefix}_plane{k}", fill="mean")
                 )
         return out
 
@@ -260,6 +295,8 @@ class HashFamily(Family):
     """
 
     name = "hash"
+    quantizers = ("lattice",)
+    default_quantizer = "lattice"
     model_classes = ("NerfactoModel",)
     """Not instant-ngp (the same view): its hash tables are tiny-cuda-nn's, and it has no proposal weights."""
     teacher_method = "nerfacto"
@@ -286,8 +323,8 @@ class HashFamily(Family):
                 total += elements(args.get("num_levels", 16), args.get("log2_hashmap_size", 19), 2)
         return total + 64 * int(getattr(c, "hidden_dim", 64)) ** 2
 
-    def __init__(self, model: Model) -> None:
-        super().__init__(model)
+    def __init__(self, model: Model, quantizer: Optional[str] = None) -> None:
+        super().__init__(model, quantizer)
         self.field = model.field
         self.encoding = self._hash_encoding(self.field.mlp_base)
         if self.encoding is None:
@@ -387,9 +424,10 @@ def vq_tables_class_for(model_class: type) -> Type[Family]:
     return family_cls
 
 
-def vq_tables_for(model: Model) -> Family:
-    """The vq tables of a model (its view's ``"vq_tables"`` companion)."""
-    return vq_tables_class_for(type(model))(model)
+def vq_tables_for(model: Model, quantizer: Optional[str] = None) -> Family:
+    """The vq tables of a model (its view's ``"vq_tables"`` companion), quantised with ``quantizer``
+    (None: the family's default)."""
+    return vq_tables_class_for(type(model))(model, quantizer)
 
 
 def vq_tables_named(name: str) -> Optional[Type[Family]]:

@@ -142,13 +142,14 @@ def test_entropy_compression_end_to_end(entropy_run, object_scene, tmp_path):
     assert report["max_pixel_diff_decoded_vs_in_memory"] == 0.0  # in-memory model == decoded file
 
     # the run's checkpoint is the file: loading the run, decoding the file and a decompressed run agree exactly
-    from_run = render_camera(config_path)
-    assert torch.isfinite(from_run).all() and from_run.shape[-1] == 3
-    model, _ = codec.decode(ncz)
     from nerfstudio.utils.eval_utils import eval_setup
 
     _, pipeline, _, _ = eval_setup(config_path, test_mode="test")
     camera = pipeline.datamanager.eval_dataset.cameras[0:1]
+    with torch.no_grad():
+        from_run = pipeline.model.get_outputs_for_camera(camera.to(pipeline.device))["rgb"].cpu()
+    assert torch.isfinite(from_run).all() and from_run.shape[-1] == 3
+    model, _ = codec.decode(ncz)
     with torch.no_grad():
         assert torch.equal(model.get_outputs_for_camera(camera)["rgb"], from_run)
     decompressed = decompress(ncz_path, tmp_path / "outputs", data=object_scene, timestamp="rt")
@@ -164,8 +165,8 @@ def test_entropy_run_opens_in_stock_viewer_and_export(entropy_run, stock_viewer_
     config_path = entropy_run("tensorf")
     from processes import ns_export_pointcloud
 
-    # ns-export runs while ns-viewer starts (the two start-ups overlap)
-    stock_viewer_page(config_path, while_serving=lambda: ns_export_pointcloud(config_path, tmp_path))
+    # ns-export runs while ns-viewer starts (the two start-ups overlap); 500 points from one batch of 1024 rays
+    stock_viewer_page(config_path, while_serving=lambda: ns_export_pointcloud(config_path, tmp_path, 500, "--num-rays-per-batch", "1024"))
 
 
 @pytest.mark.slow

@@ -41,11 +41,21 @@ RESULTS = Path(os.environ.get("NERFCONVERT_VIEWER_RESULTS", Path(tempfile.gettem
 
 missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not Path(p).exists()]
 
+# viser's page draws its three.js scene on every animation frame, in software here (no GPU): an idle
+# viewer page took 1.5 CPU-seconds a second, most of a 2-core machine, away from the viewer under test
+# (measured 2026-12-02: 0.1 at this rate). The page draws the same pictures at ten frames a second.
+FRAMES_PER_SECOND = 10
+THROTTLED_ANIMATION_FRAMES = (
+    "(() => { const next = window.requestAnimationFrame.bind(window);"
+    " window.requestAnimationFrame = (callback) =>"
+    f" next(() => setTimeout(() => callback(performance.now()), {1000 // FRAMES_PER_SECOND})); }})();"
+)
+
 
 @contextlib.contextmanager
 def chromium():
     """Headless Chromium with the environment's flags and a fresh profile; the page, not the
-    window, is WINDOW in size."""
+    window, is WINDOW in size, and draws at most FRAMES_PER_SECOND animation frames a second."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -59,6 +69,7 @@ def chromium():
     try:
         driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
                                {"width": WINDOW[0], "height": WINDOW[1], "deviceScaleFactor": 1, "mobile": False})
+        driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": THROTTLED_ANIMATION_FRAMES})
         yield driver
     finally:
         driver.quit()
@@ -140,6 +151,7 @@ class Page:
         from selenium.webdriver.common.by import By
 
         self.driver, self.url, self.By = driver, url, By
+        self.max_res = MAX_RES  # the static frame's long side, once prepare_view has set it
         driver.get(url)
 
     def text(self) -> str:
@@ -236,9 +248,10 @@ class Page:
         from selenium.webdriver.common.actions.wheel_input import ScrollOrigin
 
         origin = ScrollOrigin.from_viewport(*self.rest_pointer())
+        wheel = ActionChains(self.driver)  # one round trip to the driver for all the clicks, 50 ms apart
         for _ in range(clicks):
-            ActionChains(self.driver).scroll_from_origin(origin, 0, 200).perform()
-            time.sleep(0.05)
+            wheel.scroll_from_origin(origin, 0, 200).pause(0.05)
+        wheel.perform()
 
     def mark(self) -> None:
         """Start recording every frame resolution the stats panel shows from now on."""
@@ -260,8 +273,8 @@ class Page:
 
         def done():
             seen = self.driver.execute_script("return window.__resolutions")  # None: not marked
-            moved = seen is None or any(MAX_RES not in r for r in seen)
-            return moved and MAX_RES in self.resolution()
+            moved = seen is None or any(self.max_res not in r for r in seen)
+            return moved and self.max_res in self.resolution()
 
         self.wait_for(done, "the full-resolution frame", timeout, process)
         time.sleep(1.5)  # the browser decodes the JPEG and draws it on its next animation frame
@@ -281,13 +294,15 @@ class Page:
         return Frame(image, scene, path)
 
 
-def prepare_view(page: Page, process: ViewerProcess, zoom_clicks: int = 10, timeout: float = 300) -> None:
-    """"Max res" set, the camera moved out, a first frame shown. The viewer command must draw no train
+def prepare_view(page: Page, process: ViewerProcess, zoom_clicks: int = 10, timeout: float = 300,
+                 max_res: int = MAX_RES) -> None:
+    """"Max res" set (``max_res``), the camera moved out, a first frame shown. The viewer command must draw no train
     cameras (``--viewer.max-num-display-images 0``: their thumbnails are not the render). Clicking "Hide
     Train Cams" instead is a race: the panel is up before the viewer's init_scene has made the cameras,
     and a click then raises inside viser's atomic() and leaves its lock held: the viewer stops rendering."""
     page.wait_for(lambda: "Hide Train Cams" in page.text(), "the viewer's panel", timeout, process)
-    page.set_number("512", str(MAX_RES))
+    page.set_number("512", str(max_res))
+    page.max_res = max_res
     # the camera starts 0.5 scene units from the origin, inside the object: move it out before the
     # render loop's full-resolution frame, so that every frame from here on sees the object
     page.zoom_out(zoom_clicks)

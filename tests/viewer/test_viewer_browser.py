@@ -16,7 +16,7 @@ import yaml
 
 from nerfconvert.viewer import describe_size
 
-from browser_harness import BlankRender, bin_, check_not_blank, frustum_pixels, needs_browser, render_screenshot
+from browser_harness import MAX_RES, BlankRender, bin_, check_not_blank, frustum_pixels, needs_browser, render_screenshot
 
 pytestmark = [needs_browser, pytest.mark.slow]
 HERE = Path(__file__).resolve().parent
@@ -176,7 +176,7 @@ def test_pvd_al_viewer_switches_to_the_teacher_and_draws_hard_poses(open_viewer,
         "--vis", "viewer", "--viewer.websocket-port", "{port}", "--viewer.websocket-host", "127.0.0.1",
         "--viewer.max-num-display-images", "0", "--hard-pose-frustum-scale", "1.0",
     ]
-    process, page = open_viewer(command, "pvd_al_training", zoom_clicks=24)
+    process, page = open_viewer(command, "pvd_al_training", zoom_clicks=24, max_res=MAX_RES)  # a small, far object
     # the trainer keeps serving the viewer after the last step, hard poses drawn
     page.wait_for(lambda: "Step: 15" in page.text() or "Training Finished" in process.log_tail(),
                   "the end of distillation", 240, process)

@@ -241,6 +241,21 @@ def decode_sections(ncz: container.NczFile) -> Tuple[Tensor, PlaneDecoder, Maske
     return latents, decoder, entropy
 
 
+def stored_state(ncz: container.NczFile) -> Dict[str, Tensor]:
+    """The TensoRF state a file stores besides the planes (``s/*``: lines, basis, MLP, ...), by state key.
+    Sizes as validated by ``decode_sections`` / ``validate.entropy_architecture``."""
+    state: Dict[str, Tensor] = {}
+    for key, spec in ncz.architecture["state"].items():
+        shape = tuple(spec["shape"])
+        dtype = getattr(torch, spec["dtype"])
+        if spec["storage"] == "bits":
+            value = unpack_mask(ncz.array("s/" + key), int(np.prod(shape))).view(shape)
+        else:
+            value = torch.from_numpy(np.array(ncz.array("s/" + key)))
+        state[key] = value.to(dtype).view(shape)
+    return state
+
+
 @torch.no_grad()
 def decode_planes(decoder: PlaneDecoder, latents: Tensor, resolution, device=None) -> Tensor:
     device = device or torch.device("cpu")
@@ -270,14 +285,7 @@ def decode(ncz: container.NczFile, device: Optional[torch.device] = None, num_tr
                          device=device)
     view = view_for(model)
     state: Dict[str, Tensor] = dict(zip(view.plane_state_keys, (density.cpu(), color.cpu())))
-    for key, spec in arch["state"].items():
-        shape = tuple(spec["shape"])
-        dtype = getattr(torch, spec["dtype"])
-        if spec["storage"] == "bits":
-            value = unpack_mask(ncz.array("s/" + key), int(np.prod(shape))).view(shape)
-        else:
-            value = torch.from_numpy(np.array(ncz.array("s/" + key)))
-        state[key] = value.to(dtype).view(shape)
+    state.update(stored_state(ncz))
     load_tensorf_state(model, state, view)
     model.to(device)
     model.eval()

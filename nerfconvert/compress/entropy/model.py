@@ -71,6 +71,10 @@ class EntropyCompressionModelConfig(ModelConfig):
     mask_from_importance: bool = True
     """Start M = 0 (log-odds -mask_init) at the latent locations whose 4x4 plane block has zero importance
     (the Eq. 4 scores), when masked and use_importance are on; False: every location starts coded."""
+    finetune_renderer: bool = True
+    """Fine-tune the TensoRF parts outside the planes (lines, appearance basis, colour MLP) with the latents,
+    as vq-compression's joint fine-tuning does, at the precision the file stores them; False freezes them
+    as the paper does (Sec. 4.1)."""
     decoder_bits: int = 8
     """Bits of the plane decoder's weights in the file: 2 to 8 trains them quantisation-aware (symmetric,
     straight-through, one fp32 scale per output channel) and stores int8 codes + scales (biases fp32);
@@ -145,13 +149,16 @@ class EntropyCompressionModel(NczCheckpointMixin, Model):
             "density_channels": int(density.shape[1]),
             "plane_resolution": [h, w],
         }
-        # frozen: everything but the planes, stored at the precision the file keeps (fp16)
+        # everything but the planes starts at the precision the file keeps (fp16); frozen, or fine-tuned
+        # with the latents (finetune_renderer) and rounded to that precision again when packed
         view.set_planes(density, color)  # placeholders until the first decode
         with torch.no_grad():
             for p in teacher_model.parameters():
                 p.data = codec.round_like_storage(p.data)
                 p.requires_grad_(False)
         self.inner = teacher_model
+        for p in self._renderer_params().values():
+            p.requires_grad_(True)
         self.register_buffer("target_planes", target.clone(), persistent=False)
         initial_mask = None
         if importance is not None and self.config.use_importance:
@@ -217,6 +224,10 @@ class EntropyCompressionModel(NczCheckpointMixin, Model):
                 "the run was started with."
             )
         self.latents.copy_(latents.to(self.latents.device))
+        stored = codec.stored_state(ncz)
+        for key, param in self._renderer_params().items():  # the fine-tuned renderer, as the file stores it
+            if key in stored and tuple(stored[key].shape) == tuple(param.shape):
+                param.copy_(stored[key].to(param.device, param.dtype))
         own = dict(self.decoder.named_parameters())
         for name, value in decoder.named_parameters():
             own[name].copy_(value.to(own[name].device))
@@ -229,10 +240,20 @@ class EntropyCompressionModel(NczCheckpointMixin, Model):
         self.entropy.bottleneck.quantiles[:, 0, 1] = entropy.bottleneck.quantiles[:, 0, 1].to(self.latents.device)
         self._planes_version += 1
 
+    def _renderer_params(self) -> Dict[str, Parameter]:
+        """The inner TensoRF's trainable parameters outside the planes (``finetune_renderer``), by state key;
+        camera poses stay as the teacher had them."""
+        if not self.config.finetune_renderer or self.inner is None:
+            return {}
+        groups = self.inner.get_param_groups()
+        wanted = {id(p) for name, params in groups.items() if name != "camera_opt" for p in params}
+        return {name: p for name, p in self.inner.named_parameters() if id(p) in wanted}
+
     def resume_state(self) -> Dict[str, Tensor]:
         if not self.training_state:
             return {}
         state = {"latents": self.latents}
+        state.update({"renderer." + k: v for k, v in self._renderer_params().items()})
         state.update({"decoder." + k: v for k, v in self.decoder.named_parameters()})
         state.update({"entropy." + k: v for k, v in self.entropy.named_parameters()})
         if self._schedule is not None:
@@ -309,7 +330,10 @@ class EntropyCompressionModel(NczCheckpointMixin, Model):
     @torch.no_grad()
     def _round_decoder_like_storage(self) -> None:
         """fp16 storage: round every decoder tensor to fp16. Quantised storage: nothing to do, the
-        forward pass already uses code x scale (and the fp32 biases are stored as they are)."""
+        forward pass already uses code x scale (and the fp32 biases are stored as they are). A
+        fine-tuned renderer is rounded to the file's precision too."""
+        for p in self._renderer_params().values():
+            p.data = codec.round_like_storage(p.data)
         if not self.decoder.quantized:
             for p in self.decoder.parameters():
                 p.data = p.data.half().float()
@@ -326,6 +350,10 @@ class EntropyCompressionModel(NczCheckpointMixin, Model):
             "masks": [self.entropy.mask_logits] if self.config.masked else [],
             "entropy_quantiles": [eb.quantiles],
         }
+        if self.config.finetune_renderer:
+            for name, params in self.inner.get_param_groups().items():
+                if name != "camera_opt":
+                    groups["renderer_" + name] = [p for p in params if p.requires_grad]
         return {name: params for name, params in groups.items() if params}
 
     def get_training_callbacks(self, attrs: TrainingCallbackAttributes) -> List[TrainingCallback]:

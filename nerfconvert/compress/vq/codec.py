@@ -62,6 +62,14 @@ class TableState:
     latent: Optional[Tensor] = None
     """Lattice tables: [N, C] full-precision values the fine-tuning updates; the model holds their
     projection onto the lattice (the straight-through shadow of quantisation-aware training)."""
+    fill: Optional[Tensor] = None
+    """[C] float32: what the pruned voxels hold, for a table whose ``fill`` is "mean" (None: its empty value)."""
+
+    def empty(self, table: Table, like: Tensor) -> Tensor:
+        """The value of a pruned row, [C] (or [1]), on ``like``'s device and dtype."""
+        if self.fill is not None:
+            return self.fill.to(like.device, like.dtype)
+        return torch.full((1,), float(table.empty_value), device=like.device, dtype=like.dtype)
 
     @property
     def vq(self) -> Tensor:
@@ -97,6 +105,8 @@ def _table_sections(table: Table, rows: Tensor, state: TableState) -> Dict[str, 
     n, c = rows.shape
     p = f"t/{table.name}/"
     sections: Dict[str, Any] = {p + "alive": pack_mask(state.alive)}
+    if table.fill == "mean":
+        sections[p + "fill"] = state.empty(table, rows).detach().cpu().float().expand(c).contiguous().numpy()
     if table.kind == "lattice":
         sections[p + "kept"] = pack_mask(state.kept[state.alive])
         coarse, fine = state.steps
@@ -128,6 +138,9 @@ def _decode_table(ncz: container.NczFile, table: Table, spec: Dict[str, Any]) ->
     p = f"t/{table.name}/"
     alive = unpack_mask(ncz.array(p + "alive", "uint8", ((n + 7) // 8,)), n)
     rows = torch.full((n, c), float(table.empty_value))
+    fill = _fill(ncz, table, c)
+    if fill is not None:
+        rows[:] = fill
     if table.kind == "scalar":
         rows[alive] = dequantize_uint8(ncz.array(p + "values", "uint8", (int(alive.sum()), c)),
                                        ncz.array(p + "range", "float32", (2, c)))
@@ -161,6 +174,19 @@ def _decode_table(ncz: container.NczFile, table: Table, spec: Dict[str, Any]) ->
     return rows
 
 
+def _fill(ncz: container.NczFile, table: Table, channels: int) -> Optional[Tensor]:
+    """A "mean"-filled table's stored fill vector, checked (float32 [C], finite, bounded)."""
+    if table.fill != "mean":
+        return None
+    name = f"t/{table.name}/fill"
+    if name not in ncz.sections:  # files from before the fill: their pruned voxels were empty
+        return None
+    values = ncz.array(name, "float32", (channels,))
+    if not np.all(np.isfinite(values)) or np.any(np.abs(values) > 1e6):
+        raise NerfconvertError(f"Table {table.name} has an invalid fill value: the file is corrupted.")
+    return torch.from_numpy(np.array(values))
+
+
 @validate.hostile_input
 def table_states(ncz: container.NczFile, family: Family) -> Dict[str, TableState]:
     """The compressed state of every table of ``family`` as the file stores it, to resume the joint
@@ -172,6 +198,10 @@ def table_states(ncz: container.NczFile, family: Family) -> Dict[str, TableState
     if ncz.architecture.get("family") != family.name:
         raise NerfconvertError(f"The file holds a {validate._short(ncz.architecture.get('family'))} model, not a "
                                f"{family.name} one: resume with the teacher the run was started from.")
+    if _quantizer(ncz.architecture, type(family)) != family.quantizer:
+        raise NerfconvertError(f"The file's tables are quantised with {validate._short(ncz.architecture.get('quantizer'))}, "
+                               f"this run's with {family.quantizer!r}: resume with the --pipeline.model.quantizer the run "
+                               "was started with.")
     _, tables, _ = validate.vq_architecture(ncz)
     states: Dict[str, TableState] = {}
     for table in family.tables():
@@ -201,8 +231,17 @@ def table_states(ncz: container.NczFile, family: Family) -> Dict[str, TableState
                 raise NerfconvertError(f"Table {table.name} has a code index beyond its codebook: the file is corrupted.")
             assignment[vq] = idx
         states[table.name] = TableState(alive=alive, kept=kept, assignment=assignment, codebook=codebook,
-                                        importance=torch.zeros(n), steps=steps, latent=latent)
+                                        importance=torch.zeros(n), steps=steps, latent=latent, fill=_fill(ncz, table, c))
     return states
+
+
+def _quantizer(arch: Dict[str, Any], family_cls) -> str:
+    """The quantiser a file names (files from before the choice: the family's first, what they used)."""
+    quantizer = arch.get("quantizer", family_cls.quantizers[0])
+    if not isinstance(quantizer, str) or quantizer not in family_cls.quantizers:
+        raise NerfconvertError(f"The file names the quantiser {validate._short(quantizer)}, which its {family_cls.name} "
+                               "tables do not have: the file is corrupted or from a newer nerfconvert.")
+    return quantizer
 
 
 def pack(family: Family, states: Dict[str, TableState], extra: Dict[str, Any]) -> bytes:
@@ -249,6 +288,7 @@ def pack(family: Family, states: Dict[str, TableState], extra: Dict[str, Any]) -
         state_spec[key] = entry
     architecture = {
         "family": family.name,
+        "quantizer": family.quantizer,
         "model_class": type(model).__name__,
         "teacher_method": family.teacher_method,
         "model_method": model_method_for(model.config, family.teacher_method),
@@ -299,7 +339,7 @@ def decode(ncz: container.NczFile, device: Optional[torch.device] = None, num_tr
     scene_box = SceneBox(aabb=torch.tensor(arch["scene_box"], dtype=torch.float32))
     model = config.setup(scene_box=scene_box, num_train_data=num_train_data or arch["num_train_data"], metadata={},
                          device=device or torch.device("cpu"))
-    family = family_cls(model)
+    family = family_cls(model, _quantizer(arch, family_cls))
     state: Dict[str, Tensor] = {}
     for key, spec in checked_state.items():
         shape = tuple(spec["shape"])

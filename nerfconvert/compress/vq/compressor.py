@@ -5,7 +5,7 @@ constraints of the joint fine-tuning (fixed assignment, code synchronisation).""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Optional
+from typing import Dict, Literal, Optional
 
 import torch
 from torch import Tensor
@@ -21,16 +21,21 @@ from nerfconvert.compress.tables import Family
 class VQSettings:
     """The VQRF settings (the model config inherits them, so each default and its help live here)."""
 
+    quantizer: Optional[Literal["codebook", "lattice"]] = None
+    """How vector-quantised tables are stored: "codebook" (VQRF: K codes, ceil(log2 K)-bit indices, 8-bit
+    kept voxels) or "lattice" (every live voxel rounded to a multiple of ``lattice_step``, the kept ones to a
+    finer step, the integers entropy-coded). Default per family: lattice for tensorf planes and hash
+    grids, codebook for the voxel grid."""
     prune_quantile: float = 0.001
     """beta_p (Eq. 6): share of the total importance whose least important voxels are pruned."""
     keep_quantile: Optional[float] = None
     """beta_k (Eq. 10): share of the importance carried by voxels kept out of the codebook (8-bit instead;
     a finer lattice step for hash grids). Default per family: 0.6 voxel grid, 0.7 VM, 0.3 hash grid."""
     lattice_step: float = 0.7
-    """Hash grids: lattice step of the vector-quantised entries, as a multiple of the RMS of the table's live
+    """Lattice tables: lattice step of the vector-quantised entries, as a multiple of the RMS of the table's live
     entries (larger: smaller file, lower quality)."""
     lattice_kept_step: float = 0.25
-    """Hash grids: lattice step of the kept (most important) entries, as a fraction of the step above."""
+    """Lattice tables: lattice step of the kept (most important) entries, as a fraction of the step above."""
     codebook_size: int = 4096
     """K: codes per codebook (indices take ceil(log2 K) bits)."""
     kmeans_iterations: int = 100
@@ -61,6 +66,10 @@ def build_states(family: Family, importance: Dict[str, Tensor], settings: VQSett
         if live is not None:
             imp = imp * live.cpu().float()
         alive, kept = cumulative_mass_masks(imp, settings.prune_quantile, keep_q)
+        fill = None
+        if table.fill == "mean":  # the pruned rows' per-channel mean (zeros when nothing is pruned)
+            dead = rows.detach()[~alive.to(rows.device)].float()
+            fill = dead.mean(dim=0).cpu() if dead.shape[0] else torch.zeros(rows.shape[1])
         assignment = torch.full((n,), -1, dtype=torch.long)
         codebook = None
         steps = latent = None
@@ -79,7 +88,7 @@ def build_states(family: Family, importance: Dict[str, Tensor], settings: VQSett
             codebook = fit.codebook
             assignment[vq] = fit.assignment
         states[table.name] = TableState(alive=alive, kept=kept, assignment=assignment, codebook=codebook, importance=imp,
-                                        steps=steps, latent=latent)
+                                        steps=steps, latent=latent, fill=fill)
         CONSOLE.print(
             f"[bold]vq[/bold] {table.name}: {n:,} voxels, pruned {int((~alive).sum()):,}, kept {int(kept.sum()):,}, "
             f"vector-quantised {int((alive & ~kept).sum()) if table.kind != 'scalar' else 0:,}"
@@ -90,7 +99,8 @@ def build_states(family: Family, importance: Dict[str, Tensor], settings: VQSett
     for table in family.tables():  # lattice tables start on their lattice (apply_states then sees no update)
         state = states[table.name]
         if state.latent is not None:
-            table.rows(params[table.param_name].data).copy_(_lattice_projection(state.latent, state, table.empty_value))
+            rows = table.rows(params[table.param_name].data)
+            rows.copy_(_lattice_projection(state.latent, state, state.empty(table, rows)))
     apply_states(family, states)
     family.apply_alive({name: s.alive for name, s in states.items()})
     return states
@@ -118,9 +128,9 @@ def apply_states(family: Family, states: Dict[str, TableState], sync_codes: bool
             # a pass over a whole hash table costs about as much as a training step on CPU: lattice
             # rows are projected when codes are synchronised (every sync_every steps, and before packing)
             if sync_codes:
-                _project_lattice(rows, state, table.empty_value)
+                _project_lattice(rows, state, state.empty(table, rows))
             continue
-        rows[~state.alive] = table.empty_value
+        rows[~state.alive] = state.empty(table, rows)
         if state.codebook is None:
             continue
         vq = state.vq
@@ -130,21 +140,21 @@ def apply_states(family: Family, states: Dict[str, TableState], sync_codes: bool
         rows[vq] = state.codebook[assignment].to(rows.dtype)
 
 
-def _lattice_projection(latent: Tensor, state: TableState, empty_value: float) -> Tensor:
+def _lattice_projection(latent: Tensor, state: TableState, empty: Tensor) -> Tensor:
     """Every row on its lattice (the kept rows on the finer one), pruned rows empty: one pass over the
     table, bit-identical to the decoder's ``codes * step`` (float32 division, rounding, product)."""
     coarse, fine = (torch.tensor(s, dtype=torch.float32, device=latent.device) for s in state.steps)
     step = torch.where(state.kept, fine, coarse)[:, None]
     out = torch.div(latent, step).round_().mul_(step)
-    return out.masked_fill_(~state.alive[:, None], float(empty_value))
+    return torch.where(state.alive[:, None], out, empty.to(out.dtype))
 
 
 @torch.no_grad()
-def _project_lattice(rows: Tensor, state: TableState, empty_value: float) -> None:
+def _project_lattice(rows: Tensor, state: TableState, empty: Tensor) -> None:
     """Quantisation-aware fine-tuning of a lattice table: the optimizer's change to the projected
     rows since the last call moves the full-precision latent, and the rows become the latent's
     projection again (updates smaller than a step accumulate instead of being rounded away)."""
-    previous = _lattice_projection(state.latent, state, empty_value)  # what the rows held after the last call
+    previous = _lattice_projection(state.latent, state, empty)  # what the rows held after the last call
     state.latent.add_(rows).sub_(previous)
-    state.latent.masked_fill_(~state.alive[:, None], float(empty_value))
-    rows.copy_(_lattice_projection(state.latent, state, empty_value))
+    state.latent.copy_(torch.where(state.alive[:, None], state.latent, empty.to(state.latent.dtype)))
+    rows.copy_(_lattice_projection(state.latent, state, empty))

@@ -76,7 +76,7 @@ class VQCompressionModel(NczCheckpointMixin, Model):
         """Pruning and codebooks from the Eq. 4 ``importance``: the model fine-tuning starts from
         (a copy; the teacher's files are only read)."""
         self.inner = teacher_model
-        self.family = vq_tables_for(teacher_model)
+        self.family = vq_tables_for(teacher_model, self.config.quantizer)
         self.teacher_step = teacher_step
         start = time.time()
         self.states = build_states(self.family, importance, self.config)

@@ -33,7 +33,7 @@ class VQCompressionPipeline(CompressionPipeline):
     def check_teacher_model(self, teacher_model: Model) -> None:
         from nerfconvert.compress.tables import vq_tables_for
 
-        vq_tables_for(teacher_model)  # e.g. a tiny-cuda-nn hash grid: fail before the expensive part
+        vq_tables_for(teacher_model, self.config.model.quantizer)  # e.g. a tiny-cuda-nn hash grid: fail before the expensive part
 
     def start(self, teacher_model: Model, teacher_path: Path) -> None:
         from nerfconvert.compress.tables import accumulate_importance

@@ -1,0 +1,119 @@
+"""How to quantise TensoRF's planes, measured without fine-tuning on one trained tensorf run (the
+choice behind ``VMFamily``'s default quantiser): VQ-TensoRF's codebooks at a few K against lattices
+of a few steps, after the same importance pruning and keeping. Each option is packed into a real
+``.ncz`` (its size is the file's) and its renders are scored against the ground truth and against the
+teacher's own renders on every ``--every``-th test view.
+
+    python benchmarks/vm_quantizer_options.py --teacher ../shared/teachers/lego100/tensorf/2026-11-21_002655/config.yml
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from common import RESULTS, hardware, now_utc, psnr, write_report  # noqa: E402
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--teacher", type=Path, required=True)
+    parser.add_argument("--rays", type=int, default=65536, help="training rays of the importance pass")
+    parser.add_argument("--codes", type=int, nargs="*", default=[4096, 256])
+    parser.add_argument("--steps", type=float, nargs="*", default=[0.1, 0.2, 0.35, 0.7], help="lattice steps (x RMS)")
+    parser.add_argument("--prune-quantiles", type=float, nargs="*", default=[0.001],
+                        help="beta_p of the lattice options (the codebooks use the first)")
+    parser.add_argument("--kept-step", type=float, default=0.25, help="the kept voxels' step, as a fraction of the step")
+    parser.add_argument("--every", type=int, default=25, help="score every n-th test view")
+    parser.add_argument("--results-dir", type=Path, default=RESULTS)
+    parser.add_argument("--tag", default="vm_quantizer_options")
+    args = parser.parse_args(argv)
+
+    import copy
+
+    import torch
+
+    from nerfconvert.compress.fuzz import _quiet
+    from nerfconvert.compress.tables import accumulate_importance, vq_tables_for
+    from nerfconvert.compress.teacher import training_ray_bundles
+    from nerfconvert.compress.vq import codec
+    from nerfconvert.compress.vq.compressor import VQSettings, build_states
+    from nerfconvert.views.registry import load_pipeline
+
+    command = "python benchmarks/vm_quantizer_options.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    started = now_utc()
+    pipeline = load_pipeline(args.teacher, device="cpu", test_mode="test")
+    model = pipeline.model
+    dataset = pipeline.datamanager.eval_dataset
+    views = list(range(0, len(dataset), args.every))
+    cameras = dataset.cameras
+    truth = [dataset[i]["image"][..., :3].float() for i in views]
+
+    def render(m) -> List[torch.Tensor]:
+        m.eval()
+        with torch.no_grad():
+            return [m.get_outputs_for_camera(cameras[i : i + 1])["rgb"].cpu() for i in views]
+
+    def composite(image: torch.Tensor, index: int) -> torch.Tensor:
+        """The ground truth over the teacher's background, as nerfstudio's metrics see it."""
+        raw = dataset[index]["image"].float()
+        if raw.shape[-1] == 4:
+            bg = torch.ones(3) if getattr(model.config, "background_color", "white") == "white" else torch.zeros(3)
+            return raw[..., :3] * raw[..., 3:] + bg * (1 - raw[..., 3:])
+        return raw[..., :3]
+
+    truth = [composite(t, i) for t, i in zip(truth, views)]
+    teacher_images = render(model)
+    rows: List[Dict] = [{"option": "teacher", "bytes": None,
+                         "psnr_gt": sum(psnr(a, b) for a, b in zip(teacher_images, truth)) / len(views),
+                         "psnr_teacher": None, "seconds": 0.0}]
+    family = vq_tables_for(model)
+    t0 = time.perf_counter()
+    importance = accumulate_importance(family, training_ray_bundles(pipeline.datamanager, "cpu", 4096, args.rays, 0))
+    print(f"importance from {args.rays} rays: {time.perf_counter() - t0:.0f} s", flush=True)
+    original = {k: v.clone() for k, v in model.state_dict().items()}
+
+    first = args.prune_quantiles[0]
+    options = [("codebook", {"codebook_size": k, "prune_quantile": first}, f"codebook K = {k}, beta_p {first:g}")
+               for k in args.codes]
+    options += [("lattice", {"lattice_step": s, "lattice_kept_step": args.kept_step, "prune_quantile": q},
+                 f"lattice step {s:g} RMS, beta_p {q:g}") for q in args.prune_quantiles for s in args.steps]
+    for quantizer, settings, label in options:
+        model.load_state_dict(original)
+        trial = copy.deepcopy(model)
+        tables = vq_tables_for(trial, quantizer)
+        t0 = time.perf_counter()
+        with _quiet():
+            states = build_states(tables, importance, VQSettings(quantizer=quantizer, **settings))
+        data = codec.pack(tables, states, {"steps": 0, "teacher_method": "tensorf", "teacher_step": 0})
+        seconds = time.perf_counter() - t0
+        decoded, _ = codec.decode(codec.container.from_bytes(data))
+        images = render(decoded)
+        rows.append({"option": label, "bytes": len(data), "seconds": seconds,
+                     "psnr_gt": sum(psnr(a, b) for a, b in zip(images, truth)) / len(views),
+                     "psnr_teacher": sum(psnr(a, b) for a, b in zip(images, teacher_images)) / len(views)})
+        print(f"{label}: {len(data) / 1e6:.3f} MB, {rows[-1]['psnr_gt']:.2f} dB vs GT, "
+              f"{rows[-1]['psnr_teacher']:.2f} dB vs teacher ({seconds:.0f} s)", flush=True)
+
+    lines = [f"`{command}`", "", f"{started} - {now_utc()}; {hardware()}. Importance from {args.rays:,} training rays "
+             f"(beta_k 0.7), no fine-tuning; scored on {len(views)} test views (every {args.every}th).", "",
+             "| option | file (MB) | PSNR vs GT | PSNR vs teacher's renders | quantise + pack (s) |", "|---|---:|---:|---:|---:|"]
+    for row in rows:
+        size = f"{row['bytes'] / 1e6:.3f}" if row["bytes"] else "-"
+        vs_teacher = f"{row['psnr_teacher']:.2f}" if row["psnr_teacher"] is not None else "-"
+        lines.append(f"| {row['option']} | {size} | {row['psnr_gt']:.2f} | {vs_teacher} | {row['seconds']:.0f} |")
+    markdown = "\n".join(lines)
+    print(markdown)
+    write_report(args.results_dir, args.tag, markdown, {"command": command, "rows": rows, "views": views})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
