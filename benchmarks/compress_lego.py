@@ -252,7 +252,23 @@ def plot(rows: List[Dict], teacher: Dict, path: Path, title: str, scored_on: str
     plt.close(fig)
 
 
+def score(argv: List[str]) -> int:
+    """Worker: ``--score CONFIG --every N --out JSON``: ns-eval's metrics on every N-th test view."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--score", type=Path, required=True)
+    parser.add_argument("--every", type=int, default=1)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    from common import evaluate
+
+    args.out.write_text(json.dumps(evaluate(args.score, every=args.every)) + "\n")
+    return 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if "--score" in argv:
+        return score(argv)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--teacher", type=Path, required=True, help="config.yml of a trained tensorf run")
     parser.add_argument("--data", type=Path, required=True, help="the teacher's scene")
@@ -274,15 +290,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--eval-every", type=int, default=4,
                         help="score the curves on every n-th test view; points under 1 MB within 0.3 dB are "
                              "scored again on every view by ns-eval")
-    parser.add_argument("--score", type=Path, default=None, help=argparse.SUPPRESS)  # worker: score one run
-    parser.add_argument("--every", type=int, default=1, help=argparse.SUPPRESS)
-    parser.add_argument("--out", type=Path, default=None, help=argparse.SUPPRESS)
-    if argv is None and "--score" in sys.argv:
-        args = parser.parse_known_args()[0]
-        from common import evaluate
-
-        args.out.write_text(json.dumps(evaluate(args.score, every=args.every)) + "\n")
-        return 0
     args = parser.parse_args(argv)
     args.teacher, args.data = args.teacher.resolve(), args.data.resolve()
     args.work_dir.mkdir(parents=True, exist_ok=True)

@@ -108,6 +108,12 @@ def test_bitstream_decodes_to_exactly_the_quantized_latents():
 
 
 # ---- end to end ------------------------------------------------------------------------------------
+def _teacher_dir(entropy_run) -> Path:
+    """The run directory of the tensorf teacher of ``entropy_run`` (from its config)."""
+    from nerfconvert.views.registry import read_run_config
+
+    _, config = read_run_config(entropy_run("tensorf"))
+    return Path(config.pipeline.teacher_ckpt).parent
 def render_camera(config_path: Path, index: int = 0) -> torch.Tensor:
     from nerfstudio.utils.eval_utils import eval_setup
 
@@ -140,6 +146,14 @@ def test_entropy_compression_end_to_end(entropy_run, object_scene, tmp_path):
     assert report["bitstream_bytes"] == len(ncz.section("latents/bitstream").data)
     assert report["estimated_bitstream_bytes"] > 0 and "rate_mismatch" in report and report["decode_seconds"] > 0
     assert report["max_pixel_diff_decoded_vs_in_memory"] == 0.0  # in-memory model == decoded file
+
+    # the renderer outside the planes (lines, basis, MLP) was fine-tuned with the latents and is stored at fp16
+    teacher_state = torch.load(sorted((_teacher_dir(entropy_run) / "nerfstudio_models").glob("*.ckpt"))[-1],
+                               map_location="cpu", weights_only=False)["pipeline"]
+    stored = codec.stored_state(ncz)
+    for key in ("field.mlp_head.layers.0.weight", "field.density_encoding.line_coef"):
+        teacher_value = teacher_state["_model." + key].half().float()
+        assert stored[key].shape == teacher_value.shape and not torch.equal(stored[key].float(), teacher_value), key
 
     # the run's checkpoint is the file: loading the run, decoding the file and a decompressed run agree exactly
     from nerfstudio.utils.eval_utils import eval_setup

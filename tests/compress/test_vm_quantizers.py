@@ -37,11 +37,15 @@ def _tensorf(seed: int = 0):
 
 def _compress(quantizer, codes: int = 16):
     model = _tensorf()
+    return (model, *_compress_model(model, quantizer, codes))
+
+
+def _compress_model(model, quantizer, codes: int = 16):
     family = vq_tables_for(model, quantizer)
     importance = {t.importance_key: torch.rand(RES * RES) ** 4 for t in family.tables()}
     with _quiet():
         states = build_states(family, importance, VQSettings(codebook_size=codes, kmeans_iterations=3, kmeans_batch_size=256))
-    return model, family, states, codec.pack(family, states, {"steps": 1, "teacher_method": "tensorf", "teacher_step": 1})
+    return family, states, codec.pack(family, states, {"steps": 1, "teacher_method": "tensorf", "teacher_step": 1})
 
 
 @pytest.fixture(scope="module", params=[None, "codebook", "lattice"])
@@ -108,3 +112,35 @@ def test_files_without_a_quantizer_decode_as_codebook_files():
     del parts.ours["architecture"]["quantizer"]
     decoded, family = codec.decode(container.from_bytes(reseal(parts)))
     assert family.quantizer == "codebook"
+
+
+@pytest.mark.parametrize("quantizer", ["codebook", "lattice"])
+def test_pruned_plane_entries_hold_the_mean_of_the_pruned_entries(quantizer):
+    """A zero in a VM plane is not empty space (the entry is one of three terms of a ReLU'd sum, shared
+    along an axis): pruned entries hold their per-channel mean, in the model and in the decoded file."""
+    model = _tensorf()
+    original = {k: v.clone() for k, v in model.state_dict().items()}
+    family, states, data = _compress_model(model, quantizer)
+    decoded, _ = codec.decode(container.from_bytes(data))
+    ncz = container.from_bytes(data)
+    for table in family.tables():
+        state = states[table.name]
+        dead = ~state.alive
+        assert 0 < int(dead.sum()) < dead.numel(), table.name
+        before = table.rows(original[table.param_name])
+        expected = before[dead].float().mean(dim=0)
+        assert torch.allclose(state.fill, expected, atol=1e-6), table.name
+        for source in (model.state_dict(), decoded.state_dict()):
+            rows = table.rows(source[table.param_name])
+            assert torch.equal(rows[dead], expected.expand(int(dead.sum()), -1).to(rows.dtype)), table.name
+        assert ncz.array(f"t/{table.name}/fill", "float32").shape == (before.shape[1],)
+
+
+def test_a_corrupted_fill_is_refused_in_one_line():
+    model = _tensorf()
+    family, states, _ = _compress_model(model, "lattice")
+    states["density_plane0"].fill = torch.full((4,), float("nan"))  # what a hostile writer could store
+    data = codec.pack(family, states, {"steps": 1, "teacher_method": "tensorf", "teacher_step": 1})
+    with pytest.raises(NerfconvertError) as info:
+        codec.decode(container.from_bytes(data))
+    assert "fill" in str(info.value) and "\n" not in str(info.value)
