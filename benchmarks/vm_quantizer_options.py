@@ -30,6 +30,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--steps", type=float, nargs="*", default=[0.1, 0.2, 0.35, 0.7], help="lattice steps (x RMS)")
     parser.add_argument("--prune-quantiles", type=float, nargs="*", default=[0.001],
                         help="beta_p of the lattice options (the codebooks use the first)")
+    parser.add_argument("--zero-fill", action="store_true",
+                        help="also the first lattice step with pruned entries set to zero (VQ-TensoRF's pruning) "
+                             "instead of the pruned entries' mean")
     parser.add_argument("--kept-step", type=float, default=0.25, help="the kept voxels' step, as a fraction of the step")
     parser.add_argument("--every", type=int, default=25, help="score every n-th test view")
     parser.add_argument("--results-dir", type=Path, default=RESULTS)
@@ -44,7 +47,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     from nerfconvert.compress.tables import accumulate_importance, vq_tables_for
     from nerfconvert.compress.teacher import training_ray_bundles
     from nerfconvert.compress.vq import codec
-    from nerfconvert.compress.vq.compressor import VQSettings, build_states
+    from nerfconvert.compress.vq.compressor import VQSettings, apply_states, build_states
     from nerfconvert.views.registry import load_pipeline
 
     command = "python benchmarks/vm_quantizer_options.py " + " ".join(argv if argv is not None else sys.argv[1:])
@@ -85,13 +88,22 @@ def main(argv: Optional[List[str]] = None) -> int:
                for k in args.codes]
     options += [("lattice", {"lattice_step": s, "lattice_kept_step": args.kept_step, "prune_quantile": q},
                  f"lattice step {s:g} RMS, beta_p {q:g}") for q in args.prune_quantiles for s in args.steps]
+    if args.zero_fill and args.steps:
+        options.append(("lattice", {"lattice_step": args.steps[0], "lattice_kept_step": args.kept_step,
+                                    "prune_quantile": first, "zero_fill": True},
+                        f"lattice step {args.steps[0]:g} RMS, beta_p {first:g}, pruned entries zero"))
     for quantizer, settings, label in options:
         model.load_state_dict(original)
         trial = copy.deepcopy(model)
         tables = vq_tables_for(trial, quantizer)
         t0 = time.perf_counter()
+        zero_fill = settings.pop("zero_fill", False)
         with _quiet():
             states = build_states(tables, importance, VQSettings(quantizer=quantizer, **settings))
+            if zero_fill:  # what pruning to zero gives: the fill vectors zeroed, the tables re-projected
+                for state in states.values():
+                    state.fill = torch.zeros_like(state.fill)
+                apply_states(tables, states, sync_codes=True)
         data = codec.pack(tables, states, {"steps": 0, "teacher_method": "tensorf", "teacher_step": 0})
         seconds = time.perf_counter() - t0
         decoded, _ = codec.decode(codec.container.from_bytes(data))

@@ -197,3 +197,51 @@ def test_unimportant_blocks_are_the_zero_importance_4x4_blocks():
     assert torch.equal(model.hard_mask()[:, 0], ~blocks)
     assert set(model.mask_logits[:, 1].unique().tolist()) == {-2.0, 2.0}
     assert torch.equal(MaskedEntropyModel(4, (3, 3, 3)).hard_mask(), torch.ones(3, 1, 3, 3, dtype=torch.bool))
+
+
+# ---- the start: weights with a floor, planes fitted before rendering ------------------------------------------
+def _started(**options):
+    """An entropy-compression model started from a small random tensorf (planes 3 x 6 x 16²)."""
+    import copy as copy_
+
+    from nerfstudio.configs.method_configs import all_methods
+    from nerfstudio.data.scene_box import SceneBox
+
+    from nerfconvert.compress.entropy.model import EntropyCompressionModelConfig
+
+    torch.manual_seed(0)
+    config = copy_.deepcopy(all_methods["tensorf"].pipeline.model)
+    config.init_resolution, config.final_resolution = 16, 16
+    config.num_den_components, config.num_color_components, config.appearance_dim = 2, 4, 6
+    box = SceneBox(aabb=torch.tensor([[-1.0, -1, -1], [1, 1, 1]]))
+    teacher = config.setup(scene_box=box, num_train_data=4, metadata={})
+    with torch.no_grad():
+        for p in teacher.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    importance = {f"density_plane{k}": torch.rand(16 * 16) ** 4 * (torch.rand(16 * 16) > 0.5) for k in range(3)}
+    model = EntropyCompressionModelConfig(preset="high", **options).setup(scene_box=box, num_train_data=4, metadata={})
+    with fuzz._quiet():
+        model.start_from_teacher(teacher, 0, importance, {})
+    return model
+
+
+def _plane_error(model) -> float:
+    with torch.no_grad():
+        state = model.entropy.quantized(model.latents)
+        planes = model.decoder(state.values, tuple(model.spec["plane_resolution"]))
+        return float(((model.target_planes - planes) * model.plane_weights).pow(2).mean())
+
+
+def test_plane_weights_have_a_floor_and_the_paper_weights_are_a_setting():
+    floored = _started(importance_floor=0.2, plane_fit_iterations=0)
+    paper = _started(importance_floor=0.0, plane_fit_iterations=0)
+    assert float(floored.plane_weights.min()) == pytest.approx(0.2) and float(floored.plane_weights.max()) == pytest.approx(1.0)
+    assert float(paper.plane_weights.min()) == 0.0  # Eq. 5: the least important entry counts for nothing
+    assert torch.allclose(floored.plane_weights, 0.2 + 0.8 * paper.plane_weights)
+
+
+def test_fitting_the_planes_first_starts_training_from_planes_near_the_teacher():
+    cold = _started(plane_fit_iterations=0)
+    warm = _started(plane_fit_iterations=60)
+    assert warm.report["plane_fit_iterations"] == 60 and "plane_fit_iterations" not in cold.report
+    assert _plane_error(warm) < 0.5 * _plane_error(cold)
