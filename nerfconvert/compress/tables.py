@@ -60,9 +60,9 @@ class Table:
     """What a pruned voxel holds: "empty" (``empty_value``), or "mean" (the per-channel mean of the pruned
     voxels, stored in the file: C floats). A VM plane entry is not a voxel of its own: it is shared by
     every point along one axis, and in empty space the teacher's entries are the negative terms that keep
-    the ReLU'd sum of three plane-line products at zero; zeros there put density back (measured on the
-    lego100 teacher: zeroing the entries no training ray reached drops renders to 22.0 dB against the
-    teacher's own, their per-channel mean keeps them at 34.7 dB)."""
+    the ReLU'd sum of three plane-line products at zero; zeros there put density back (lego100 teacher,
+    lattice step 0.7, no fine-tuning: 21.44 dB against the teacher's own renders with zeros, 33.36 dB with
+    the mean; ``benchmarks/vm_quantizer_options.py``)."""
     low_quantile: float = 0.0
     """Passed to the 8-bit quantiser (clip the far low tail of log-densities)."""
 
