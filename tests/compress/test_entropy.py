@@ -48,6 +48,24 @@ def test_bjontegaard_hand_computed():
         bd_psnr([1, 1], [30, 30], rates, psnr)
 
 
+def test_bjontegaard_pchip_agrees_on_lines_and_does_not_overshoot_a_saturating_curve():
+    rates = [1.0, 2.0, 4.0, 8.0]
+    psnr = [30.0, 32.0, 34.0, 36.0]
+    half = [r / 2 for r in rates]
+    assert bd_rate(rates, psnr, half, psnr, interpolation="pchip") == pytest.approx(-50.0, abs=1e-6)
+    assert bd_psnr(rates, psnr, half, psnr, interpolation="pchip") == pytest.approx(2.0, abs=1e-9)
+    # an anchor that saturates (the last two points 0.08 dB apart) and a test curve that lies above it
+    # everywhere: one polynomial through the anchor overshoots between its points, and its BD-rate then
+    # disagrees in sign with its BD-PSNR; the piecewise fit agrees with both
+    anchor_rate, anchor_psnr = [0.475, 0.659, 0.858], [31.49, 32.10, 32.18]
+    test_rate, test_psnr = [0.478, 0.493, 0.508], [31.72, 31.80, 31.91]
+    assert bd_psnr(anchor_rate, anchor_psnr, test_rate, test_psnr, interpolation="pchip") > 0
+    assert bd_rate(anchor_rate, anchor_psnr, test_rate, test_psnr, interpolation="pchip") < 0
+    assert bd_rate(anchor_rate, anchor_psnr, test_rate, test_psnr) > 0  # the polynomial's overshoot
+    with pytest.raises(ValueError):
+        bd_rate(rates, psnr, half, psnr, interpolation="spline")
+
+
 def test_decoder_upsamples_x4_and_crops():
     assert latent_size(128) == 32 and latent_size(300) == 75 and latent_size(150) == 38
     dec = PlaneDecoder(8, 4, 5)

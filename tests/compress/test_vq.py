@@ -98,8 +98,9 @@ def test_vq_compression_end_to_end(vq_run, method, object_scene, tmp_path):
     ncz = read_ncz(ncz_path)
     assert ncz.method == "vq-compression" and ncz.architecture["family"] == FAMILY_OF[method]
     tables = ncz.architecture["tables"]
-    if method == "nerfacto":  # hash tables are quantised to a lattice (see HashFamily)
+    if method in ("nerfacto", "tensorf"):  # hash tables and VM planes go on a lattice by default (see tables.py)
         assert tables and all(spec["kind"] == "lattice" for spec in tables.values())
+        assert ncz.architecture["quantizer"] == "lattice"
     else:
         assert any(spec["kind"] == "vq" and spec["codes"] <= 64 for spec in tables.values())
     report = json.loads((run_dir / "vq_report.json").read_text())
