@@ -316,13 +316,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         list(pool.map(lambda r: rescore_all_views(r, args), headline))
 
     bds = bd_table(rows, teacher["psnr"])
-    sub = f"every {args.eval_every}th test view ({teacher['views'] if 'views' in teacher else '?'} views)" \
-        if args.eval_every != 1 else "every test view"
+    sub = f"every {args.eval_every}th test view" if args.eval_every != 1 else "every test view"
     lines = [f"Teacher `{args.teacher}`: {teacher_all['psnr']:.2f} dB / SSIM {teacher_all['ssim']:.4f} on every test view "
              f"(ns-eval), {teacher['psnr']:.2f} dB on {sub} ({teacher_all['size_bytes'] / 1e6:.2f} MB of zipped weights). "
              f"Every point: {args.steps} fine-tuning steps of {args.rays} rays, scored on {sub}; the points under 1 MB within "
-             f"0.3 dB there are scored again by stock `ns-eval` on every test view (last columns; the smallest such point of each curve). Measured {started} - "
-             f"{now_utc()}; {hardware()}; {args.jobs} point(s) at a time, {args.threads} thread(s) each.", "",
+             f"0.3 dB there are scored again by stock `ns-eval` on every test view (last columns; the smallest such point of each curve). Report written "
+             f"{now_utc()} from the points cached in the work directory (each measured when first run); {hardware()}; "
+             f"{args.jobs} point(s) at a time, {args.threads} thread(s) each.", "",
              "| method | setting | size (MB) | ratio | PSNR | dPSNR | SSIM | training (s) | PSNR, every view | dPSNR, every view |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for row in rows:
