@@ -164,6 +164,7 @@ def test_entropy_compression_end_to_end(entropy_run, object_scene, tmp_path):
     assert report["bitstream_bytes"] == len(ncz.section("latents/bitstream").data)
     assert report["estimated_bitstream_bytes"] > 0 and "rate_mismatch" in report and report["decode_seconds"] > 0
     assert report["max_pixel_diff_decoded_vs_in_memory"] == 0.0  # in-memory model == decoded file
+    assert report["plane_fit_iterations"] == min(300, report["steps"])  # planes fitted first, sized by the run
 
     # the renderer outside the planes (lines, basis, MLP) was fine-tuned with the latents and is stored at fp16
     teacher_state = torch.load(sorted((_teacher_dir(entropy_run) / "nerfstudio_models").glob("*.ckpt"))[-1],

@@ -233,15 +233,17 @@ def _plane_error(model) -> float:
 
 
 def test_plane_weights_have_a_floor_and_the_paper_weights_are_a_setting():
-    floored = _started(importance_floor=0.2, plane_fit_iterations=0)
-    paper = _started(importance_floor=0.0, plane_fit_iterations=0)
+    floored = _started(importance_floor=0.2)
+    paper = _started(importance_floor=0.0)
     assert float(floored.plane_weights.min()) == pytest.approx(0.2) and float(floored.plane_weights.max()) == pytest.approx(1.0)
     assert float(paper.plane_weights.min()) == 0.0  # Eq. 5: the least important entry counts for nothing
     assert torch.allclose(floored.plane_weights, 0.2 + 0.8 * paper.plane_weights)
 
 
 def test_fitting_the_planes_first_starts_training_from_planes_near_the_teacher():
-    cold = _started(plane_fit_iterations=0)
-    warm = _started(plane_fit_iterations=60)
+    cold = _started()
+    warm = _started()
+    with fuzz._quiet():
+        warm.fit_planes(60)
     assert warm.report["plane_fit_iterations"] == 60 and "plane_fit_iterations" not in cold.report
     assert _plane_error(warm) < 0.5 * _plane_error(cold)

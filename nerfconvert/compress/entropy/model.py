@@ -80,11 +80,11 @@ class EntropyCompressionModelConfig(ModelConfig):
     of the ReLU'd density sum that keep empty space empty; left free, the decoder fills them with floaters
     (lego100 teacher, 300 plane-fit iterations: 34.4 dB against the teacher's renders with a floor of 0.2,
     14.1 dB with the paper's weights and importance-masked latents; ``benchmarks/README.md``). 0: the paper's."""
-    plane_fit_iterations: int = 300
-    """Before the first training step, fit the latents, decoder and entropy model to the teacher's planes
-    alone (weighted plane term + lambda * rate, no rendering: about a third of a step's cost), so that
-    the rendering steps start from planes that already render the scene instead of from zero latents.
-    0: start from zeros, as the paper."""
+    plane_fit_iterations: Optional[int] = None
+    """At the first training step of a run (not of a resumed one), fit the latents, decoder and entropy model
+    to the teacher's planes alone (weighted plane term + lambda * rate, no rendering: about a third of a
+    step's cost), so that the rendering steps start from planes that already render the scene instead of
+    from zero latents. None: min(300, the run's --max-num-iterations); 0: start from zeros, as the paper."""
     finetune_renderer: bool = True
     """Fine-tune the TensoRF parts outside the planes (lines, appearance basis, colour MLP) with the latents,
     as vq-compression's joint fine-tuning does, at the precision the file stores them; False freezes them
@@ -196,7 +196,6 @@ class EntropyCompressionModel(NczCheckpointMixin, Model):
         self.report.update(info)
         self.report.update({k: v for k, v in self.spec.items() if not isinstance(v, list)})
         self.report["plane_entries"] = int(target.numel())
-        self.fit_planes(self.config.plane_fit_iterations)
         self.report["decoder_bits"] = self.config.decoder_bits
         self.report["rate_sample_fraction"] = self.config.rate_sample_fraction
         CONSOLE.print(
@@ -416,10 +415,17 @@ class EntropyCompressionModel(NczCheckpointMixin, Model):
             first = trainer._start_step
             last = first + trainer.config.max_num_iterations - 1
 
-        if self._schedule is None:  # not restored from a checkpoint: this run's
+        fresh = self._schedule is None
+        if fresh:  # not restored from a checkpoint: this run's
             self._schedule = (first, (last - first + 1) if last is not None else 30000)
+        fit = self.config.plane_fit_iterations
+        fit = min(300, self._schedule[1]) if fit is None else int(fit)
+        pending = [fresh and self.training_state and fit > 0]
 
         def before_step(step: int) -> None:
+            if pending[0]:  # a fresh run's first step: the planes first (a resumed run has its latents)
+                pending[0] = False
+                self.fit_planes(fit)
             start, total = self._schedule
             self._tau = gumbel_temperature(step - start, total, self.config.tau_start, self.config.tau_end)
 
