@@ -130,30 +130,11 @@ def teacher_point(args, every: int = 1) -> Dict:
         return json.loads(cached.read_text())
     work.mkdir(parents=True, exist_ok=True)
     scores = _eval(args.teacher, work / "eval.json", work / "log.txt", _env(args.threads * args.jobs), every)
-    ckpts = sorted((args.teacher.parent / "nerfstudio_models").glob("*.ckpt"))
-    zipped = _zipped_weights(ckpts[-1]) if ckpts else None
-    result = {"name": "teacher", **scores, "size_bytes": zipped}
+    from nerfconvert.sizes import zipped_checkpoint_bytes
+
+    result = {"name": "teacher", **scores, "size_bytes": zipped_checkpoint_bytes(args.teacher)}
     cached.write_text(json.dumps(result, indent=1) + "\n")
     return result
-
-
-def _zipped_weights(ckpt: Path) -> int:
-    """The teacher's model weights (fp32, no optimizer state) zipped: the 'size before'."""
-    import io
-    import zipfile
-
-    import torch
-
-    from nerfconvert.compat import install
-
-    install()
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)["pipeline"]
-    buffer = io.BytesIO()
-    torch.save({k: v for k, v in state.items() if "lpips" not in k}, buffer)
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr("weights.pt", buffer.getvalue())
-    return len(out.getvalue())
 
 
 def points(args) -> List[Dict]:

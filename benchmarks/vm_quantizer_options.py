@@ -57,14 +57,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     dataset = pipeline.datamanager.eval_dataset
     views = list(range(0, len(dataset), args.every))
     cameras = dataset.cameras
-    truth = [dataset[i]["image"][..., :3].float() for i in views]
 
     def render(m) -> List[torch.Tensor]:
         m.eval()
         with torch.no_grad():
             return [m.get_outputs_for_camera(cameras[i : i + 1])["rgb"].cpu() for i in views]
 
-    def composite(image: torch.Tensor, index: int) -> torch.Tensor:
+    def composite(index: int) -> torch.Tensor:
         """The ground truth over the teacher's background, as nerfstudio's metrics see it."""
         raw = dataset[index]["image"].float()
         if raw.shape[-1] == 4:
@@ -72,7 +71,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             return raw[..., :3] * raw[..., 3:] + bg * (1 - raw[..., 3:])
         return raw[..., :3]
 
-    truth = [composite(t, i) for t, i in zip(truth, views)]
+    truth = [composite(i) for i in views]
     teacher_images = render(model)
     rows: List[Dict] = [{"option": "teacher", "bytes": None,
                          "psnr_gt": sum(psnr(a, b) for a, b in zip(teacher_images, truth)) / len(views),

@@ -230,8 +230,8 @@ class EntropyCompressionModel(NczCheckpointMixin, Model):
                 tau = gumbel_temperature(i, iterations, self.config.tau_start, self.config.tau_end)
                 z_hat, bits = self.entropy(self.latents, tau, self.config.rate_sample_fraction)
                 planes = self.decoder(z_hat, resolution)
-                err = (self.target_planes - planes) * self.plane_weights
-                loss = self.config.plane_loss_weight * err.pow(2).mean() + self.config.lmbda * bits / self.target_planes.numel()
+                plane_loss, rate_loss = self._plane_and_rate_losses(planes, bits)
+                loss = plane_loss + rate_loss
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -508,11 +508,16 @@ class EntropyCompressionModel(NczCheckpointMixin, Model):
         losses = {"rgb_loss": inner_losses["rgb_loss"]}  # L_render; TensoRF's regularisers act on frozen parts
         if self.training_state and self._train_terms is not None:
             planes = self._train_terms["planes"]
-            err = (self.target_planes - planes) * self.plane_weights  # (P_i - P_hat_i) * W_i, Eq. 9
-            losses["plane_loss"] = self.config.plane_loss_weight * err.pow(2).mean()
-            losses["rate_loss"] = self.config.lmbda * self._train_terms["bits"] / self.target_planes.numel()
+            losses["plane_loss"], losses["rate_loss"] = self._plane_and_rate_losses(planes, self._train_terms["bits"])
             losses["entropy_aux_loss"] = self.entropy.aux_loss()
         return losses
+
+    def _plane_and_rate_losses(self, planes: Tensor, bits: Tensor) -> Tuple[Tensor, Tensor]:
+        """Eq. 9 without the rendering term: the weighted plane reconstruction ((P_i - P_hat_i) * W_i) and
+        lambda * rate in bits per plane entry (the plane fit and every training step)."""
+        err = (self.target_planes - planes) * self.plane_weights
+        return (self.config.plane_loss_weight * err.pow(2).mean(),
+                self.config.lmbda * bits / self.target_planes.numel())
 
     def get_image_metrics_and_images(self, outputs, batch):
         return self._require_inner().get_image_metrics_and_images(outputs, batch)
