@@ -18,7 +18,7 @@ about schedules. Scored like ns-eval on the test views against the real images, 
 teacher; Gaussian count and ``ns-export gaussian-splat`` PLY size are reported. Writes
 ``results/splat_quick.{md,json,png}`` (``splat_quick_<teachers>.*`` for other teachers).
 
-    python benchmarks/splat_quick.py --budget 90
+    python benchmarks/splat_quick.py --budget 120
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ sys.path.insert(0, str(HERE))
 
 from common import evaluate, hardware, now_utc, psnr, short_run_config, write_report  # noqa: E402
 
-TEACHER_STEPS = {"tensorf": 400, "nerfacto": 200}
+TEACHER_STEPS = {"tensorf": 400, "nerfacto": 1000}
 WAYS = ("distilled", "init only", "init + images", "random + images")
 
 
@@ -72,6 +72,16 @@ def teacher_run(method: str, scene: Path, out: Path) -> Path:
         return found[-1]
     config = short_run_config(method, out / f"teacher-{method}", TEACHER_STEPS[method], data=scene, rays=1024,
                               eval_chunk=4096, device="cpu", fit_schedules=True)
+    if method == "nerfacto":
+        from nerfstudio.cameras.camera_optimizers import CameraOptimizerConfig
+        from pvd_bench import LIGHT_NERFACTO, apply_overrides
+
+        # stock nerfacto is sized for unbounded captures: on this 64 px object scene it scored 10 dB after
+        # 200 CPU steps. The lighter one of pvd_bench (the scene's near/far, no contraction, white
+        # background, smaller tables) and exact poses (no camera optimizer) learn it in CPU minutes.
+        apply_overrides(config.pipeline.model, LIGHT_NERFACTO)
+        config.pipeline.model.implementation = "torch"
+        config.pipeline.model.camera_optimizer = CameraOptimizerConfig(mode="off")
     train_for(config, None)
     return sorted((out / f"teacher-{method}").rglob("config.yml"))[-1]
 
@@ -166,7 +176,7 @@ def plot(rows: List[Dict], teachers: Dict[str, Dict], path: Path) -> None:
 
 def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--budget", type=float, default=90.0, help="wall-clock seconds per way (placement included)")
+    parser.add_argument("--budget", type=float, default=120.0, help="wall-clock seconds per way (placement included)")
     parser.add_argument("--teachers", nargs="+", default=["tensorf", "nerfacto"])
     parser.add_argument("--init-points", type=int, default=10000)
     parser.add_argument("--every", type=int, default=2)

@@ -31,7 +31,11 @@ class PseudoCameraDataManagerConfig(DataManagerConfig):
     """Rays per distillation step (PVD: 4096)."""
     eval_num_rays_per_batch: int = 4096
     poses_per_epoch: int = 100
-    """Fresh pseudo cameras drawn per epoch."""
+    """Fresh pseudo cameras drawn per epoch (ray-level distillation: rays are drawn from all of them)."""
+    image_poses_per_epoch: int = 16
+    """Image-level distillation (a Gaussian teacher or student): pseudo cameras drawn per epoch. The
+    teacher renders each once and the epoch's steps reuse its images, so that the student, not the
+    teacher, takes most of a step's time."""
     steps_per_epoch: int = 100
     """Steps per epoch: pose errors are ranked and the poses redrawn at each epoch's end."""
     num_eval_poses: int = 4
@@ -90,9 +94,12 @@ class PseudoCameraDataManager(OptionalExtraState, DataManager):
         local_rank: int = 0,
         teacher_cameras: Optional[Cameras] = None,
         scene_box: Optional[SceneBox] = None,
+        image_level: bool = False,
         **kwargs,
     ) -> None:
         self.config = config
+        self.num_poses = max(1, config.image_poses_per_epoch if image_level else config.poses_per_epoch)
+        """Pseudo cameras per epoch."""
         self.device = device
         self.test_mode = test_mode
         if teacher_cameras is None or scene_box is None:
@@ -106,13 +113,13 @@ class PseudoCameraDataManager(OptionalExtraState, DataManager):
             kind=kind,
         )
         self.generator = torch.Generator().manual_seed(config.seed + local_rank)
-        num_hard = max(1, int(round(config.hard_pose_fraction * config.poses_per_epoch))) if config.hard_pose_fraction > 0 else 0
+        num_hard = max(1, int(round(config.hard_pose_fraction * self.num_poses))) if config.hard_pose_fraction > 0 else 0
         self.num_hard_per_epoch = num_hard
         self.pose_pool = HardPosePool(config.hard_pose_pool_size if num_hard else 0)
         self.epoch = -1
         self.epoch_c2w = torch.zeros(0, 3, 4)
         self.epoch_cameras: Optional[Cameras] = None
-        self.tracker = PoseErrorTracker(config.poses_per_epoch)
+        self.tracker = PoseErrorTracker(self.num_poses)
 
         # The trainer and viewer expect datasets: the teacher's training cameras (no images) and
         # fixed eval pseudo cameras.
@@ -147,7 +154,7 @@ class PseudoCameraDataManager(OptionalExtraState, DataManager):
     def set_extra_state(self, state: Optional[Dict[str, Any]]) -> None:
         if not state:
             return
-        if state["tracker"]["sums"].shape[0] != self.config.poses_per_epoch:
+        if state["tracker"]["sums"].shape[0] != self.num_poses:
             return  # another number of poses per epoch (the option changed): a fresh stream
         self.generator.set_state(state["generator"])
         self.epoch = int(state["epoch"])
@@ -165,7 +172,7 @@ class PseudoCameraDataManager(OptionalExtraState, DataManager):
             hard = self.tracker.hardest(self.config.hard_pose_fraction)
             if hard.numel():
                 self.pose_pool.add(self.epoch_c2w[hard], self.tracker.mean_errors()[hard])
-        n = self.config.poses_per_epoch
+        n = self.num_poses
         n_hard = min(self.num_hard_per_epoch, n) if len(self.pose_pool) else 0
         fresh = self.distribution.sample_poses(n - n_hard, self.generator)
         if n_hard:

@@ -248,6 +248,10 @@ class PVDPipeline(Pipeline):
 
         teacher_train = teacher_pipeline.datamanager.train_dataset
         scene_box = teacher_train.scene_box
+        view_cls = view_class_for(config.model._target)
+        # a family without point queries (a rasteriser) distils on images of pseudo cameras: the teacher
+        # renders them, the student learns them with its own loss (PVD's stages and L_v, L_sigma, L_c need points)
+        self.image_level = not (teacher_view.has("point_queries") and view_cls.has("point_queries"))
         self.datamanager: PseudoCameraDataManager = config.datamanager.setup(
             device=device,
             test_mode=test_mode,
@@ -255,9 +259,9 @@ class PVDPipeline(Pipeline):
             local_rank=local_rank,
             teacher_cameras=optimised_cameras(teacher_pipeline.model, teacher_train.cameras),
             scene_box=scene_box,
+            image_level=self.image_level,
         )
         self.datamanager.to(device)
-        view_cls = view_class_for(config.model._target)
         view_cls.adopt_teacher(config.model, teacher_view)  # e.g. a hash student takes a hash teacher's density scale
         view_cls.fit_to_run(config.model, config.total_steps or PVD_RUN_LENGTH)
         # a student that starts from the teacher (Gaussians placed where the teacher has mass)
@@ -279,9 +283,6 @@ class PVDPipeline(Pipeline):
         self.student_view.initialise_student(init)
 
         t, s = self.teacher_view, self.student_view
-        # a family without point queries (a rasteriser) distils on images of pseudo cameras: the teacher
-        # renders them, the student learns them with its own loss (PVD's stages and L_v, L_sigma, L_c need points)
-        self.image_level = not (t.has("point_queries") and s.has("point_queries"))
         s_bg = s.background_color()
         if s_bg is not None:
             t.set_render_background(s_bg)  # a rasterised teacher renders onto the student's background

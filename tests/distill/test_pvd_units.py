@@ -223,6 +223,33 @@ def test_datamanager_pools_the_hardest_poses_and_redraws_them():
     assert (dists.min(dim=1).values < 1.0).all() and (dists.min(dim=1).values > 1e-5).all()
 
 
+def test_image_level_distillation_draws_fewer_poses_per_epoch_and_reuses_them():
+    """Image-level distillation (a Gaussian student) renders each pseudo view once per epoch: its
+    epochs have image_poses_per_epoch cameras, and a patch is always one of them."""
+    ray_level = _tiny_datamanager(image_poses_per_epoch=3)
+    image_level = PseudoCameraDataManagerConfig(
+        train_num_rays_per_batch=64, poses_per_epoch=10, steps_per_epoch=4, hard_pose_fraction=0.2, image_poses_per_epoch=3,
+    ).setup(device="cpu", teacher_cameras=_ring_cameras(torch.zeros(3), 3.0, [20, 40], size=(8, 8)),
+            scene_box=SceneBox(torch.tensor([[-1.0] * 3, [1.0] * 3])), image_level=True)
+    ray_level.next_train(0)
+    assert ray_level.epoch_c2w.shape[0] == 10
+    poses = set()
+    for step in range(4):
+        camera, batch = image_level.next_train_patch(step, 8)
+        poses.add(batch["pose_index"])
+        assert torch.allclose(camera.camera_to_worlds[0], image_level.epoch_cameras.camera_to_worlds[batch["pose_index"]])
+    assert image_level.epoch_c2w.shape[0] == 3 and poses <= {0, 1, 2}
+    # one hard pose per epoch (20% of 3, at least one), pooled from the errors recorded
+    image_level.record_pose_errors(torch.tensor([0, 1, 2]), torch.tensor([0.1, 2.0, 0.1]))
+    hard = image_level.epoch_c2w[1].clone()
+    image_level.next_train_patch(4, 8)
+    assert len(image_level.pose_pool) == 1 and torch.allclose(image_level.pose_pool.c2w[0], hard)
+    # a checkpoint of it resumes into an image-level data manager only
+    state = image_level.get_extra_state()
+    ray_level.set_extra_state(state)
+    assert ray_level.epoch_c2w.shape[0] == 10  # another number of poses per epoch: a fresh stream
+
+
 def test_datamanager_without_hard_poses_never_pools():
     dm = _tiny_datamanager(hard_pose_fraction=0.0)
     dm.next_train(0)
