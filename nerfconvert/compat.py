@@ -15,6 +15,14 @@ discovers the plugin (``nerfstudio.configs.method_configs`` loads our entry poin
    looks up every frame's source file, about 3 s of CPU per command on a 2-core machine (more on a
    busy one). The same question is now asked of the caller's frame alone.
 
+4. A splatfacto run that resumes, or is fine-tuned from a checkpoint (``--load-dir``), trains. Its
+   ``load_state_dict`` replaces every Gaussian parameter with a new tensor of the checkpoint's size,
+   after the trainer has built its optimizers around the old ones: the optimizers kept stepping
+   tensors the model no longer used, so the loaded Gaussians did not change until the first
+   densification happened to rebuild the optimizers' groups (and the Adam state loaded from the
+   checkpoint sat on the stale tensors). After a checkpoint is loaded, each optimizer now points at
+   the pipeline's current parameters, with the loaded state moved over.
+
 ``install`` also routes splatfacto to a pure-torch rasterizer on the CPU (``nerfconvert.splat.shim``).
 """
 
@@ -191,6 +199,56 @@ def install_fast_external_methods() -> None:
     cls.__post_init__ = __post_init__
 
 
+# ---------------------------------------------------------------------------------------
+# 4. optimizers that follow parameters replaced by a checkpoint load (splatfacto)
+# ---------------------------------------------------------------------------------------
+def rebind_optimizers(optimizers: Any, param_groups: dict) -> int:
+    """Point every optimizer of ``optimizers`` (nerfstudio's ``Optimizers``) at the parameters of
+    ``param_groups`` (a pipeline's ``get_param_groups()``), moving per-parameter state (Adam's
+    moments) to the new tensor where its shapes fit. Returns how many parameters were rebound."""
+    rebound = 0
+    for name, params in param_groups.items():
+        optimizer = optimizers.optimizers.get(name)
+        if optimizer is None:
+            continue
+        current = [p for group in optimizer.param_groups for p in group["params"]]
+        if len(current) != len(params) or all(a is b for a, b in zip(current, params)):
+            continue
+        new_params = iter(params)
+        for group in optimizer.param_groups:
+            for i, old in enumerate(group["params"]):
+                new = next(new_params)
+                if new is old:
+                    continue
+                state = optimizer.state.pop(old, None)
+                fits = state is not None and all(
+                    not torch.is_tensor(v) or v.dim() == 0 or v.shape == new.shape for v in state.values()
+                )
+                if fits:
+                    optimizer.state[new] = state
+                group["params"][i] = new
+                rebound += 1
+    return rebound
+
+
+def install_optimizer_rebinding() -> None:
+    """After nerfstudio's ``Trainer._load_checkpoint``, rebind the optimizers (see the module docstring, 4)."""
+    from nerfstudio.engine.trainer import Trainer
+
+    original = Trainer._load_checkpoint
+    if getattr(original, "_nerfconvert_rebinds", False):
+        return
+
+    @functools.wraps(original)
+    def _load_checkpoint(self) -> None:
+        original(self)
+        pipeline = self.pipeline.module if hasattr(self.pipeline, "module") else self.pipeline
+        rebind_optimizers(self.optimizers, pipeline.get_param_groups())
+
+    _load_checkpoint._nerfconvert_rebinds = True  # type: ignore[attr-defined]
+    Trainer._load_checkpoint = _load_checkpoint
+
+
 def install() -> None:
     """Install the shims (idempotent)."""
     global _installed
@@ -198,6 +256,7 @@ def install() -> None:
         return
     install_safe_globals()
     install_offline_lpips()
+    install_optimizer_rebinding()
     try:  # start-up time only: a nerfstudio without the hook must not break anything
         install_fast_external_methods()
     except Exception:  # noqa: BLE001
@@ -212,7 +271,7 @@ def install() -> None:
 
 
 # ---------------------------------------------------------------------------------------
-# 4. one run's event writers
+# 5. one run's event writers
 # ---------------------------------------------------------------------------------------
 @contextlib.contextmanager
 def own_event_writers() -> Iterator[None]:

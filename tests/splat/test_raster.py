@@ -547,6 +547,45 @@ def test_ns_train_eval_render_splatfacto_on_cpu(splatfacto_cpu_run, tmp_path):
 
 
 @pytest.mark.slow
+def test_a_splatfacto_run_fine_tuned_from_its_checkpoint_trains_the_loaded_gaussians(splatfacto_cpu_run, tmp_path):
+    """Stock nerfstudio's trainer builds its optimizers before it loads a checkpoint, and splatfacto's
+    loading replaces every Gaussian tensor: without nerfconvert.compat's rebinding the loaded Gaussians
+    stayed frozen until the next densification. Resumed with --load-dir, they move at the first step,
+    each optimizer holds the model's own tensors and the loaded Adam state."""
+    import yaml
+    from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackLocation
+
+    import nerfconvert.compat as compat
+
+    compat.install()
+    config = yaml.load(splatfacto_cpu_run.read_text(), Loader=yaml.Loader)
+    config.load_dir = splatfacto_cpu_run.parent / "nerfstudio_models"
+    config.output_dir, config.timestamp = tmp_path, "resumed"
+    config.max_num_iterations = 2
+    config.steps_per_save = 10**9
+    config.pipeline.model.refine_every = 1000  # no densification: only the optimizers can move the Gaussians
+    saved = torch.load(next(config.load_dir.glob("*.ckpt")), map_location="cpu", weights_only=False)
+    loaded_means = saved["pipeline"]["_model.gauss_params.means"]
+    trainer = config.setup(local_rank=0, world_size=1)
+    with compat.own_event_writers():
+        trainer.setup()
+        model = trainer.pipeline.model
+        assert model.num_points == loaded_means.shape[0] != config.pipeline.model.num_random
+        for name, opt in trainer.optimizers.optimizers.items():
+            if name in model.gauss_params:
+                (param,) = opt.param_groups[0]["params"]
+                assert param is model.gauss_params[name], name
+                assert opt.state[param]["exp_avg"].shape == param.shape, name  # the checkpoint's Adam state
+        moved = []
+        trainer.callbacks.append(TrainingCallback(
+            [TrainingCallbackLocation.AFTER_TRAIN_ITERATION],
+            lambda step: moved.append(float((model.means.detach() - loaded_means).abs().max())),
+        ))
+        trainer.train()
+    assert moved and moved[0] > 0, moved
+
+
+@pytest.mark.slow
 def test_ns_viewer_renders_splatfacto_on_cpu(splatfacto_cpu_run, tmp_path):
     """Stock ``ns-viewer`` on the run, its frame read back in headless Chromium (tests/viewer's harness)."""
     from pathlib import Path

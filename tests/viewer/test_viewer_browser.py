@@ -1,7 +1,7 @@
 """Every kind of run we write renders in the nerfstudio web viewer, checked in a real browser
-(headless Chromium): stock ``ns-viewer`` on plenoxels, pvd-al student, vq- and entropy-compression
-runs and a distillnerf prediction; ``nerfconvert view`` on .ncz files of both compression methods;
-the pvd-al controls during ``ns-train --vis viewer``; and a model with a constant-colour output is
+(headless Chromium): stock ``ns-viewer`` on plenoxels, pvd-al student (a tensorf and a Gaussian one),
+vq- and entropy-compression runs and a distillnerf prediction; ``nerfconvert view`` on .ncz files of both compression methods;
+the pvd-al controls during ``ns-train --vis viewer`` (a field and a Gaussian student); and a model with a constant-colour output is
 caught as a blank render."""
 
 from __future__ import annotations
@@ -71,6 +71,23 @@ def pvd_student(plenoxels_run, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def splat_student(plenoxels_run, tmp_path_factory) -> Path:
+    """A splatfacto student distilled from ``plenoxels_run`` by pvd-al: 3000 Gaussians placed from the
+    teacher, 20 image-level steps."""
+    from nerfstudio.scripts import train
+
+    from nerfconvert.distill.method import make_pvd_config
+
+    out = tmp_path_factory.mktemp("pvd_splat")
+    config = make_pvd_config(plenoxels_run, "splatfacto", out, max_num_iterations=20, num_rays=256, device_type="cpu")
+    config.timestamp = "pvd"
+    config.pipeline.init_points = 3000
+    config.pipeline.datamanager.image_poses_per_epoch = 4
+    train.main(config)
+    return sorted(out.glob("*/splatfacto/*/config.yml"))[0]
+
+
+@pytest.fixture(scope="module")
 def compressed_runs(plenoxels_run, pvd_student, object_scene, make_vq_config, make_entropy_config,
                     tmp_path_factory):
     """``compressed_runs(method)`` -> config.yml of a run of ``method`` (its scene.ncz next to it):
@@ -119,6 +136,11 @@ def test_constant_colour_model_is_caught_as_blank(open_viewer, plenoxels_run, tm
 
 def test_pvd_al_student_renders(open_viewer, pvd_student):
     _view_and_check(open_viewer, pvd_student, "pvd_al_student")
+
+
+def test_gaussian_student_renders(open_viewer, splat_student):
+    """A pvd-al splatfacto student in stock ns-viewer, on the CPU (nerfconvert's rasterizer behind gsplat)."""
+    _view_and_check(open_viewer, splat_student, "pvd_al_gaussian_student")
 
 
 @pytest.mark.parametrize("method", ["vq-compression", "entropy-compression"])
@@ -200,3 +222,29 @@ def test_pvd_al_viewer_switches_to_the_teacher_and_draws_hard_poses(open_viewer,
     drawn = frustum_pixels(student.scene, student_bare.scene), frustum_pixels(teacher.scene, teacher_bare.scene)
     print(f"teacher vs student: {changed} pixels differ; frustum pixels (student, teacher): {drawn}")
     assert min(drawn) > 40, drawn  # 0 with the drawing disabled; 118-342 seen, with the view's framing
+
+
+def test_pvd_al_viewer_with_a_gaussian_student(open_viewer, plenoxels_run, tmp_path):
+    """Live pvd-al distillation into Gaussians: the viewer renders the splatfacto student while it trains
+    on the CPU, and "PVD: render" switches to the (plenoxels) teacher."""
+    command = [
+        bin_("ns-train"), "pvd-al", "--teacher-ckpt", str(plenoxels_run), "--student", "splatfacto",
+        "--output-dir", str(tmp_path / "out"), "--machine.device-type", "cpu", "--max-num-iterations", "12",
+        "--pipeline.init-points", "3000", "--pipeline.datamanager.image-poses-per-epoch", "4",
+        "--vis", "viewer", "--viewer.websocket-port", "{port}", "--viewer.websocket-host", "127.0.0.1",
+        "--viewer.max-num-display-images", "0",
+    ]
+    process, page = open_viewer(command, "pvd_al_gaussian_training", zoom_clicks=24, max_res=MAX_RES)
+    page.wait_for(lambda: "Step: 11" in page.text() or "Training Finished" in process.log_tail(),
+                  "the end of distillation", 240, process)
+    student = render_screenshot(page, process, "pvd_al_gaussian_student_view")
+    print(f"pvd_al_gaussian_student_view: pixel std {student.pixel_std:.2f}")
+    check_not_blank(student)
+    page.mark()
+    page.select("student", "teacher")
+    teacher = render_screenshot(page, process, "pvd_al_gaussian_teacher_view")
+    print(f"pvd_al_gaussian_teacher_view: pixel std {teacher.pixel_std:.2f}")
+    check_not_blank(teacher)
+    changed = int((np.abs(teacher.scene.astype(int) - student.scene.astype(int)).sum(axis=-1) > 30).sum())
+    assert changed > 100, f"the view did not change: {changed} pixels differ"
+    assert "Traceback" not in process.log_tail()
