@@ -66,11 +66,14 @@ def train_for(config, seconds: Optional[float], clock_start: Optional[float] = N
     return {"seconds": time.perf_counter() - start, "steps": steps["n"] + 1, "config": config.get_base_dir() / "config.yml"}
 
 
-def teacher_run(method: str, scene: Path, out: Path) -> Path:
-    found = sorted((out / f"teacher-{method}").rglob("config.yml"))
+def teacher_run(method: str, scene: Path, out: Path, steps: Optional[int] = None) -> Path:
+    """The teacher's run (trained here once, then reused): ``steps`` (default TEACHER_STEPS) of 1024 rays."""
+    steps = steps or TEACHER_STEPS[method]
+    folder = out / (f"teacher-{method}" if steps == TEACHER_STEPS[method] else f"teacher-{method}-{steps}")
+    found = sorted(folder.rglob("config.yml"))
     if found:
         return found[-1]
-    config = short_run_config(method, out / f"teacher-{method}", TEACHER_STEPS[method], data=scene, rays=1024,
+    config = short_run_config(method, folder, steps, data=scene, rays=1024,
                               eval_chunk=4096, device="cpu", fit_schedules=True)
     if method == "nerfacto":
         from nerfstudio.cameras.camera_optimizers import CameraOptimizerConfig
@@ -83,7 +86,7 @@ def teacher_run(method: str, scene: Path, out: Path) -> Path:
         config.pipeline.model.implementation = "torch"
         config.pipeline.model.camera_optimizer = CameraOptimizerConfig(mode="off")
     train_for(config, None)
-    return sorted((out / f"teacher-{method}").rglob("config.yml"))[-1]
+    return sorted(folder.rglob("config.yml"))[-1]
 
 
 def pvd_config(teacher: Path, out: Path, steps: int, init_points: int):
@@ -178,6 +181,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budget", type=float, default=120.0, help="wall-clock seconds per way (placement included)")
     parser.add_argument("--teachers", nargs="+", default=["tensorf", "nerfacto"])
+    parser.add_argument("--teacher-steps", type=int, nargs="+", default=None,
+                        help="training steps of each teacher, in --teachers order (default: tensorf 400, nerfacto 1000)")
     parser.add_argument("--init-points", type=int, default=10000)
     parser.add_argument("--every", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("/tmp/nerfconvert-bench-splat-quick"))
@@ -194,11 +199,12 @@ def main(argv: Optional[List[str]] = None) -> None:
     # a step count the budget will not reach: schedules are sized to it, the clock stops the run
     steps = {"distilled": 400, "images": 600}
     rows, teachers = [], {}
+    teacher_steps = dict(zip(args.teachers, args.teacher_steps or [TEACHER_STEPS[n] for n in args.teachers]))
     for name in args.teachers:
-        teacher = teacher_run(name, scene, args.out)
+        teacher = teacher_run(name, scene, args.out, teacher_steps[name])
         teachers[name] = evaluate(teacher, every=args.every)
         print(f"{name} teacher: {teachers[name]['psnr']:.2f} dB", flush=True)
-        base = args.out / name
+        base = args.out / (name if teacher_steps[name] == TEACHER_STEPS[name] else f"{name}-{teacher_steps[name]}")
         runs: Dict[str, Dict] = {}
         start = time.perf_counter()
         runs["distilled"] = train_for(pvd_config(teacher, base / "distilled", steps["distilled"], args.init_points),
@@ -219,9 +225,10 @@ def main(argv: Optional[List[str]] = None) -> None:
     lines = [f"# NeRF -> Gaussians on a generated scene, equal wall clock ({now_utc()})", "",
              f"Hardware: {hardware()}.",
              f"Command: `python benchmarks/splat_quick.py --budget {args.budget:g} --init-points {args.init_points} "
-             f"--every {args.every} --teachers {' '.join(args.teachers)}`", ""]
+             f"--every {args.every} --teachers {' '.join(args.teachers)}"
+             + (f" --teacher-steps {' '.join(str(teacher_steps[n]) for n in args.teachers)}" if args.teacher_steps else "") + "`", ""]
     for name, t in teachers.items():
-        lines += [f"**{name} teacher** ({TEACHER_STEPS[name]} steps): {t['psnr']:.2f} dB on {t['views']} test views.", "",
+        lines += [f"**{name} teacher** ({teacher_steps[name]} steps): {t['psnr']:.2f} dB on {t['views']} test views.", "",
                   "| way | wall s | steps | Gaussians | PLY MB | PSNR vs GT | SSIM | PSNR vs teacher | vs teacher (dB) |",
                   "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in rows:
@@ -232,6 +239,8 @@ def main(argv: Optional[List[str]] = None) -> None:
         lines.append("")
     args.results.mkdir(parents=True, exist_ok=True)
     stem = "splat_quick" if args.teachers == ["tensorf", "nerfacto"] else "splat_quick_" + "_".join(args.teachers)
+    if args.teacher_steps:
+        stem += "_" + "_".join(str(teacher_steps[n]) for n in args.teachers)
     plot(rows, teachers, args.results / f"{stem}.png")
     data = {"budget_s": args.budget, "teachers": {k: dict(v) for k, v in teachers.items()},
             "rows": [{k: (str(v) if isinstance(v, Path) else v) for k, v in r.items() if k != "image"} for r in rows]}
