@@ -38,6 +38,7 @@ sys.path.insert(0, str(HERE))
 from common import evaluate, hardware, now_utc, psnr, short_run_config, write_report  # noqa: E402
 
 TEACHER_STEPS = {"tensorf": 400, "nerfacto": 1000}
+DEFAULT_BUDGET = 120.0
 WAYS = ("distilled", "init only", "init + images", "random + images")
 
 
@@ -179,7 +180,7 @@ def plot(rows: List[Dict], teachers: Dict[str, Dict], path: Path) -> None:
 
 def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--budget", type=float, default=120.0, help="wall-clock seconds per way (placement included)")
+    parser.add_argument("--budget", type=float, default=DEFAULT_BUDGET, help="wall-clock seconds per way (placement included)")
     parser.add_argument("--teachers", nargs="+", default=["tensorf", "nerfacto"])
     parser.add_argument("--teacher-steps", type=int, nargs="+", default=None,
                         help="training steps of each teacher, in --teachers order (default: tensorf 400, nerfacto 1000)")
@@ -206,6 +207,8 @@ def main(argv: Optional[List[str]] = None) -> None:
         teachers[name] = evaluate(teacher, every=args.every)
         print(f"{name} teacher: {teachers[name]['psnr']:.2f} dB", flush=True)
         base = args.out / (name if teacher_steps[name] == TEACHER_STEPS[name] else f"{name}-{teacher_steps[name]}")
+        if args.budget != DEFAULT_BUDGET:
+            base = base.with_name(f"{base.name}-{args.budget:g}s")
         runs: Dict[str, Dict] = {}
         start = time.perf_counter()
         runs["distilled"] = train_for(pvd_config(teacher, base / "distilled", steps["distilled"], args.init_points),
@@ -242,6 +245,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     stem = "splat_quick" if args.teachers == ["tensorf", "nerfacto"] else "splat_quick_" + "_".join(args.teachers)
     if args.teacher_steps:
         stem += "_" + "_".join(str(teacher_steps[n]) for n in args.teachers)
+    if args.budget != DEFAULT_BUDGET:
+        stem += f"_{args.budget:g}s"
     plot(rows, teachers, args.results / f"{stem}.png")
     data = {"budget_s": args.budget, "teachers": {k: dict(v) for k, v in teachers.items()},
             "rows": [{k: (str(v) if isinstance(v, Path) else v) for k, v in r.items() if k != "image"} for r in rows]}
