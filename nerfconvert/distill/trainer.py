@@ -242,7 +242,9 @@ class PVDTrainer(ResumableTrainer):
 
     def finetune_student(self) -> Path:
         """Fine-tune the written student on real images (PVD-AL Sec. 4.7), as a new run."""
+        from nerfconvert.compat import rebind_optimizers
         from nerfconvert.data import check_data_dir
+        from nerfconvert.views.registry import view_for
 
         assert self.student_config_path is not None
         import yaml
@@ -263,6 +265,10 @@ class PVDTrainer(ResumableTrainer):
         trainer.setup()
         state = torch.load(next((self.student_config_path.parent / run.relative_model_dir).glob("step-*.ckpt")), map_location="cpu")
         trainer.pipeline.load_pipeline(state["pipeline"], state["step"])
+        # a model whose loading replaces its parameters (splatfacto's Gaussians) leaves the optimizers,
+        # built in setup(), on the old tensors: point them at the loaded ones
+        rebind_optimizers(trainer.optimizers, trainer.pipeline.get_param_groups())
+        view_for(trainer.pipeline.model).before_finetune()
         trainer.train()
         CONSOLE.print(f"[bold green]Fine-tuned student: {run.get_base_dir() / 'config.yml'}")
         return run.get_base_dir() / "config.yml"

@@ -215,6 +215,10 @@ class FieldView(ABC):
         """Bring what distillation does not train directly (e.g. a sampling field) up to date
         before the student is written as a run."""
 
+    def before_finetune(self) -> None:
+        """The loaded student is about to train on images from step 0 of a new run (``--finetune-data``):
+        keep what it learned from its teacher through anything a method does at a run's start."""
+
     @property
     def unbounded(self) -> bool:
         """Whether the field contracts space, so that it models a background past the scene box."""

@@ -201,6 +201,10 @@ class SplatView(FieldView):
             f"(mean accumulation {self._mean_accumulation(init['cameras']):.3f}, teacher {init['accumulation']:.3f})"
         )
 
+    def before_finetune(self) -> None:
+        # splatfacto resets every opacity at step 0 of a run: the distilled ones are kept
+        self._keep_initial_opacities()
+
     @torch.no_grad()
     def _mean_accumulation(self, cameras: Cameras) -> float:
         was_training = self.model.training
