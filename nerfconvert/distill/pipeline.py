@@ -45,7 +45,7 @@ from nerfconvert.distill.losses import (
     teacher_raw_in_student_space,
     volume_loss,
 )
-from nerfconvert.distill.students import DEFAULT_STUDENT, PROJECTION_GROUP, student_model_config
+from nerfconvert.distill.students import DEFAULT_STUDENT, PROJECTION_GROUP, distils_on_images, student_model_config
 from nerfconvert.schedules import run_length
 from nerfconvert.views.base import Decoded, FieldView, ViewOptions, pinhole_camera
 from nerfconvert.views.registry import load_run, view_class_for
@@ -249,9 +249,8 @@ class PVDPipeline(Pipeline):
         teacher_train = teacher_pipeline.datamanager.train_dataset
         scene_box = teacher_train.scene_box
         view_cls = view_class_for(config.model._target)
-        # a family without point queries (a rasteriser) distils on images of pseudo cameras: the teacher
-        # renders them, the student learns them with its own loss (PVD's stages and L_v, L_sigma, L_c need points)
-        self.image_level = not (teacher_view.has("point_queries") and view_cls.has("point_queries"))
+        # the teacher renders pseudo views, the student learns them with its own loss
+        self.image_level = distils_on_images(teacher_view, view_cls)
         self.datamanager: PseudoCameraDataManager = config.datamanager.setup(
             device=device,
             test_mode=test_mode,

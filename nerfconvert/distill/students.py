@@ -37,6 +37,12 @@ UNBOUNDED_STUDENTS: Tuple[str, ...] = tuple(name for name, view in STUDENT_VIEWS
 """Students that model a background past the scene box (scene contraction)."""
 
 
+def distils_on_images(teacher: Any, student: Any) -> bool:
+    """Whether a teacher and a student (views or view classes) distil on images of pseudo cameras: one of
+    them lacks point queries (a rasteriser), and PVD's stages and L_v, L_sigma, L_c need points."""
+    return not (teacher.has("point_queries") and student.has("point_queries"))
+
+
 def student_model_config(student: str, unbounded: bool = False) -> ModelConfig:
     """The student's model config: the stock method's, without camera optimisation.
 

@@ -26,6 +26,7 @@ from nerfconvert.distill.students import (
     StudentConfig,
     StudentName,
     StudentUnion,
+    distils_on_images,
     student_config,
 )
 
@@ -118,9 +119,8 @@ class PVDTrainerConfig(RunLengthTrainerConfig):
 
         if (self.pipeline.teacher_ckpt or self.teacher_ckpt) is None:
             return False  # no teacher named yet (check_inputs says so)
-        teacher = view_class_for(self.teacher_config().pipeline.model._target)
-        student = view_class_for(self.pipeline.model._target)
-        return not (teacher.has("point_queries") and student.has("point_queries"))
+        return distils_on_images(view_class_for(self.teacher_config().pipeline.model._target),
+                                 view_class_for(self.pipeline.model._target))
 
     def schedule_summary(self) -> str:
         total = self.run_end()
