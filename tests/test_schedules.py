@@ -71,9 +71,12 @@ def test_absolute_stage_steps_remain_an_option_and_a_short_run_says_so():
     assert "\n" not in problems[0]
     config.pipeline.stage_steps = (10, 140)
     assert "only 10 of 150 steps" in config.pipeline.schedule_problems(150)[0]
+    # distillation on images (a Gaussian student) has no stages: no stage warning, the active-learning one stays
+    assert config.pipeline.schedule_problems(150, image_level=True) == []
     config.pipeline.stage_steps = None
     config.pipeline.active_learning.start_step = 500
     assert "active learning never starts" in config.pipeline.schedule_problems(150)[0]
+    assert "active learning never starts" in config.pipeline.schedule_problems(150, image_level=True)[0]
 
 
 def test_schedule_summary_names_every_stage():

@@ -134,13 +134,16 @@ class PVDPipelineConfig(VanillaPipelineConfig):
         al = self.active_learning.start_step
         return s1, s2, int(al) if al is not None else s2
 
-    def schedule_problems(self, total_steps: int, has_stage1: bool = True) -> List[str]:
-        """One line per way a run of ``total_steps`` cannot do what it was asked."""
+    def schedule_problems(self, total_steps: int, has_stage1: bool = True, image_level: bool = False) -> List[str]:
+        """One line per way a run of ``total_steps`` cannot do what it was asked (``image_level``: distillation
+        on images, which has no stages; only the active-learning start applies)."""
         s1, s2, al = self.schedule(total_steps)
         problems = []
         if not self.block_wise:
             return problems
-        if s2 >= total_steps:
+        if image_level:
+            pass
+        elif s2 >= total_steps:
             problems.append(
                 f"stage 3 (rendered RGB) starts at step {s2} but the run has {total_steps} steps: the student "
                 "never learns the teacher's rendered colour; drop --pipeline.stage-steps (stages then follow "

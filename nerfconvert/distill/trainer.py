@@ -165,7 +165,7 @@ class PVDTrainer(ResumableTrainer):
     def __init__(self, config: PVDTrainerConfig, local_rank: int = 0, world_size: int = 1) -> None:
         config.check_inputs()
         CONSOLE.print(config.schedule_summary())
-        for problem in config.pipeline.schedule_problems(config.run_end()) + config.student_problems():
+        for problem in config.pipeline.schedule_problems(config.run_end(), image_level=config.image_level()) + config.student_problems():
             CONSOLE.print(f"[bold yellow]warning: {problem}")
         super().__init__(config, local_rank, world_size)
         self.student_config_path: Optional[Path] = None
