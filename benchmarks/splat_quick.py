@@ -90,11 +90,12 @@ def teacher_run(method: str, scene: Path, out: Path, steps: Optional[int] = None
     return sorted(folder.rglob("config.yml"))[-1]
 
 
-def pvd_config(teacher: Path, out: Path, steps: int, init_points: int):
+def pvd_config(teacher: Path, out: Path, steps: int, init_points: int, depth_weight: float = 0.0):
     from nerfconvert.distill.method import make_pvd_config
 
     config = make_pvd_config(teacher, "splatfacto", out, max_num_iterations=steps, num_rays=1024, device_type="cpu")
     config.pipeline.init_points = init_points
+    config.pipeline.depth_weight = depth_weight
     config.check_inputs()
     return config
 
@@ -185,6 +186,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--teacher-steps", type=int, nargs="+", default=None,
                         help="training steps of each teacher, in --teachers order (default: tensorf 400, nerfacto 1000)")
     parser.add_argument("--init-points", type=int, default=10000)
+    parser.add_argument("--depth-weight", type=float, default=0.0, help="pvd-al's --pipeline.depth-weight (teacher depth loss)")
+    parser.add_argument("--ways", nargs="+", default=list(WAYS), choices=WAYS, help="which ways to run (default: all)")
     parser.add_argument("--every", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("/tmp/nerfconvert-bench-splat-quick"))
     parser.add_argument("--results", type=Path, default=HERE / "results")
@@ -211,15 +214,20 @@ def main(argv: Optional[List[str]] = None) -> None:
             base = base.with_name(f"{base.name}-{args.budget:g}s")
         runs: Dict[str, Dict] = {}
         start = time.perf_counter()
-        runs["distilled"] = train_for(pvd_config(teacher, base / "distilled", steps["distilled"], args.init_points),
-                                      args.budget, clock_start=start)
-        runs["distilled"]["config"] = sorted((base / "distilled").rglob("splatfacto/*/config.yml"))[-1]
-        runs["init only"] = placed = placed_run(teacher, base / "placed", args.init_points)
-        left = max(1.0, args.budget - placed["seconds"])
-        fine = train_for(image_config(scene, base / "init-images", steps["images"], placed["config"].parent / "nerfstudio_models"), left)
-        runs["init + images"] = {**fine, "seconds": fine["seconds"] + placed["seconds"]}
-        runs["random + images"] = train_for(image_config(scene, base / "random-images", steps["images"], None), args.budget)
-        for way in WAYS:
+        distilled = base / ("distilled" if not args.depth_weight else f"distilled-depth{args.depth_weight:g}")
+        if "distilled" in args.ways:
+            runs["distilled"] = train_for(pvd_config(teacher, distilled, steps["distilled"], args.init_points, args.depth_weight),
+                                          args.budget, clock_start=start)
+            runs["distilled"]["config"] = sorted(distilled.rglob("splatfacto/*/config.yml"))[-1]
+        if "init only" in args.ways or "init + images" in args.ways:
+            runs["init only"] = placed = placed_run(teacher, base / "placed", args.init_points)
+        if "init + images" in args.ways:
+            left = max(1.0, args.budget - placed["seconds"])
+            fine = train_for(image_config(scene, base / "init-images", steps["images"], placed["config"].parent / "nerfstudio_models"), left)
+            runs["init + images"] = {**fine, "seconds": fine["seconds"] + placed["seconds"]}
+        if "random + images" in args.ways:
+            runs["random + images"] = train_for(image_config(scene, base / "random-images", steps["images"], None), args.budget)
+        for way in [w for w in WAYS if w in runs]:
             r = runs[way]
             row = {"teacher": name, "way": way, "seconds": r["seconds"], "steps": r["steps"], **score(r["config"], teacher, args.every)}
             rows.append(row)
@@ -230,6 +238,8 @@ def main(argv: Optional[List[str]] = None) -> None:
              f"Hardware: {hardware()}.",
              f"Command: `python benchmarks/splat_quick.py --budget {args.budget:g} --init-points {args.init_points} "
              f"--every {args.every} --teachers {' '.join(args.teachers)}"
+             + (f" --depth-weight {args.depth_weight:g}" if args.depth_weight else "")
+             + (f" --ways {' '.join(repr(w) for w in args.ways)}" if list(args.ways) != list(WAYS) else "")
              + (f" --teacher-steps {' '.join(str(teacher_steps[n]) for n in args.teachers)}" if args.teacher_steps else "") + "`", ""]
     for name, t in teachers.items():
         lines += [f"**{name} teacher** ({teacher_steps[name]} steps): {t['psnr']:.2f} dB on {t['views']} test views.", "",
@@ -247,6 +257,8 @@ def main(argv: Optional[List[str]] = None) -> None:
         stem += "_" + "_".join(str(teacher_steps[n]) for n in args.teachers)
     if args.budget != DEFAULT_BUDGET:
         stem += f"_{args.budget:g}s"
+    if args.depth_weight:
+        stem += f"_depth{args.depth_weight:g}"
     plot(rows, teachers, args.results / f"{stem}.png")
     data = {"budget_s": args.budget, "teachers": {k: dict(v) for k, v in teachers.items()},
             "rows": [{k: (str(v) if isinstance(v, Path) else v) for k, v in r.items() if k != "image"} for r in rows]}

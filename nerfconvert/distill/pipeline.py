@@ -266,6 +266,8 @@ class PVDPipeline(Pipeline):
         self.datamanager.to(device)
         view_cls.adopt_teacher(config.model, teacher_view)  # e.g. a hash student takes a hash teacher's density scale
         view_cls.fit_to_run(config.model, config.total_steps or PVD_RUN_LENGTH)
+        if config.depth_weight > 0:
+            view_cls.render_depth_in_training(config.model)
         # a student that starts from the teacher (Gaussians placed where the teacher has mass)
         init_gen = torch.Generator().manual_seed(self.datamanager.config.seed + 11)
         init = view_cls.teacher_init(

@@ -187,6 +187,11 @@ class FieldView(ABC):
         """Refit the student's step-counted model options (not its optimizers) to a run of ``total_steps``."""
 
     @classmethod
+    def render_depth_in_training(cls, model_config) -> None:
+        """Make the student render its expected depth at training steps too (the teacher's depth is
+        a loss). Ray-marched models always do."""
+
+    @classmethod
     def teacher_init(cls, teacher: "FieldView", cameras, options: ViewOptions) -> Optional[Any]:
         """What the student starts from, derived from ``teacher`` over pseudo ``cameras`` (None: its own init)."""
         return None

@@ -151,6 +151,10 @@ class SplatView(FieldView):
             model_config.reset_alpha_every = total_steps // max(1, model_config.refine_every) + 2
 
     @classmethod
+    def render_depth_in_training(cls, model_config) -> None:
+        model_config.output_depth_during_training = True  # splatfacto renders RGB only while training otherwise
+
+    @classmethod
     def teacher_init(cls, teacher: FieldView, cameras: Cameras, options: ViewOptions) -> Optional[Dict[str, Tensor]]:
         return teacher_gaussians(teacher, cameras, options.init_points)
 

@@ -228,3 +228,26 @@ def test_finetune_data_trains_the_distilled_gaussians_on_the_images(trained_run,
     # (at most 0.01 each; two Adam steps of 0.05 on the logit bring none past 0.0111)
     d_max, f_max = [float(torch.sigmoid(g["opacities"]).max()) for g in (d, f)]
     assert d_max > 0.015 and f_max > 0.015, (d_max, f_max)
+
+
+@pytest.mark.slow
+def test_the_teacher_depth_loss_reaches_a_gaussian_student(trained_run, tmp_path):
+    """``--pipeline.depth-weight`` with a splatfacto student: splatfacto renders RGB only while training
+    unless asked, so the view asks (render_depth_in_training) and the depth loss has a gradient."""
+    from nerfconvert.distill.method import make_pvd_config
+
+    config = make_pvd_config(trained_run("tensorf"), "splatfacto", tmp_path, max_num_iterations=10, num_rays=256,
+                             device_type="cpu")
+    config.pipeline.init_points = 500
+    config.pipeline.depth_weight = 0.1
+    config.check_inputs()
+    pipeline = config.pipeline.setup(device="cpu", test_mode="val")
+    assert pipeline.image_level
+    # the tiny teacher is nowhere opaque past 0.5 (where its depth counts): call every pixel opaque
+    rendered = pipeline.teacher_image
+    pipeline.teacher_image = lambda camera, key: {**rendered(camera, key),
+                                                  "accumulation": torch.ones_like(rendered(camera, key)["accumulation"])}
+    _, losses, _ = pipeline.get_train_loss_dict(0)
+    assert "depth_loss" in losses and float(losses["depth_loss"]) > 0
+    losses["depth_loss"].backward()
+    assert pipeline.model.gauss_params["means"].grad.abs().sum() > 0
