@@ -240,6 +240,32 @@ def test_plane_weights_have_a_floor_and_the_paper_weights_are_a_setting():
     assert torch.allclose(floored.plane_weights, 0.2 + 0.8 * paper.plane_weights)
 
 
+def test_the_plane_fit_runs_at_the_runs_learning_rates(tmp_path):
+    """The plane fit before a run's first step uses the run's optimizer config (``--optimizers.<group>``),
+    not fixed rates: a run whose latents have learning rate 0 keeps its latents through the fit."""
+    from types import SimpleNamespace
+
+    from nerfstudio.configs.method_configs import all_methods
+    from nerfstudio.engine.callbacks import TrainingCallbackAttributes, TrainingCallbackLocation
+
+    optimizers = {name: dict(group) for name, group in all_methods["entropy-compression"].optimizers.items()}
+    optimizers["latents"] = {"optimizer": type(optimizers["latents"]["optimizer"])(lr=0.0), "scheduler": None}
+    trainer = SimpleNamespace(_start_step=0, base_dir=tmp_path,
+                              config=SimpleNamespace(max_num_iterations=5, optimizers=optimizers))
+    for latents_lr, moved in ((0.0, False), (None, True)):
+        model = _started(plane_fit_iterations=3)
+        if latents_lr is None:
+            trainer.config.optimizers = all_methods["entropy-compression"].optimizers
+        before = {"latents": model.latents.detach().clone(), "decoder": next(model.decoder.parameters()).detach().clone()}
+        callbacks = model.get_training_callbacks(TrainingCallbackAttributes(None, None, None, trainer))
+        with fuzz._quiet():
+            for callback in callbacks:
+                callback.run_callback_at_location(0, TrainingCallbackLocation.BEFORE_TRAIN_ITERATION)
+        assert model.report["plane_fit_iterations"] == 3
+        assert (not torch.equal(model.latents, before["latents"])) == moved
+        assert not torch.equal(next(model.decoder.parameters()), before["decoder"])  # the decoder's rate is the run's 1e-3
+
+
 def test_fitting_the_planes_first_starts_training_from_planes_near_the_teacher():
     cold = _started()
     warm = _started()

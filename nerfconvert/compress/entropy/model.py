@@ -46,6 +46,8 @@ from nerfconvert.compress.entropy.coder import (
 from nerfconvert.compress.quant import unpack_mask
 from nerfconvert.views.registry import view_for
 
+PLANE_FIT_LEARNING_RATES = {"latents": 0.02, "masks": 0.02, "decoder": 1e-3, "entropy_model": 1e-3, "entropy_quantiles": 1e-3}
+"""The plane fit's Adam learning rate per optimizer group where a run gives none (the method's defaults)."""
 TENSORF_NEEDED = "entropy-compression needs a tensorf run; convert it first with pvd-al --student tensorf"
 
 
@@ -207,21 +209,20 @@ class EntropyCompressionModel(NczCheckpointMixin, Model):
                if self.report.get("initially_uncoded_fraction") else "")
         )
 
-    def fit_planes(self, iterations: int) -> None:
+    def fit_planes(self, iterations: int, learning_rates: Optional[Dict[str, float]] = None) -> None:
         """Fit latents, decoder and entropy model to the target planes alone (``plane_fit_iterations``):
-        the weighted plane term + lambda * rate of Eq. 9 without the rendering term, Adam at the run's
-        latent / network learning rates (0.02 / 1e-3), the mask temperature annealed as in training."""
+        the weighted plane term + lambda * rate of Eq. 9 without the rendering term, the mask temperature
+        annealed as in training. Adam at the run's initial learning rate of each group (``learning_rates``,
+        by optimizer group; the method's defaults where a group is not given)."""
         if iterations <= 0:
             return
         from nerfstudio.utils.rich_utils import get_progress
 
-        eb = self.entropy.bottleneck
-        optimizer = torch.optim.Adam([
-            {"params": [self.latents] + ([self.entropy.mask_logits] if self.config.masked else []), "lr": 0.02},
-            {"params": list(self.decoder.parameters()) + [p for name, p in eb.named_parameters() if name != "quantiles"],
-             "lr": 1e-3},
-        ])
-        aux = torch.optim.Adam([eb.quantiles], lr=1e-3)
+        rates = {**PLANE_FIT_LEARNING_RATES, **(learning_rates or {})}
+        groups = {k: v for k, v in self.get_param_groups().items() if k in PLANE_FIT_LEARNING_RATES}
+        quantiles = groups.pop("entropy_quantiles")
+        optimizer = torch.optim.Adam([{"params": params, "lr": rates[name]} for name, params in groups.items()])
+        aux = torch.optim.Adam(quantiles, lr=rates["entropy_quantiles"])
         resolution = tuple(self.spec["plane_resolution"])
         start = time.perf_counter()
         with torch.enable_grad(), get_progress("entropy-compression: fitting the planes", suffix="iterations") as progress:
@@ -420,12 +421,15 @@ class EntropyCompressionModel(NczCheckpointMixin, Model):
             self._schedule = (first, (last - first + 1) if last is not None else 30000)
         fit = self.config.plane_fit_iterations
         fit = min(300, self._schedule[1]) if fit is None else int(fit)
+        # the plane fit runs at the run's own learning rates (--optimizers.latents.optimizer.lr ...)
+        rates = {name: float(group["optimizer"].lr) for name, group in (trainer.config.optimizers if trainer is not None else {}).items()
+                 if isinstance(group, dict) and group.get("optimizer") is not None}
         pending = [fresh and self.training_state and fit > 0]
 
         def before_step(step: int) -> None:
             if pending[0]:  # a fresh run's first step: the planes first (a resumed run has its latents)
                 pending[0] = False
-                self.fit_planes(fit)
+                self.fit_planes(fit, rates)
             start, total = self._schedule
             self._tau = gumbel_temperature(step - start, total, self.config.tau_start, self.config.tau_end)
 
