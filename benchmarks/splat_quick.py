@@ -39,6 +39,7 @@ from common import evaluate, hardware, now_utc, psnr, short_run_config, write_re
 
 TEACHER_STEPS = {"tensorf": 400, "nerfacto": 1000}
 DEFAULT_BUDGET = 120.0
+TRAIN_VIEWS = 30
 WAYS = ("distilled", "init only", "init + images", "random + images")
 
 
@@ -189,6 +190,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--depth-weight", type=float, default=0.0, help="pvd-al's --pipeline.depth-weight (teacher depth loss)")
     parser.add_argument("--ways", nargs="+", default=list(WAYS), choices=WAYS, help="which ways to run (default: all)")
     parser.add_argument("--every", type=int, default=2)
+    parser.add_argument("--train-views", type=int, default=TRAIN_VIEWS,
+                        help="training views of the generated scene (a teacher trained on few views overfits)")
     parser.add_argument("--out", type=Path, default=Path("/tmp/nerfconvert-bench-splat-quick"))
     parser.add_argument("--results", type=Path, default=HERE / "results")
     args = parser.parse_args(argv)
@@ -197,19 +200,20 @@ def main(argv: Optional[List[str]] = None) -> None:
 
     from nerfconvert.scenes import generate_object_scene
 
-    scene = args.out / "scene"
+    root = args.out if args.train_views == TRAIN_VIEWS else args.out / f"views{args.train_views}"
+    scene = root / "scene"
     if not (scene / "transforms_train.json").exists():
-        generate_object_scene(scene, seed=0, resolution=64, num_train=30, num_val=4, num_test=8)
+        generate_object_scene(scene, seed=0, resolution=64, num_train=args.train_views, num_val=4, num_test=8)
     # schedules are sized to about what the budget reaches on this CPU (120 s: 400 distilled, 600 image
     # steps; measured 220-305 and 245-520), and the clock stops the run
     steps = {"distilled": int(round(args.budget * 10 / 3)), "images": int(round(args.budget * 5))}
     rows, teachers = [], {}
     teacher_steps = dict(zip(args.teachers, args.teacher_steps or [TEACHER_STEPS[n] for n in args.teachers]))
     for name in args.teachers:
-        teacher = teacher_run(name, scene, args.out, teacher_steps[name])
+        teacher = teacher_run(name, scene, root, teacher_steps[name])
         teachers[name] = evaluate(teacher, every=args.every)
         print(f"{name} teacher: {teachers[name]['psnr']:.2f} dB", flush=True)
-        base = args.out / (name if teacher_steps[name] == TEACHER_STEPS[name] else f"{name}-{teacher_steps[name]}")
+        base = root / (name if teacher_steps[name] == TEACHER_STEPS[name] else f"{name}-{teacher_steps[name]}")
         if args.budget != DEFAULT_BUDGET:
             base = base.with_name(f"{base.name}-{args.budget:g}s")
         runs: Dict[str, Dict] = {}
@@ -235,10 +239,11 @@ def main(argv: Optional[List[str]] = None) -> None:
                   f"{row['gaussians']} Gaussians, {row['seconds']:.0f} s", flush=True)
 
     lines = [f"# NeRF -> Gaussians on a generated scene, equal wall clock ({now_utc()})", "",
-             f"Hardware: {hardware()}.",
+             f"Hardware: {hardware()}. Scene: generated object, 64x64, {args.train_views} training views, 8 test views.",
              f"Command: `python benchmarks/splat_quick.py --budget {args.budget:g} --init-points {args.init_points} "
              f"--every {args.every} --teachers {' '.join(args.teachers)}"
              + (f" --depth-weight {args.depth_weight:g}" if args.depth_weight else "")
+             + (f" --train-views {args.train_views}" if args.train_views != TRAIN_VIEWS else "")
              + (f" --ways {' '.join(repr(w) for w in args.ways)}" if list(args.ways) != list(WAYS) else "")
              + (f" --teacher-steps {' '.join(str(teacher_steps[n]) for n in args.teachers)}" if args.teacher_steps else "") + "`", ""]
     for name, t in teachers.items():
@@ -259,6 +264,8 @@ def main(argv: Optional[List[str]] = None) -> None:
         stem += f"_{args.budget:g}s"
     if args.depth_weight:
         stem += f"_depth{args.depth_weight:g}"
+    if args.train_views != TRAIN_VIEWS:
+        stem += f"_views{args.train_views}"
     plot(rows, teachers, args.results / f"{stem}.png")
     data = {"budget_s": args.budget, "teachers": {k: dict(v) for k, v in teachers.items()},
             "rows": [{k: (str(v) if isinstance(v, Path) else v) for k, v in r.items() if k != "image"} for r in rows]}

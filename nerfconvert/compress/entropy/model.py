@@ -75,13 +75,13 @@ class EntropyCompressionModelConfig(ModelConfig):
     """Start M = 0 (log-odds -mask_init) at the latent locations whose 4x4 plane block has zero importance
     (the Eq. 4 scores), when masked and use_importance are on. Off by default: a plane entry no training ray
     reached is still one of the terms that keep empty space empty (see importance_floor); on the lego100
-    teacher this start left renders at 14.1 dB against the teacher's after 300 plane-fit iterations."""
+    teacher this start left renders at 14.7 dB against the teacher's after 300 plane-fit iterations."""
     importance_floor: float = 0.2
     """Least weight of a plane entry in the plane reconstruction term: W = floor + (1 - floor) * W_paper. The
     paper's Eq. 5 gives the least important entries weight 0, but in a VM plane those are the negative terms
     of the ReLU'd density sum that keep empty space empty; left free, the decoder fills them with floaters
-    (lego100 teacher, 300 plane-fit iterations: 34.4 dB against the teacher's renders with a floor of 0.2,
-    14.1 dB with the paper's weights and importance-masked latents; ``benchmarks/README.md``). 0: the paper's."""
+    (lego100 teacher, 300 plane-fit iterations: 34.7 dB against the teacher's renders with a floor of 0.2,
+    14.7 dB with the paper's weights and importance-masked latents; ``benchmarks/README.md``). 0: the paper's."""
     plane_fit_iterations: Optional[int] = None
     """At the first training step of a run (not of a resumed one), fit the latents, decoder and entropy model
     to the teacher's planes alone (weighted plane term + lambda * rate, no rendering: about a third of a
