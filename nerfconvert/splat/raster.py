@@ -24,16 +24,17 @@ The rules follow gsplat's CUDA kernels, so that a CPU render matches a GPU one:
 * a pixel (centre at +0.5) takes ``alpha = min(0.999, opacity * exp(-sigma))`` and skips a Gaussian
   whose ``sigma < 0`` or ``alpha < 1/255``; it stops before the Gaussian that would bring its
   transmittance to ``<= 1e-4``;
-* transmittance is a cumulative product over the tile's depth-sorted Gaussians, and autograd gives the
-  backward pass; ``absgrad=True`` fills ``meta["means2d"].absgrad`` with the sum over pixels of the
+* transmittance is a cumulative product over the tile's depth-sorted Gaussians; the backward pass
+  of the compositing is closed-form (``gradcheck`` in the tests), autograd does the rest; ``absgrad=True`` fills ``meta["means2d"].absgrad`` with the sum over pixels of the
   absolute per-pixel gradients, as gsplat's backward kernel does (DefaultStrategy densifies on it).
 
 Memory is bounded: tiles are processed in rounds of at most ``round_size`` depth-sorted Gaussians
 per tile that carry their transmittance forward (a tile whose pixels have all stopped drops out,
 which is most of the saving on dense scenes), in batches of at most ``pair_budget`` (pixel,
-Gaussian) pairs (2^20: some 60 MB of float32 temporaries). Autograd keeps about 15 such tensors
-per batch for the backward pass; past ``checkpoint_pairs`` pairs in a frame (2^22, some 250 MB) the
-batches are checkpointed instead (recomputed in the backward pass: one more forward per step).
+Gaussian) pairs (2^20: some 60 MB of float32 temporaries). The compositing's backward pass is
+written out (:class:`_Composite`), so a batch keeps only alpha, transmittance and a mask for it (9
+bytes a pair); past ``checkpoint_pairs`` pairs in a frame (2^25, some 300 MB) the batches are
+checkpointed instead (recomputed in the backward pass: one more forward per step).
 Nothing of size Gaussians x pixels is ever built.
 """
 
@@ -77,22 +78,90 @@ def _gsplat_torch_impl() -> Tuple[Any, Any, Any]:
     return _quat_scale_to_covar_preci, _fully_fused_projection, _spherical_harmonics
 
 
-class _PairDelta(torch.autograd.Function):
-    """``(x[:, None, :] - px[:, :, None], y[:, None, :] - py[:, :, None])`` ([B, P, K] each), whose
-    backward also adds the absolute per-pixel gradients of (x, y) into ``buf`` at rows ``ids``
-    (gsplat's ``absgrad``)."""
+class _Composite(torch.autograd.Function):
+    """Front-to-back compositing of a batch of tiles' depth-sorted Gaussians, with a hand-written
+    backward pass.
+
+    Autograd through the plain tensor expression kept some 15 [B, P, K] temporaries per batch and
+    spent half of a training step in the backward of ``cumprod`` and of the element-wise products
+    (profiled: 15k Gaussians, 64x64). The gradients are closed-form: with transmittance before
+    Gaussian k ``T_k``, weight ``w_k = alpha_k T_k`` and ``G_k = dL/dout . c_k``,
+
+        dL/dalpha_k = T_k G_k - (sum_{j>k} w_j G_j + dL/dT_final T_final) / (1 - alpha_k),
+
+    and alpha = opacity exp(-sigma) carries them to the opacity, the conic and the screen mean.
+    Only alpha, the transmittance and a mask are kept for the backward pass; ``absgrad`` (the sum
+    over pixels of the absolute per-pixel screen-mean gradients, gsplat's) falls out of it.
+    Returns (colour [B, P, D] relative to T0, transmittance after [B, P] relative to T0, done [B, P])."""
 
     @staticmethod
-    def forward(ctx, x, y, px, py, ids, buf):  # type: ignore[override]
-        ctx.ids = ids
-        ctx.buf = buf
-        return x[:, None, :] - px[:, :, None], y[:, None, :] - py[:, :, None]
+    def forward(ctx, xy, conic, opac, color, pix, T0, done0, ids, absgrad_buf):  # type: ignore[override]
+        x, y = xy[..., 0].contiguous(), xy[..., 1].contiguous()
+        px, py = pix[..., 0].contiguous(), pix[..., 1].contiguous()
+        dx, dy = x[:, None, :] - px[:, :, None], y[:, None, :] - py[:, :, None]  # [B, P, K]
+        half_a = (0.5 * conic[..., 0])[:, None, :]
+        b = conic[..., 1].contiguous()[:, None, :]
+        half_c = (0.5 * conic[..., 2])[:, None, :]
+        sigma = dx * (half_a * dx + b * dy) + half_c * dy * dy
+        # exp() of large negative arguments is ~50x slower on the CPU (underflow path); past
+        # sigma = 20, alpha < 1/255 for any opacity and the pair is skipped anyway
+        raw = opac[:, None, :] * torch.exp(-torch.clamp_max(sigma, SIGMA_MAX))
+        keep = (raw >= ALPHA_MIN) & (sigma >= 0)  # alpha = min(raw, ALPHA_MAX) >= ALPHA_MIN iff raw is
+        if done0 is not None:
+            keep &= ~done0[..., None]
+        alpha = torch.where(keep, torch.clamp_max(raw, ALPHA_MAX), 0.0)
+        # a pixel stops before the Gaussian that takes its transmittance to <= T_MIN (gsplat's rule);
+        # transmittance only decreases, so the pixel stops in this chunk iff its last one is
+        t_incl = torch.cumprod(1.0 - alpha, dim=-1)
+        ok = (t_incl * T0[..., None] if T0 is not None else t_incl) > T_MIN
+        done = ~ok[..., -1]
+        if done0 is not None:
+            done |= done0
+        alpha = torch.where(ok, alpha, 0.0)
+        one_minus = 1.0 - alpha  # >= 1 - ALPHA_MAX > 0
+        trans = torch.cumprod(one_minus, dim=-1)  # transmittance after each Gaussian
+        weights = alpha * (trans / one_minus)  # alpha_k * transmittance before k
+        out = torch.bmm(weights, color)  # [B, P, D]
+        # where alpha moves with raw (kept, not clamped, not stopped); a render without gradients needs none
+        free = keep & ok & (raw < ALPHA_MAX) if any(ctx.needs_input_grad[:4]) else None
+        ctx.save_for_backward(xy, conic, opac, color, pix, alpha, trans, free)
+        ctx.ids, ctx.absgrad_buf = ids, absgrad_buf
+        ctx.mark_non_differentiable(done)
+        return out, trans[..., -1].clone(), done
 
     @staticmethod
-    def backward(ctx, gx, gy):  # type: ignore[override]
-        absgrad = torch.stack([gx.abs().sum(1), gy.abs().sum(1)], -1)  # [B, K, 2]
-        ctx.buf.index_add_(0, ctx.ids.reshape(-1), absgrad.reshape(-1, 2).to(ctx.buf.dtype))
-        return gx.sum(1), gy.sum(1), None, None, None, None
+    def backward(ctx, g_out, g_T, _g_done):  # type: ignore[override]
+        xy, conic, opac, color, pix, alpha, trans, free = ctx.saved_tensors
+        one_minus = 1.0 - alpha
+        before = trans / one_minus
+        weights = alpha * before
+        g_out = g_out.contiguous()
+        g_color = torch.bmm(weights.transpose(1, 2), g_out)  # [B, K, D]
+        G = torch.bmm(g_out, color.transpose(1, 2))  # [B, P, K]
+        wG = weights * G
+        later = torch.cumsum(wG, dim=-1)
+        later = later[..., -1:] - later  # sum over j > k of w_j G_j
+        if g_T is not None:
+            later = later + (g_T * trans[..., -1])[..., None]
+        g_alpha = before * G - later / one_minus
+        g_raw = torch.where(free, g_alpha, 0.0) * alpha  # d alpha = alpha (d log opacity - d sigma)
+        g_opac = g_raw.sum(1) / opac.clamp_min(1e-30)  # opacities under 1/255 keep nothing: their sum is 0
+        g_sigma = -g_raw
+        x, y = xy[..., 0].contiguous(), xy[..., 1].contiguous()
+        px, py = pix[..., 0].contiguous(), pix[..., 1].contiguous()
+        dx, dy = x[:, None, :] - px[:, :, None], y[:, None, :] - py[:, :, None]
+        a = conic[..., 0].contiguous()[:, None, :]
+        b = conic[..., 1].contiguous()[:, None, :]
+        c = conic[..., 2].contiguous()[:, None, :]
+        g_dx = g_sigma * (a * dx + b * dy)
+        g_dy = g_sigma * (b * dx + c * dy)
+        g_sdx = g_sigma * dx
+        g_conic = torch.stack([0.5 * (g_sdx * dx).sum(1), (g_sdx * dy).sum(1), 0.5 * (g_sigma * dy * dy).sum(1)], -1)
+        g_xy = torch.stack([g_dx.sum(1), g_dy.sum(1)], -1)
+        if ctx.absgrad_buf is not None:
+            absgrad = torch.stack([g_dx.abs().sum(1), g_dy.abs().sum(1)], -1)  # [B, K, 2]
+            ctx.absgrad_buf.index_add_(0, ctx.ids.reshape(-1), absgrad.reshape(-1, 2).to(ctx.absgrad_buf.dtype))
+        return g_xy, g_conic, g_opac, g_color, None, None, None, None, None
 
 
 def _blend(
@@ -106,44 +175,13 @@ def _blend(
     ids: Optional[Tensor] = None,  # [B, K] rows of the absgrad buffer
     absgrad_buf: Optional[Tensor] = None,
 ) -> Tuple[Tensor, Tensor, Tensor]:
-    """Front-to-back compositing of depth-sorted Gaussians over a batch of tiles.
+    """Front-to-back compositing of depth-sorted Gaussians over a batch of tiles (:class:`_Composite`).
 
     Returns (colour added to each pixel [B, P, D], transmittance after [B, P], done [B, P]).
     Written for the CPU: every [B, P, K] operand is contiguous or broadcast along one axis (strided
     views and reductions over the last axis cost several times more there)."""
-    x, y = xy[..., 0].contiguous(), xy[..., 1].contiguous()
-    px, py = pix[..., 0].contiguous(), pix[..., 1].contiguous()
-    if absgrad_buf is not None:
-        dx, dy = _PairDelta.apply(x, y, px, py, ids, absgrad_buf)
-    else:
-        dx, dy = x[:, None, :] - px[:, :, None], y[:, None, :] - py[:, :, None]  # [B, P, K]
-    half_a = (0.5 * conic[..., 0])[:, None, :]
-    b = conic[..., 1].contiguous()[:, None, :]
-    half_c = (0.5 * conic[..., 2])[:, None, :]
-    sigma = dx * (half_a * dx + b * dy) + half_c * dy * dy  # [B, P, K]
-    # exp() of large negative arguments is ~50x slower on the CPU (underflow path); past
-    # sigma = 20, alpha < 1/255 for any opacity and the pair is skipped anyway
-    alpha = torch.clamp_max(opac[:, None, :] * torch.exp(-torch.clamp_max(sigma, SIGMA_MAX)), ALPHA_MAX)
-    keep = (alpha >= ALPHA_MIN) & (sigma >= 0)
-    if done0 is not None:
-        keep &= ~done0[..., None]
-    alpha = torch.where(keep, alpha, 0.0)
-    with torch.no_grad():
-        # a pixel stops before the Gaussian that takes its transmittance to <= T_MIN (gsplat's
-        # rule); transmittance only decreases, so the pixel stops in this chunk iff its last one is
-        t_incl = torch.cumprod(1.0 - alpha, dim=-1)
-        if T0 is not None:
-            t_incl *= T0[..., None]
-        ok = t_incl > T_MIN
-        done = ~ok[..., -1]
-        if done0 is not None:
-            done |= done0
-    alpha = torch.where(ok, alpha, 0.0)
-    one_minus = 1.0 - alpha  # >= 1 - ALPHA_MAX > 0
-    trans = torch.cumprod(one_minus, dim=-1)  # transmittance after each Gaussian, relative to T0
-    weights = alpha * (trans / one_minus)  # alpha_k * transmittance before k
-    out = torch.bmm(weights, color)  # [B, P, D]
-    T = trans[..., -1]
+    T0_const = T0.detach() if T0 is not None else None
+    out, T, done = _Composite.apply(xy, conic, opac, color, pix, T0_const, done0, ids, absgrad_buf)
     if T0 is not None:
         out = out * T0[..., None]
         T = T * T0
@@ -177,7 +215,7 @@ def composite_tiles(
     height: int,
     tile_size: int = 16,
     pair_budget: int = 2**20,
-    checkpoint_pairs: Optional[int] = 2**22,
+    checkpoint_pairs: Optional[int] = 2**25,
     round_size: int = 256,
     absgrad_rows: Optional[Tensor] = None,  # [M] row of each entry in absgrad_buf
     absgrad_buf: Optional[Tensor] = None,  # [R + 1, 2]; row R takes the padding
@@ -331,7 +369,7 @@ def rasterization(
     covars: Optional[Tensor] = None,
     *,
     pair_budget: int = 2**20,
-    checkpoint_pairs: Optional[int] = 2**22,
+    checkpoint_pairs: Optional[int] = 2**25,
     round_size: int = 256,
 ) -> Tuple[Tensor, Tensor, Dict[str, Any]]:
     """``gsplat.rendering.rasterization`` in pure torch (see the module docstring).
