@@ -78,13 +78,48 @@ def _gsplat_torch_impl() -> Tuple[Any, Any, Any]:
     return _quat_scale_to_covar_preci, _fully_fused_projection, _spherical_harmonics
 
 
+def _composite(xy: Tensor, conic: Tensor, opac: Tensor, color: Tensor, pix: Tensor, T0: Optional[Tensor],
+               done0: Optional[Tensor], need_free: bool) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Optional[Tensor]]:
+    """The compositing of :class:`_Composite` without autograd: (colour, transmittance after, done, and for
+    the backward pass alpha, the transmittance after each Gaussian and where alpha moves with opacity)."""
+    x, y = xy[..., 0].contiguous(), xy[..., 1].contiguous()
+    px, py = pix[..., 0].contiguous(), pix[..., 1].contiguous()
+    dx, dy = x[:, None, :] - px[:, :, None], y[:, None, :] - py[:, :, None]  # [B, P, K]
+    half_a = (0.5 * conic[..., 0])[:, None, :]
+    b = conic[..., 1].contiguous()[:, None, :]
+    half_c = (0.5 * conic[..., 2])[:, None, :]
+    sigma = dx * (half_a * dx + b * dy) + half_c * dy * dy
+    # exp() of large negative arguments is ~50x slower on the CPU (underflow path); past
+    # sigma = 20, alpha < 1/255 for any opacity and the pair is skipped anyway
+    raw = opac[:, None, :] * torch.exp(-torch.clamp_max(sigma, SIGMA_MAX))
+    keep = (raw >= ALPHA_MIN) & (sigma >= 0)  # alpha = min(raw, ALPHA_MAX) >= ALPHA_MIN iff raw is
+    if done0 is not None:
+        keep &= ~done0[..., None]
+    alpha = torch.where(keep, torch.clamp_max(raw, ALPHA_MAX), 0.0)
+    # a pixel stops before the Gaussian that takes its transmittance to <= T_MIN (gsplat's rule);
+    # transmittance only decreases, so the pixel stops in this chunk iff its last one is
+    t_incl = torch.cumprod(1.0 - alpha, dim=-1)
+    ok = (t_incl * T0[..., None] if T0 is not None else t_incl) > T_MIN
+    done = ~ok[..., -1]
+    if done0 is not None:
+        done |= done0
+    alpha = torch.where(ok, alpha, 0.0)
+    one_minus = 1.0 - alpha  # >= 1 - ALPHA_MAX > 0
+    trans = torch.cumprod(one_minus, dim=-1)  # transmittance after each Gaussian
+    weights = alpha * (trans / one_minus)  # alpha_k * transmittance before k
+    out = torch.bmm(weights, color)  # [B, P, D]
+    # where alpha moves with raw (kept, not clamped, not stopped); a render without gradients needs none
+    free = keep & ok & (raw < ALPHA_MAX) if need_free else None
+    return out, trans[..., -1].clone(), done, alpha, trans, free
+
+
 class _Composite(torch.autograd.Function):
     """Front-to-back compositing of a batch of tiles' depth-sorted Gaussians, with a hand-written
     backward pass.
 
-    Autograd through the plain tensor expression kept some 15 [B, P, K] temporaries per batch and
-    spent half of a training step in the backward of ``cumprod`` and of the element-wise products
-    (profiled: 15k Gaussians, 64x64). The gradients are closed-form: with transmittance before
+    Autograd through the plain tensor expression kept some 15 [B, P, K] temporaries per batch for its
+    backward pass, so that frames past a few million (pixel, Gaussian) pairs had to be checkpointed
+    (computed twice). The gradients are closed-form: with transmittance before
     Gaussian k ``T_k``, weight ``w_k = alpha_k T_k`` and ``G_k = dL/dout . c_k``,
 
         dL/dalpha_k = T_k G_k - (sum_{j>k} w_j G_j + dL/dT_final T_final) / (1 - alpha_k),
@@ -96,38 +131,11 @@ class _Composite(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, xy, conic, opac, color, pix, T0, done0, ids, absgrad_buf):  # type: ignore[override]
-        x, y = xy[..., 0].contiguous(), xy[..., 1].contiguous()
-        px, py = pix[..., 0].contiguous(), pix[..., 1].contiguous()
-        dx, dy = x[:, None, :] - px[:, :, None], y[:, None, :] - py[:, :, None]  # [B, P, K]
-        half_a = (0.5 * conic[..., 0])[:, None, :]
-        b = conic[..., 1].contiguous()[:, None, :]
-        half_c = (0.5 * conic[..., 2])[:, None, :]
-        sigma = dx * (half_a * dx + b * dy) + half_c * dy * dy
-        # exp() of large negative arguments is ~50x slower on the CPU (underflow path); past
-        # sigma = 20, alpha < 1/255 for any opacity and the pair is skipped anyway
-        raw = opac[:, None, :] * torch.exp(-torch.clamp_max(sigma, SIGMA_MAX))
-        keep = (raw >= ALPHA_MIN) & (sigma >= 0)  # alpha = min(raw, ALPHA_MAX) >= ALPHA_MIN iff raw is
-        if done0 is not None:
-            keep &= ~done0[..., None]
-        alpha = torch.where(keep, torch.clamp_max(raw, ALPHA_MAX), 0.0)
-        # a pixel stops before the Gaussian that takes its transmittance to <= T_MIN (gsplat's rule);
-        # transmittance only decreases, so the pixel stops in this chunk iff its last one is
-        t_incl = torch.cumprod(1.0 - alpha, dim=-1)
-        ok = (t_incl * T0[..., None] if T0 is not None else t_incl) > T_MIN
-        done = ~ok[..., -1]
-        if done0 is not None:
-            done |= done0
-        alpha = torch.where(ok, alpha, 0.0)
-        one_minus = 1.0 - alpha  # >= 1 - ALPHA_MAX > 0
-        trans = torch.cumprod(one_minus, dim=-1)  # transmittance after each Gaussian
-        weights = alpha * (trans / one_minus)  # alpha_k * transmittance before k
-        out = torch.bmm(weights, color)  # [B, P, D]
-        # where alpha moves with raw (kept, not clamped, not stopped); a render without gradients needs none
-        free = keep & ok & (raw < ALPHA_MAX) if any(ctx.needs_input_grad[:4]) else None
+        out, T, done, alpha, trans, free = _composite(xy, conic, opac, color, pix, T0, done0, any(ctx.needs_input_grad[:4]))
         ctx.save_for_backward(xy, conic, opac, color, pix, alpha, trans, free)
         ctx.ids, ctx.absgrad_buf = ids, absgrad_buf
         ctx.mark_non_differentiable(done)
-        return out, trans[..., -1].clone(), done
+        return out, T, done
 
     @staticmethod
     def backward(ctx, g_out, g_T, _g_done):  # type: ignore[override]
@@ -181,7 +189,10 @@ def _blend(
     Written for the CPU: every [B, P, K] operand is contiguous or broadcast along one axis (strided
     views and reductions over the last axis cost several times more there)."""
     T0_const = T0.detach() if T0 is not None else None
-    out, T, done = _Composite.apply(xy, conic, opac, color, pix, T0_const, done0, ids, absgrad_buf)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (xy, conic, opac, color)):
+        out, T, done = _Composite.apply(xy, conic, opac, color, pix, T0_const, done0, ids, absgrad_buf)
+    else:  # a render: no autograd.Function, nothing kept
+        out, T, done = _composite(xy, conic, opac, color, pix, T0_const, done0, False)[:3]
     if T0 is not None:
         out = out * T0[..., None]
         T = T * T0
