@@ -27,6 +27,7 @@ from nerfstudio.utils.rich_utils import CONSOLE
 
 from nerfconvert import NerfconvertError
 from nerfconvert.compress import container
+from nerfconvert.progress import with_progress
 
 
 def training_ray_bundles(datamanager, device, rays_per_batch: int, max_rays: Optional[int], seed: int = 0) -> Iterator[RayBundle]:
@@ -56,19 +57,6 @@ def importance_ray_cap(requested: Optional[int], total: int, budget: int, device
         return None if requested <= 0 or requested >= total else int(requested)
     cap = budget * (16 if torch.device(device).type == "cuda" else 1)
     return None if cap >= total else int(cap)
-
-
-def with_progress(bundles: Iterator[RayBundle], total_rays: int, description: str) -> Iterator[RayBundle]:
-    """``bundles`` unchanged, with a progress bar (rays done, elapsed, ETA) on the console."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("rays"),
-               TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
-    with Progress(*columns, console=CONSOLE, transient=False) as progress:
-        task = progress.add_task(description, total=total_rays)
-        for bundle in bundles:
-            yield bundle
-            progress.advance(task, len(bundle))
 
 
 def teacher_step(config_path: Path) -> int:

@@ -111,6 +111,9 @@ class PVDPipelineConfig(VanillaPipelineConfig):
     """Students that start from the teacher (Gaussian splats): primitives placed from the teacher."""
     init_cameras: int = 8
     """Pseudo cameras the teacher is rendered from to place them."""
+    init_seconds: float = 60.0
+    """Seconds the teacher may spend placing them: it renders as many random pixels of those cameras
+    as its measured speed allows. 0: every pixel (tens of minutes for a nerfacto teacher on a CPU)."""
     image_patch: int = 64
     """Image-level distillation (a rasterised teacher or student): pseudo views are rendered as
     patches of at most this many pixels a side (whole images when smaller)."""
@@ -121,7 +124,7 @@ class PVDPipelineConfig(VanillaPipelineConfig):
 
     def view_options(self) -> ViewOptions:
         return ViewOptions(split_layer=self.mlp_split_layer, coarse_sync_every=self.coarse_sync_every,
-                           init_points=self.init_points)
+                           init_points=self.init_points, init_seconds=self.init_seconds)
 
     def schedule(self, total_steps: Optional[int] = None) -> Tuple[int, int, int]:
         """(stage 2 start, stage 3 start, active-learning start) of a run of ``total_steps``."""

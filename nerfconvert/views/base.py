@@ -42,6 +42,9 @@ class ViewOptions:
     """Students with a separate coarse field for sampling: copy the fine field into it every this many steps."""
     init_points: int = 20000
     """Students initialised from the teacher (Gaussian splats): how many primitives to place."""
+    init_seconds: float = 60.0
+    """Students initialised from the teacher: time budget of the teacher's pass over the pseudo
+    cameras' rays (a random subset of them, as many as the teacher's measured speed allows); 0: every pixel."""
 
 
 @dataclass

@@ -11,12 +11,16 @@ point-query teacher's ray weights put mass along pseudo-camera rays (drawn in pr
 weights), with opacity from the teacher's density over the Gaussian's extent, scale from the
 spacing of neighbours, and SH colour fitted by least squares to the teacher's colour over several
 view directions; a teacher without point queries seeds them from its rendered depth and colour.
+That pass renders random pixels of the pseudo cameras, as many as the teacher's measured speed
+allows in a time budget (``ViewOptions.init_seconds``): every pixel of a nerfacto teacher takes
+tens of minutes on a CPU.
 """
 
 from __future__ import annotations
 
 import copy
 import math
+import time
 from typing import Dict, Optional, Tuple
 
 import torch
@@ -28,6 +32,7 @@ from nerfstudio.models.base_model import Model
 from nerfstudio.utils.rich_utils import CONSOLE
 
 from nerfconvert import NerfconvertError
+from nerfconvert.progress import with_progress
 from nerfconvert.views.base import Decoded, FieldView, ViewOptions, pinhole_camera
 
 SPLATFACTO_RUN_LENGTH = 30000
@@ -156,7 +161,7 @@ class SplatView(FieldView):
 
     @classmethod
     def teacher_init(cls, teacher: FieldView, cameras: Cameras, options: ViewOptions) -> Optional[Dict[str, Tensor]]:
-        return teacher_gaussians(teacher, cameras, options.init_points)
+        return teacher_gaussians(teacher, cameras, options.init_points, seconds=options.init_seconds)
 
     @classmethod
     def setup_kwargs(cls, init: Optional[Dict[str, Tensor]]) -> Dict:
@@ -272,35 +277,104 @@ def fit_sh(dirs: Tensor, rgb: Tensor, k: int) -> Tensor:
     return torch.linalg.solve(lhs, basis.transpose(1, 2) @ target)
 
 
+PLACEMENT_CHUNK = 4096
+"""Rays per teacher call of the placement pass."""
+PLACEMENT_PROBE = 1024
+"""Most rays of the timed chunk whose speed sets the placement pass's ray cap."""
+COLOUR_CHUNK = 2048
+"""Points per teacher call of the per-direction colour query (each queried from every direction)."""
+
+
+def pixel_rays(cameras: Cameras, index: Tensor) -> RayBundle:
+    """Rays through the pixels ``index``, numbered over all ``cameras`` (camera by camera, row-major),
+    at the pixel centres ``generate_rays`` renders whole cameras with."""
+    index = index.to(cameras.device)
+    widths = cameras.width.view(-1)
+    sizes = cameras.height.view(-1) * widths
+    starts = torch.cumsum(sizes, 0) - sizes
+    cam = torch.searchsorted(starts, index, right=True) - 1
+    local = index - starts[cam]
+    coords = torch.stack([local // widths[cam], local % widths[cam]], dim=-1).float() + 0.5
+    return cameras.generate_rays(camera_indices=cam[:, None], coords=coords)
+
+
+def placement_ray_cap(total: int, rays_per_second: float, seconds: float, max_rays: Optional[int] = None,
+                      done: int = 0) -> int:
+    """Rays of the placement pass: ``max_rays`` when given, else as many as the teacher renders in
+    ``seconds`` at its measured speed (0: every pixel); never more than ``total``, nor fewer than
+    the ``done`` rays that timed it."""
+    if max_rays is not None:
+        return max(done, min(total, int(max_rays)))
+    if seconds <= 0:
+        return total
+    return max(done, min(total, int(rays_per_second * seconds)))
+
+
 @torch.no_grad()
 def teacher_gaussians(teacher: FieldView, cameras: Cameras, num_points: int, num_dirs: int = 16,
-                      generator: Optional[torch.Generator] = None) -> Dict[str, Tensor]:
+                      generator: Optional[torch.Generator] = None, seconds: float = 60.0,
+                      max_rays: Optional[int] = None) -> Dict[str, Tensor]:
     """Where Gaussians go and what they look like, from the teacher over pseudo ``cameras``.
 
     Point-query teachers: samples along the cameras' rays, drawn in proportion to the teacher's
     ray weights (not only at the expected depth), each with the teacher's density and its colour
-    along the ray and from ``num_dirs`` directions. Others: their rendered depth and colour.
+    along the ray and from ``num_dirs`` directions. The rays are random pixels of all cameras, as
+    many as the teacher renders in ``seconds`` (timed on a first chunk; 0: every pixel), or
+    ``max_rays`` of them when given. Others: their rendered depth and colour.
     Returns ``means`` [N, 3], ``rgb`` [N, 3], ``density`` [N, 1], ``dirs`` [D, 3], ``rgb_dirs`` [N, D, 3],
     and the ``cameras`` with the teacher's mean ``accumulation`` over them (to calibrate opacity).
     """
     generator = generator or torch.Generator().manual_seed(0)
     device = teacher.device
     if teacher.has("point_queries"):
+        total = int((cameras.height.view(-1) * cameras.width.view(-1)).sum())
+        # every pixel in random order: any prefix is a uniform sample of all the cameras' rays, so the
+        # capped pass still places Gaussians everywhere and its mean accumulation stays unbiased
+        order = torch.randperm(total, generator=generator)
         pos, rgb, density, weights = [], [], [], []
         accumulation, num_rays = 0.0, 0  # the teacher's mean accumulation over these cameras, from the same pass
-        for i in range(cameras.shape[0]):
-            bundle = cameras.generate_rays(camera_indices=i, keep_shape=False).to(device)
-            for j in range(0, len(bundle), 4096):
-                samples = teacher.sample(bundle[j : j + 4096])
-                out = teacher.render_samples(samples)
-                w = out["weights"][..., 0]
-                accumulation += float(w.sum())
-                num_rays += w.shape[0]
-                keep = w > 1e-4
-                pos.append(samples.frustums.get_positions()[keep].cpu())
-                rgb.append(out["decoded"].rgb[keep].float().cpu())
-                density.append(out["decoded"].density[keep].float().cpu())
-                weights.append(w[keep].cpu())
+
+        def render(index: Tensor) -> float:
+            nonlocal accumulation, num_rays
+            start = time.perf_counter()
+            samples = teacher.sample(pixel_rays(cameras, index).to(device))
+            out = teacher.render_samples(samples)
+            w = out["weights"][..., 0]
+            accumulation += float(w.sum())
+            num_rays += w.shape[0]
+            keep = w > 1e-4
+            pos.append(samples.frustums.get_positions()[keep].cpu())
+            rgb.append(out["decoded"].rgb[keep].float().cpu())
+            density.append(out["decoded"].density[keep].float().cpu())
+            weights.append(w[keep].cpu())
+            return time.perf_counter() - start  # the copies to the CPU above synchronise a GPU
+
+        # the teacher's speed: a few warm-up rays take its first-call costs (allocations, kernels), then a
+        # timed chunk; a slow teacher is timed on fewer rays (~2 s of them) so that the line comes early
+        limit = total if max_rays is None else max(1, min(total, int(max_rays)))
+        warm = min(64, limit)
+        warm_seconds = render(order[:warm])
+        probe = min(limit - warm, PLACEMENT_PROBE, max(256, int(2.0 * warm / max(warm_seconds, 1e-6))))
+        rate = probe / max(render(order[warm : warm + probe]), 1e-6) if probe > 0 else warm / max(warm_seconds, 1e-6)
+        done = warm + probe
+        cap = placement_ray_cap(total, rate, seconds, max_rays, done)
+        if max_rays is not None:
+            why = f"max_rays {int(max_rays):,}"
+        elif seconds <= 0:
+            why = "--pipeline.init-seconds 0: all"
+        elif cap < total:
+            why = f"--pipeline.init-seconds {seconds:g}, 0: all"
+        else:
+            why = f"within the {seconds:g} s budget"
+        eta = f"{cap / rate:.0f}" if cap / rate >= 10 else f"{cap / rate:.1f}"
+        CONSOLE.print(
+            f"placing Gaussians: teacher at {rate:,.0f} rays/s, {cap:,} of {total:,} rays "
+            f"({100.0 * cap / max(total, 1):.1f}%, ~{eta} s; {why})",
+            soft_wrap=True,  # one line in logs, whatever the terminal's width
+        )
+        chunks = (order[j : min(j + PLACEMENT_CHUNK, cap)] for j in range(done, cap, PLACEMENT_CHUNK))
+        for index in with_progress(chunks, cap, "placing Gaussians: teacher rays", done=done):
+            render(index)
         if not pos or sum(p.shape[0] for p in pos) == 0:
             raise NerfconvertError("The teacher renders nothing from its pseudo cameras: there is no scene to place Gaussians in.")
         seen = {"cameras": cameras, "accumulation": accumulation / max(1, num_rays)}
@@ -309,10 +383,15 @@ def teacher_gaussians(teacher: FieldView, cameras: Cameras, num_points: int, num
         means, rgb, density = pos[pick], rgb[pick], density[pick]
         dirs = fibonacci_directions(num_dirs)
         rgb_dirs = torch.empty(means.shape[0], num_dirs, 3)
-        for j in range(0, means.shape[0], 8192):
-            p = means[j : j + 8192].to(device)
+        n = means.shape[0]
+        # num_points x num_dirs teacher queries (320,000 by default): seconds to a minute on a CPU
+        starts = with_progress(range(0, n, COLOUR_CHUNK), n * num_dirs, f"placing Gaussians: colour from {num_dirs} directions",
+                               unit="queries", size=lambda j: min(COLOUR_CHUNK, n - j) * num_dirs)
+        for j in starts:
+            p = means[j : j + COLOUR_CHUNK].to(device)
             d = dirs.to(device)[None].expand(p.shape[0], -1, -1)
-            rgb_dirs[j : j + 8192] = teacher.query(p[:, None].expand(-1, num_dirs, -1).contiguous(), d.contiguous()).rgb.float().cpu()
+            p = p[:, None].expand(-1, num_dirs, -1)
+            rgb_dirs[j : j + COLOUR_CHUNK] = teacher.query(p.contiguous(), d.contiguous()).rgb.float().cpu()
         return {"means": means, "rgb": rgb, "density": density, "dirs": dirs, "rgb_dirs": rgb_dirs, **seen}
 
     # camera rendering only: back-project rendered depth (where the teacher is opaque)
