@@ -45,6 +45,9 @@ class ViewOptions:
     init_seconds: float = 60.0
     """Students initialised from the teacher: time budget of the teacher's pass over the pseudo
     cameras' rays (a random subset of them, as many as the teacher's measured speed allows); 0: every pixel."""
+    grid_from_teacher: bool = True
+    """Grid students (voxel grids) start from the teacher's field sampled at their vertices instead of
+    their own empty initialisation."""
 
 
 @dataclass
@@ -182,7 +185,7 @@ class FieldView(ABC):
         return groups
 
     @classmethod
-    def adopt_teacher(cls, model_config, teacher: "FieldView") -> None:
+    def adopt_teacher(cls, model_config, teacher: "FieldView", options: Optional[ViewOptions] = None) -> None:
         """Copy what the student's config should share with ``teacher`` before the student is built."""
 
     @classmethod

@@ -32,7 +32,7 @@ from nerfstudio.fields.nerfacto_field import NerfactoField
 from nerfstudio.model_components.losses import lossfun_outer
 from nerfstudio.models.base_model import Model
 
-from nerfconvert.views.base import Decoded, FieldView
+from nerfconvert.views.base import Decoded, FieldView, ViewOptions
 
 EMPTY_RAW_DENSITY = -100.0
 """Raw density reported where the field masks density to zero (trunc_exp(-100) ~ 4e-44).
@@ -77,7 +77,7 @@ class HashGridView(FieldView):
 
     # ---- as a student -------------------------------------------------------------------
     @classmethod
-    def adopt_teacher(cls, model_config, teacher: FieldView) -> None:
+    def adopt_teacher(cls, model_config, teacher: FieldView, options: Optional[ViewOptions] = None) -> None:
         # hash -> hash: the same density scale, so that phi1's raw density (L_v) and the raw
         # density of Eq. 8 (L_sigma) ask the student for the same value
         name, scale = teacher.density_activation()

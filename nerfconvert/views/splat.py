@@ -129,7 +129,7 @@ class SplatView(FieldView):
         return config
 
     @classmethod
-    def adopt_teacher(cls, model_config, teacher: FieldView) -> None:
+    def adopt_teacher(cls, model_config, teacher: FieldView, options: Optional[ViewOptions] = None) -> None:
         # the teacher's pseudo views carry its background: the student composites onto the same one
         bg = teacher.background_color()
         if bg is not None and hasattr(model_config, "background_color"):

@@ -28,7 +28,7 @@ from nerfstudio.model_components.losses import tv_loss
 from nerfstudio.models.base_model import Model
 from nerfstudio.utils import colors
 
-from nerfconvert.views.base import Decoded, FieldView
+from nerfconvert.views.base import Decoded, FieldView, ViewOptions
 
 RAY_MASK_KEY = "nerfconvert_vm_ray_mask"
 """``RaySamples.metadata`` key under which :meth:`VMView.sample` stores TensoRF's coarse-pass ray mask."""
@@ -114,6 +114,27 @@ class VMView(FieldView):
             kept = {f.name: getattr(config, f.name) for f in fields(config) if f.name != "_target"}
             config = UnboundedTensoRFModelConfig(**kept)
         return config
+
+    @property
+    def resolution(self) -> int:
+        """Current resolution of the VM planes (they grow during a stock run)."""
+        return int(self.field.density_encoding.resolution)
+
+    @classmethod
+    def adopt_teacher(cls, model_config, teacher: FieldView, options: Optional[ViewOptions] = None) -> None:
+        # A VM teacher has already grown its planes. The student starts at that size: its targets are
+        # the teacher's density and colour at every sample, so it needs no coarse-to-fine warm-up, and
+        # a stock schedule would keep a CPU-length run at 128^2 (upsampling starts at step 2000),
+        # too coarse for the teacher's detail (measured: benchmarks/README.md, "conversion table").
+        if isinstance(teacher, VMView):
+            model_config.init_resolution = model_config.final_resolution = teacher.resolution
+
+    @classmethod
+    def fit_to_run(cls, model_config, total_steps: int) -> None:
+        """A student that starts at its final resolution never upsamples (an upsample to the same size
+        would only reset Adam); otherwise stock tensorf's absolute upsampling steps stand."""
+        if model_config.init_resolution >= model_config.final_resolution:
+            model_config.upsampling_iters = tuple(total_steps + 1 + i for i in range(len(model_config.upsampling_iters)))
 
     def regularizer(self, density: Optional[Tensor], tv_weight: float, l1_weight: float) -> Optional[Tensor]:
         field = self.field
