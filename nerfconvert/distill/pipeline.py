@@ -111,6 +111,9 @@ class PVDPipelineConfig(VanillaPipelineConfig):
     """Students that start from the teacher (Gaussian splats): primitives placed from the teacher."""
     init_cameras: int = 8
     """Pseudo cameras the teacher is rendered from to place them."""
+    grid_from_teacher: bool = True
+    """Voxel-grid students start at their final resolution with the teacher's density and colour (SH fitted
+    to 16 directions) sampled at their vertices, then distil; False: an empty grid, coarse to fine (PVD)."""
     init_seconds: float = 60.0
     """Seconds the teacher may spend placing them: it renders as many random pixels of those cameras
     as its measured speed allows. 0: every pixel (tens of minutes for a nerfacto teacher on a CPU)."""
@@ -124,7 +127,8 @@ class PVDPipelineConfig(VanillaPipelineConfig):
 
     def view_options(self) -> ViewOptions:
         return ViewOptions(split_layer=self.mlp_split_layer, coarse_sync_every=self.coarse_sync_every,
-                           init_points=self.init_points, init_seconds=self.init_seconds)
+                           init_points=self.init_points, init_seconds=self.init_seconds,
+                           grid_from_teacher=self.grid_from_teacher)
 
     def schedule(self, total_steps: Optional[int] = None) -> Tuple[int, int, int]:
         """(stage 2 start, stage 3 start, active-learning start) of a run of ``total_steps``."""
@@ -267,7 +271,7 @@ class PVDPipeline(Pipeline):
             image_level=self.image_level,
         )
         self.datamanager.to(device)
-        view_cls.adopt_teacher(config.model, teacher_view)  # e.g. a hash student takes a hash teacher's density scale
+        view_cls.adopt_teacher(config.model, teacher_view, options)  # e.g. a hash student takes a hash teacher's density scale
         view_cls.fit_to_run(config.model, config.total_steps or PVD_RUN_LENGTH)
         if config.depth_weight > 0:
             view_cls.render_depth_in_training(config.model)

@@ -17,7 +17,7 @@ zero SH), exactly what the model uses there.
 from __future__ import annotations
 
 import copy
-from typing import Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -26,7 +26,14 @@ from nerfstudio.cameras.rays import RayBundle, RaySamples
 from nerfstudio.models.base_model import Model
 
 from nerfconvert.plenoxels.field import PlenoxelsField
-from nerfconvert.views.base import Decoded, FieldView
+from nerfconvert.views.base import Decoded, FieldView, ViewOptions
+
+GRID_INIT_DIRECTIONS = 16
+"""Directions the teacher's colour is queried from at each occupied vertex, for the SH fit."""
+GRID_INIT_MIN_RAW = -6.0
+"""Floor of the raw density (exp activation: 0.0025) written where the teacher is empty: trilinear
+interpolation of log-densities next to a surface would otherwise reach far below the model's own
+empty start (-3) and make the surface thinner than the teacher's."""
 
 
 class VoxelGridView(FieldView):
@@ -98,6 +105,93 @@ class VoxelGridView(FieldView):
         # phi2, PVD Table 1: identity, then the activation and SH colour (Eq. 2)
         density, rgb = self.field.decode(features, directions)
         return Decoded(density=density, raw_density=features[..., self.raw_density_slice], rgb=rgb)
+
+    # ---- as a student: the teacher's field sampled at the vertices --------------------------------
+    @classmethod
+    def adopt_teacher(cls, model_config, teacher: FieldView, options: Optional[ViewOptions] = None) -> None:
+        # A grid filled from the teacher starts at its final resolution: coarse-to-fine exists to find
+        # geometry from images, which the teacher already has, and an upsample would blur what it gave.
+        if (options is None or options.grid_from_teacher) and teacher.has("point_queries"):
+            model_config.grid_resolutions = (int(model_config.grid_resolutions[-1]),)
+            model_config.upsample_fractions = ()
+            model_config.upsample_iters = None
+            # The fill replaces the initial density at once. The model checks that an *empty* start is
+            # opaque enough to train at its first grid's step, which the finest grid's short step fails
+            # for the default -3: start from density ~1 instead (never seen, it is overwritten).
+            model_config.init_raw_density = max(float(model_config.init_raw_density), 1.0 if model_config.density_activation != "exp" else 0.0)
+
+    @classmethod
+    def teacher_init(cls, teacher: FieldView, cameras, options: ViewOptions) -> Optional[Dict[str, Any]]:
+        if not options.grid_from_teacher or not teacher.has("point_queries"):
+            return None
+        return {"teacher": teacher}  # the grid is filled once the student exists (initialise_student)
+
+    def initialise_student(self, init: Optional[Dict[str, Any]]) -> None:
+        if init is not None:
+            self.fill_from(init["teacher"])
+
+    @torch.no_grad()
+    def fill_from(self, teacher: FieldView, chunk: int = 1 << 16) -> Dict[str, float]:
+        """Set every vertex to the teacher's density there (through this grid's inverse activation) and
+        the SH coefficients of occupied vertices to a least-squares fit, in the sigmoid's logit space,
+        of the teacher's colour from ``GRID_INIT_DIRECTIONS`` directions. Returns what it did."""
+        from nerfstudio.utils.math import components_from_spherical_harmonics
+
+        from nerfconvert.progress import with_progress
+        from nerfconvert.views.splat import fibonacci_directions
+
+        field = self.field
+        r, device = field.resolution, field.density_grid.device
+        lin = torch.linspace(0.0, 1.0, r, device=device)
+        z, y, x = torch.meshgrid(lin, lin, lin, indexing="ij")  # grids are [D=z, H=y, W=x]
+        box = field.aabb.to(device)
+        positions = (box[0] + torch.stack([x, y, z], dim=-1) * (box[1] - box[0])).view(-1, 3)
+        up = torch.tensor([0.0, 0.0, 1.0], device=device)
+        density = torch.empty(positions.shape[0], device=device)
+        chunks = [positions[i : i + chunk] for i in range(0, positions.shape[0], chunk)]
+        done = 0
+        for part in with_progress(iter(chunks), positions.shape[0], "grid from the teacher: density", unit="vertices",
+                                  size=lambda p: p.shape[0]):
+            out = teacher.query(part, up.expand_as(part))
+            density[done : done + part.shape[0]] = out.density.reshape(-1).float()
+            done += part.shape[0]
+        raw = self._inverse_activation(density).clamp_min(GRID_INIT_MIN_RAW)
+        field.density_grid.data.copy_(raw.view(1, 1, r, r, r))
+
+        # colour where the teacher is not empty over one voxel (alpha > 1e-3), SH fitted to all directions at once
+        voxel = float(field.voxel_size.min())
+        occupied = (1 - torch.exp(-density * voxel)) > 1e-3
+        index = occupied.nonzero().squeeze(-1)
+        dirs = fibonacci_directions(GRID_INIT_DIRECTIONS).to(device)
+        k = (self.sh_degree + 1) ** 2
+        basis = components_from_spherical_harmonics(levels=self.sh_degree + 1, directions=dirs)  # [D, K]
+        solve = torch.linalg.pinv(basis)  # [K, D]: least squares, shared by every vertex
+        sh = torch.zeros(index.shape[0], 3 * k, device=device)
+        per = max(1, chunk // GRID_INIT_DIRECTIONS)
+        parts = [index[i : i + per] for i in range(0, index.shape[0], per)]
+        done = 0
+        for part in with_progress(iter(parts), index.shape[0], "grid from the teacher: colour", unit="vertices",
+                                  size=lambda p: p.shape[0]):
+            p = positions[part][:, None].expand(-1, GRID_INIT_DIRECTIONS, -1).reshape(-1, 3)
+            d = dirs[None].expand(part.shape[0], -1, -1).reshape(-1, 3)
+            rgb = teacher.query(p, d).rgb.float().view(part.shape[0], GRID_INIT_DIRECTIONS, 3)
+            logits = torch.logit(rgb.clamp(1e-3, 1 - 1e-3))
+            coeffs = torch.einsum("kd,ndc->nck", solve, logits)  # [n, 3, K], colour-major as the grid stores them
+            sh[done : done + part.shape[0]] = coeffs.reshape(part.shape[0], 3 * k)
+            done += part.shape[0]
+        flat = field.sh_grid.data.view(3 * k, -1)
+        flat.zero_()
+        flat[:, index] = sh.t()
+        return {"vertices": float(positions.shape[0]), "occupied": float(index.shape[0])}
+
+    def _inverse_activation(self, density: Tensor) -> Tensor:
+        name = str(self.field.density_activation)
+        if name == "exp":
+            return torch.log(density.clamp_min(1e-12))
+        if name == "softplus":
+            d = density.clamp_min(1e-12)
+            return d + torch.log(-torch.expm1(-d))
+        return density  # relu
 
     # ---- sampling -------------------------------------------------------------------------
     def sample(self, ray_bundle: RayBundle) -> RaySamples:
