@@ -69,13 +69,16 @@ class RunLengthTrainerConfig(TrainerConfig):
     schedules; its checkpoints are written atomically (``nerfconvert.resume``)."""
 
     _target: Type = field(default_factory=lambda: ResumableTrainer)
+    min_schedule_steps: int = 0
+    """Learning rates decay over the run, but over at least this many steps: a short run keeps
+    the larger rates of the method's reference schedule instead of decaying ten times faster."""
 
     def run_end(self) -> int:
         """The step this run ends at (exclusive), counted from its checkpoint when it resumes."""
         return run_end(self)
 
     def fit_to_run_length(self) -> None:
-        fit_schedulers(self.optimizers, self.run_end())
+        fit_schedulers(self.optimizers, max(self.run_end(), int(self.min_schedule_steps)))
 
     def set_timestamp(self) -> None:
         self.fit_to_run_length()

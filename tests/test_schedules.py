@@ -95,7 +95,9 @@ def test_our_methods_schedules_follow_the_run(method, steps, tmp_path):
     config.output_dir = tmp_path
     config.set_timestamp()  # ns-train calls this before it saves config.yml
     lengths = _scheduler_lengths(config.optimizers)
-    assert lengths and set(lengths.values()) == {steps}, lengths
+    # plenoxels: over at least its 1000 steps (a 400-step run decaying over 400 lost 2.2 dB on lego100)
+    expected = max(steps, 1000) if method == "plenoxels" else steps
+    assert lengths and set(lengths.values()) == {expected}, lengths
 
 
 @pytest.mark.parametrize("steps", RUN_LENGTHS)
