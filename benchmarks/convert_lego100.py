@@ -137,7 +137,9 @@ def scratch_config(student: str, out: Path, steps: int, device: str):
 
 
 def run_row(student: str, way: str, work: Path, minutes: float, curve_every: int, device: str,
-            steps: Optional[int]) -> Dict:
+            steps: Optional[int], changes: Optional[Dict[str, str]] = None, label: Optional[str] = None) -> Dict:
+    """``changes``: dotted config fields (from the trainer config down) -> YAML values, for a variant
+    of a way; such a row is ``label``led and kept out of the table's main rows."""
     from nerfstudio.scripts import train
 
     from nerfconvert.distill.export import student_run_config
@@ -147,14 +149,25 @@ def run_row(student: str, way: str, work: Path, minutes: float, curve_every: int
     points = [p * 60.0 * scale for p in POINTS if p <= minutes]
     kind = "distilled" if way.startswith("distilled") else "scratch"
     n = int((steps or STEPS_CPU[student][kind]) * scale)
-    out = work / "runs" / f"{student}-{way}"
+    out = work / "runs" / (f"{student}-{way}" + (f"-{label}" if label else ""))
     if kind == "distilled":
         config = distilled_config(student, out, n, device, active_learning=(way == "distilled"))
     else:
         config = scratch_config(student, out, n, device)
     config.timestamp = "train"
+    for key, value in (changes or {}).items():
+        import yaml
+
+        target = config
+        *path, last = key.split(".")
+        for part in path:
+            target = getattr(target, part)
+        if not hasattr(target, last):
+            raise SystemExit(f"error: --set {key}: no such config field")
+        setattr(target, last, yaml.safe_load(value))
     config.experiment_name = way
     snapshots: List[Dict] = []
+    original = config._target
 
     def snapshot(trainer, at_minutes: float) -> None:
         pipeline = trainer.pipeline
@@ -163,7 +176,8 @@ def run_row(student: str, way: str, work: Path, minutes: float, curve_every: int
             run = student_run_config(trainer.config, trainer.config.teacher_config(), trainer.config.student)
             state = {f"_model.{k}": v for k, v in pipeline.student.state_dict().items()}
         else:
-            run, state = trainer.config, pipeline.state_dict()
+            run, state = copy.copy(trainer.config), pipeline.state_dict()
+            run._target = original  # the saved run names the stock trainer, not this benchmark's clock
         path = write_stock_run(run, state, trainer._steps_done, out / "points", way, f"t{at_minutes:06.2f}")
         snapshots.append({"minutes": round(at_minutes, 3), "step": trainer._steps_done, "config": path})
         log(f"{student} {way}: {at_minutes:.2f} min, step {trainer._steps_done}")
@@ -174,7 +188,6 @@ def run_row(student: str, way: str, work: Path, minutes: float, curve_every: int
         log(f"{student} {way}: training done before, scoring its {len(snapshots)} snapshots")
         train_wall = None
     else:
-        original = config._target
         config._target = clocked(original, budget, points, snapshot)
         log(f"{student} {way}: {n} steps at most, {budget / 60:.1f} min of training on {device}")
         t0 = time.perf_counter()
@@ -196,10 +209,11 @@ def run_row(student: str, way: str, work: Path, minutes: float, curve_every: int
             rows.append({"minutes": snap["minutes"], "step": snap["step"], "views": full["views"],
                          "psnr": full["psnr"], "ssim": full["ssim"]})
             log(f"{student} {way} @ {snap['minutes']:.2f} min: {full['psnr']:.2f} dB (all {full['views']} views)")
-    return {"student": student, "way": way, "device": device, "steps_planned": n, "train_wall_s": train_wall,
+    sets = "".join(f" --set {k}={v}" for k, v in (changes or {}).items()) + (f" --label {label}" if label else "")
+    return {"student": student, "way": way, "label": label, "changes": changes or {}, "device": device, "steps_planned": n, "train_wall_s": train_wall,
             "points": rows, "date": now_utc(), "hardware": hardware(),
             "command": f"python benchmarks/convert_lego100.py --student {student} --way {way}"
-                       + (f" --minutes {minutes:g}" if minutes != 15 else "") + (f" --device {device}" if device != "cpu" else "")}
+                       + (f" --minutes {minutes:g}" if minutes != 15 else "") + (f" --device {device}" if device != "cpu" else "") + sets}
 
 
 # ---- the report ------------------------------------------------------------------------------
@@ -234,11 +248,17 @@ def report(work: Path, results: Path, curve_every: int) -> str:
     if not cached:
         raise SystemExit(f"no cached rows in {work / 'rows'}: run a row first (--student S --way W)")
     rows, curves = [], {}
+
+    def key(c):
+        return (c["student"], c["way"] + (f" [{c['label']}]" if c.get("label") else ""))
+
     for c in cached:
+        if c.get("label"):
+            continue  # variants: in the markdown table and "variants", not in the rows of the named ways
         for p in c["points"]:
             rows.append({"student": c["student"], "way": c["way"], "minutes": p["minutes"], "views": p["views"],
                          "psnr": p["psnr"], "ssim": p["ssim"]})
-        curves[(c["student"], c["way"])] = [p for p in c["points"] if p["views"] != 200 or len(c["points"]) == 1]
+        curves[key(c)] = [p for p in c["points"] if p["views"] != 200 or len(c["points"]) == 1]
     t_psnr = teacher["psnr"]
     lines = [
         "# The conversion table on lego100",
@@ -252,7 +272,7 @@ def report(work: Path, results: Path, curve_every: int) -> str:
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for c in cached:
-        pts = curves[(c["student"], c["way"])]
+        pts = curves[key(c)]
         final = [p for p in c["points"] if p["views"] == 200]
         cells = []
         scale = 4.0 if c["way"] == "scratch-ceiling" else 1.0
@@ -260,7 +280,8 @@ def report(work: Path, results: Path, curve_every: int) -> str:
             hit = [p for p in pts if abs(p["minutes"] - m * scale) < 0.05 * scale]
             cells.append(f"{hit[0]['psnr']:.2f}" if hit else "")
         f = final[-1] if final else None
-        lines.append(f"| {c['student']} | {c['way']}{' (x4 clock)' if scale > 1 else ''} | " + " | ".join(cells)
+        name = c["way"] + (f" [{c['label']}]" if c.get("label") else "")
+        lines.append(f"| {c['student']} | {name}{' (x4 clock)' if scale > 1 else ''} | " + " | ".join(cells)
                      + (f" | {f['psnr']:.2f} | {f['psnr'] - t_psnr:+.2f} |" if f else " | | |"))
     lines += ["", "Time for the distilled student to reach the from-scratch run's 15-minute PSNR "
               "(curve points, same views):", "", "| student | scratch @15 min | distilled reaches it at | "
@@ -283,7 +304,9 @@ def report(work: Path, results: Path, curve_every: int) -> str:
                                    for c in cached), "", f"Hardware: {cached[-1]['hardware']}"]
     markdown = "\n".join(lines)
     data = {"teacher_psnr": t_psnr, "rows": rows, "teacher_ssim": teacher["ssim"],
-            "runs": [{k: v for k, v in c.items() if k != "points"} for c in cached]}
+            "runs": [{k: v for k, v in c.items() if k != "points"} for c in cached],
+            "variants": [{**{k: c[k] for k in ("student", "way", "label", "changes")}, "points": c["points"]}
+                         for c in cached if c.get("label")]}
     write_report(results, "convert_lego100", markdown, data)
     plot(curves, t_psnr, results / "convert_lego100.png")
     return markdown
@@ -298,7 +321,7 @@ def plot(curves: Dict, teacher_psnr: float, path: Path) -> None:
     for ax, s in zip(axes[0], students):
         for (student, way), pts in curves.items():
             if student == s:
-                ax.plot([p["minutes"] for p in pts], [p["psnr"] for p in pts], style[way], label=way, ms=4)
+                ax.plot([p["minutes"] for p in pts], [p["psnr"] for p in pts], style.get(way, "-^"), label=way, ms=4)
         ax.axhline(teacher_psnr, color="k", lw=0.8, ls="--", label=f"teacher {teacher_psnr:.2f}")
         ax.axhline(teacher_psnr - 0.5, color="0.6", lw=0.6, ls=":")
         ax.set_title(f"tensorf -> {s}")
@@ -322,9 +345,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/nerfconvert-convert-lego100"))
     parser.add_argument("--results-dir", type=Path, default=RESULTS)
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="a variant: a dotted trainer-config field, e.g. pipeline.stage_fractions=[0.05,0.15]")
+    parser.add_argument("--label", default=None, help="name of the variant (needed with --set)")
     parser.add_argument("--rerun", action="store_true", help="train a cached row again")
     parser.add_argument("--report", action="store_true", help="assemble the cached rows (after any runs asked for)")
     args = parser.parse_args()
+    if args.set and not args.label:
+        raise SystemExit("error: --set makes a variant: name it with --label")
     torch.set_num_threads(args.threads)
     os.chdir(REPO)  # the shared teacher's paths are relative to the project root
     if not TEACHER.exists():
@@ -332,11 +360,12 @@ def main() -> None:
     (args.work_dir / "rows").mkdir(parents=True, exist_ok=True)
     if args.student:
         for way in args.way or WAYS:
-            cache = args.work_dir / "rows" / f"{args.student}-{way}.json"
+            cache = args.work_dir / "rows" / (f"{args.student}-{way}" + (f"-{args.label}" if args.label else "") + ".json")
             if cache.exists() and not args.rerun:
                 log(f"{args.student} {way}: cached ({cache})")
                 continue
-            row = run_row(args.student, way, args.work_dir, args.minutes, args.curve_every, args.device, args.steps)
+            row = run_row(args.student, way, args.work_dir, args.minutes, args.curve_every, args.device, args.steps,
+                          dict(kv.split("=", 1) for kv in args.set), args.label)
             tmp = cache.with_suffix(".tmp")
             tmp.write_text(json.dumps(row, indent=1, default=str))
             os.replace(tmp, cache)
