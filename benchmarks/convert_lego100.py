@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import shutil
 import math
 import os
 import time
@@ -46,7 +47,7 @@ POINTS = (1.0, 2.0, 5.0, 10.0, 15.0)
 # clock runs out first stops there; one that finishes early ends its curve early.
 STEPS_CPU: Dict[str, Dict[str, int]] = {
     "tensorf": {"distilled": 1400, "scratch": 3750},
-    "plenoxels": {"distilled": 900, "scratch": 1500},
+    "plenoxels": {"distilled": 300, "scratch": 1500},  # distilled: 3 s per 4096-ray step, measured
     "nerfacto": {"distilled": 300, "scratch": 300},
     "vanilla-nerf": {"distilled": 150, "scratch": 150},
     "splatfacto": {"distilled": 1500, "scratch": 1500},
@@ -69,6 +70,8 @@ def clocked(base, budget_s: float, points_s: List[float], snapshot):
     class Clocked(base):
         def train_iteration(self, step):
             t0 = time.perf_counter()
+            if not hasattr(self, "_first_step_at"):
+                self._first_step_at = t0  # setup (teacher load, placement, grid fill) ends here
             out = super().train_iteration(step)
             self._clock = getattr(self, "_clock", 0.0) + time.perf_counter() - t0
             self._steps_done = step + 1
@@ -137,7 +140,8 @@ def scratch_config(student: str, out: Path, steps: int, device: str):
 
 
 def run_row(student: str, way: str, work: Path, minutes: float, curve_every: int, device: str,
-            steps: Optional[int], changes: Optional[Dict[str, str]] = None, label: Optional[str] = None) -> Dict:
+            steps: Optional[int], changes: Optional[Dict[str, str]] = None, label: Optional[str] = None,
+            rerun: bool = False) -> Dict:
     """``changes``: dotted config fields (from the trainer config down) -> YAML values, for a variant
     of a way; such a row is ``label``led and kept out of the table's main rows."""
     from nerfstudio.scripts import train
@@ -168,6 +172,7 @@ def run_row(student: str, way: str, work: Path, minutes: float, curve_every: int
     config.experiment_name = way
     snapshots: List[Dict] = []
     original = config._target
+    setup = {}
 
     def snapshot(trainer, at_minutes: float) -> None:
         pipeline = trainer.pipeline
@@ -180,9 +185,12 @@ def run_row(student: str, way: str, work: Path, minutes: float, curve_every: int
             run._target = original  # the saved run names the stock trainer, not this benchmark's clock
         path = write_stock_run(run, state, trainer._steps_done, out / "points", way, f"t{at_minutes:06.2f}")
         snapshots.append({"minutes": round(at_minutes, 3), "step": trainer._steps_done, "config": path})
+        setup.setdefault("s", trainer._first_step_at - t_start)
         log(f"{student} {way}: {at_minutes:.2f} min, step {trainer._steps_done}")
 
     done = out / "snapshots.json"  # training finished: a rerun of the row only scores it again
+    if rerun and out.exists():
+        shutil.rmtree(out)  # --rerun: train again
     if done.exists():
         snapshots = [{**snap, "config": Path(snap["config"])} for snap in json.loads(done.read_text())]
         log(f"{student} {way}: training done before, scoring its {len(snapshots)} snapshots")
@@ -190,7 +198,7 @@ def run_row(student: str, way: str, work: Path, minutes: float, curve_every: int
     else:
         config._target = clocked(original, budget, points, snapshot)
         log(f"{student} {way}: {n} steps at most, {budget / 60:.1f} min of training on {device}")
-        t0 = time.perf_counter()
+        t0 = t_start = time.perf_counter()
         try:
             train.main(config)
         finally:
@@ -211,6 +219,7 @@ def run_row(student: str, way: str, work: Path, minutes: float, curve_every: int
             log(f"{student} {way} @ {snap['minutes']:.2f} min: {full['psnr']:.2f} dB (all {full['views']} views)")
     sets = "".join(f" --set {k}={v}" for k, v in (changes or {}).items()) + (f" --label {label}" if label else "")
     return {"student": student, "way": way, "label": label, "changes": changes or {}, "device": device, "steps_planned": n, "train_wall_s": train_wall,
+            "setup_s": setup.get("s"),
             "points": rows, "date": now_utc(), "hardware": hardware(),
             "command": f"python benchmarks/convert_lego100.py --student {student} --way {way}"
                        + (f" --minutes {minutes:g}" if minutes != 15 else "") + (f" --device {device}" if device != "cpu" else "") + sets}
@@ -232,8 +241,8 @@ def reach_minutes(points: List[Dict], target: float) -> Optional[float]:
     return None
 
 
-def teacher_score(work: Path) -> Dict:
-    cache = work / "teacher.json"
+def teacher_score(rows_dir: Path) -> Dict:
+    cache = rows_dir / "_teacher.json"
     if cache.exists():
         return json.loads(cache.read_text())
     log("scoring the teacher on all test views")
@@ -242,11 +251,11 @@ def teacher_score(work: Path) -> Dict:
     return scores
 
 
-def report(work: Path, results: Path, curve_every: int) -> str:
-    teacher = teacher_score(work)
-    cached = [json.loads(p.read_text()) for p in sorted((work / "rows").glob("*.json"))]
+def report(rows_dir: Path, results: Path, curve_every: int) -> str:
+    teacher = teacher_score(rows_dir)
+    cached = [json.loads(p.read_text()) for p in sorted(rows_dir.glob("*.json")) if not p.name.startswith("_")]
     if not cached:
-        raise SystemExit(f"no cached rows in {work / 'rows'}: run a row first (--student S --way W)")
+        raise SystemExit(f"no cached rows in {rows_dir}: run a row first (--student S --way W)")
     rows, curves = [], {}
 
     def key(c):
@@ -301,6 +310,8 @@ def report(work: Path, results: Path, curve_every: int) -> str:
     lines += ["", f"Commands: {'; '.join(sorted({c['command'] for c in cached}))}; then "
               "`python benchmarks/convert_lego100.py --report`.", "",
               "Runs: " + "; ".join(f"{c['student']} {c['way']}: {c['date']}, {c['steps_planned']} steps planned"
+                                   + (f", setup {c['setup_s']:.0f} s before the clock starts (teacher load, "
+                                      "placement or grid fill)" if c.get("setup_s") else "")
                                    for c in cached), "", f"Hardware: {cached[-1]['hardware']}"]
     markdown = "\n".join(lines)
     data = {"teacher_psnr": t_psnr, "rows": rows, "teacher_ssim": teacher["ssim"],
@@ -345,6 +356,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/nerfconvert-convert-lego100"))
     parser.add_argument("--results-dir", type=Path, default=RESULTS)
+    parser.add_argument("--rows-dir", type=Path, default=RESULTS / "convert_lego100_rows",
+                        help="finished rows, one JSON each (committed, so a new machine keeps them)")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="a variant: a dotted trainer-config field, e.g. pipeline.stage_fractions=[0.05,0.15]")
     parser.add_argument("--label", default=None, help="name of the variant (needed with --set)")
@@ -357,20 +370,20 @@ def main() -> None:
     os.chdir(REPO)  # the shared teacher's paths are relative to the project root
     if not TEACHER.exists():
         raise SystemExit(f"error: the shared teacher is missing ({TEACHER}); this benchmark needs ../shared next to the checkout")
-    (args.work_dir / "rows").mkdir(parents=True, exist_ok=True)
+    args.rows_dir.mkdir(parents=True, exist_ok=True)
     if args.student:
         for way in args.way or WAYS:
-            cache = args.work_dir / "rows" / (f"{args.student}-{way}" + (f"-{args.label}" if args.label else "") + ".json")
+            cache = args.rows_dir / (f"{args.student}-{way}" + (f"-{args.label}" if args.label else "") + ".json")
             if cache.exists() and not args.rerun:
                 log(f"{args.student} {way}: cached ({cache})")
                 continue
             row = run_row(args.student, way, args.work_dir, args.minutes, args.curve_every, args.device, args.steps,
-                          dict(kv.split("=", 1) for kv in args.set), args.label)
+                          dict(kv.split("=", 1) for kv in args.set), args.label, rerun=args.rerun)
             tmp = cache.with_suffix(".tmp")
             tmp.write_text(json.dumps(row, indent=1, default=str))
             os.replace(tmp, cache)
     if args.report or not args.student:
-        print(report(args.work_dir, args.results_dir, args.curve_every))
+        print(report(args.rows_dir, args.results_dir, args.curve_every))
 
 
 if __name__ == "__main__":

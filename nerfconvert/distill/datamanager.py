@@ -224,8 +224,10 @@ class PseudoCameraDataManager(OptionalExtraState, DataManager):
         camera = self.epoch_cameras[pose : pose + 1]
         h, w = int(camera.height[0, 0]), int(camera.width[0, 0])
         ph, pw = min(patch, h), min(patch, w)
-        y0 = int(torch.randint(0, (h - ph) // ph + 1, (1,), generator=self.generator)) * ph if h > ph else 0
-        x0 = int(torch.randint(0, (w - pw) // pw + 1, (1,), generator=self.generator)) * pw if w > pw else 0
+        # patches on a grid that covers the whole image (the last row and column flush with its edge, so
+        # that they overlap their neighbours): a 100-pixel view has patches at 0 and 36, not only at 0
+        y0 = min(int(torch.randint(0, -(-h // ph), (1,), generator=self.generator)) * ph, h - ph)
+        x0 = min(int(torch.randint(0, -(-w // pw), (1,), generator=self.generator)) * pw, w - pw)
         if (ph, pw) != (h, w):
             camera = Cameras(
                 camera_to_worlds=camera.camera_to_worlds, fx=camera.fx, fy=camera.fy,

@@ -93,6 +93,10 @@ class PVDPipelineConfig(VanillaPipelineConfig):
     """Set from the trainer's --max-num-iterations (20000, PVD's length, when built without one)."""
     block_wise: bool = True
     """False: all losses from the first step (the "w/o block-wise" ablation)."""
+    stages_after_fill: bool = False
+    """A student set to the teacher's field before its first step (a voxel grid filled from it, see
+    --pipeline.grid-from-teacher) starts in stage 3, with active learning, since stages 1-2 only bring
+    its fields to the teacher's. True keeps PVD's stages for it too (--pipeline.stage-steps always does)."""
     active_learning: ActiveLearningConfig = field(default_factory=ActiveLearningConfig)
     teacher_chunk: int = 1 << 16
     """Sample points per teacher query (bounds the teacher's memory)."""
@@ -130,21 +134,25 @@ class PVDPipelineConfig(VanillaPipelineConfig):
                            init_points=self.init_points, init_seconds=self.init_seconds,
                            grid_from_teacher=self.grid_from_teacher)
 
-    def schedule(self, total_steps: Optional[int] = None) -> Tuple[int, int, int]:
-        """(stage 2 start, stage 3 start, active-learning start) of a run of ``total_steps``."""
+    def schedule(self, total_steps: Optional[int] = None, starts_at_teacher: bool = False) -> Tuple[int, int, int]:
+        """(stage 2 start, stage 3 start, active-learning start) of a run of ``total_steps``
+        (``starts_at_teacher``: the student is the teacher's field at step 0, ``stages_after_fill``)."""
         total = int(total_steps or self.total_steps or PVD_RUN_LENGTH)
         if self.stage_steps is not None:
             s1, s2 = (int(s) for s in self.stage_steps)
+        elif starts_at_teacher and not self.stages_after_fill:
+            s1 = s2 = 0
         else:
             s1, s2 = (int(round(f * total)) for f in self.stage_fractions)
         s2 = max(s1, s2)
         al = self.active_learning.start_step
         return s1, s2, int(al) if al is not None else s2
 
-    def schedule_problems(self, total_steps: int, has_stage1: bool = True, image_level: bool = False) -> List[str]:
+    def schedule_problems(self, total_steps: int, has_stage1: bool = True, image_level: bool = False,
+                          starts_at_teacher: bool = False) -> List[str]:
         """One line per way a run of ``total_steps`` cannot do what it was asked (``image_level``: distillation
         on images, which has no stages; only the active-learning start applies)."""
-        s1, s2, al = self.schedule(total_steps)
+        s1, s2, al = self.schedule(total_steps, starts_at_teacher)
         problems = []
         if not self.block_wise:
             return problems
@@ -292,6 +300,7 @@ class PVDPipeline(Pipeline):
         self._model.to(device)
         self.student_view: FieldView = view_class_for(type(self._model)).from_options(self._model, options)
         self.student_view.initialise_student(init)
+        self.starts_at_teacher = init is not None and view_cls.starts_at_teacher(type(teacher_view), options)
 
         t, s = self.teacher_view, self.student_view
         s_bg = s.background_color()
@@ -347,7 +356,7 @@ class PVDPipeline(Pipeline):
 
     def set_run_length(self, total_steps: int) -> None:
         """Place the stage boundaries and the start of active learning in a run of ``total_steps``."""
-        s1, s2, self.al_start = self.config.schedule(total_steps)
+        s1, s2, self.al_start = self.config.schedule(total_steps, self.starts_at_teacher)
         self.stage_starts = (s1, s2)
 
     def stage(self, step: int) -> int:

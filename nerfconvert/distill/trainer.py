@@ -122,9 +122,18 @@ class PVDTrainerConfig(RunLengthTrainerConfig):
         return distils_on_images(view_class_for(self.teacher_config().pipeline.model._target),
                                  view_class_for(self.pipeline.model._target))
 
+    def starts_at_teacher(self) -> bool:
+        """Whether the student is set to the teacher's field before its first step (then it starts in stage 3)."""
+        from nerfconvert.views.registry import view_class_for
+
+        if (self.pipeline.teacher_ckpt or self.teacher_ckpt) is None or self.image_level():
+            return False
+        return view_class_for(self.pipeline.model._target).starts_at_teacher(
+            view_class_for(self.teacher_config().pipeline.model._target), self.pipeline.view_options())
+
     def schedule_summary(self) -> str:
         total = self.run_end()
-        s1, s2, al = self.pipeline.schedule(total)
+        s1, s2, al = self.pipeline.schedule(total, self.starts_at_teacher())
         if self.image_level():
             return (
                 f"pvd-al: {total} steps of image-level distillation (the teacher's pseudo views, the student's own "
@@ -132,6 +141,9 @@ class PVDTrainerConfig(RunLengthTrainerConfig):
             )
         if not self.pipeline.block_wise:
             return f"pvd-al: {total} steps, all losses from the first step (block-wise off)"
+        if s2 == 0 and self.starts_at_teacher():
+            return (f"pvd-al: {total} steps of stage 3 (the student starts as the teacher's field: stages 1-2 "
+                    f"skipped, --pipeline.stages-after-fill keeps them), active learning from {al}")
         return (
             f"pvd-al: {total} steps: stage 1 (phi1 features) 0-{s1}, stage 2 (+ density, colour) {s1}-{s2}, "
             f"stage 3 (+ rendered RGB) {s2}-{total}, active learning from {al}"
@@ -165,7 +177,8 @@ class PVDTrainer(ResumableTrainer):
     def __init__(self, config: PVDTrainerConfig, local_rank: int = 0, world_size: int = 1) -> None:
         config.check_inputs()
         CONSOLE.print(config.schedule_summary())
-        for problem in config.pipeline.schedule_problems(config.run_end(), image_level=config.image_level()) + config.student_problems():
+        for problem in config.pipeline.schedule_problems(config.run_end(), image_level=config.image_level(),
+                                                           starts_at_teacher=config.starts_at_teacher()) + config.student_problems():
             CONSOLE.print(f"[bold yellow]warning: {problem}")
         super().__init__(config, local_rank, world_size)
         self.student_config_path: Optional[Path] = None

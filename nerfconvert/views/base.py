@@ -198,6 +198,13 @@ class FieldView(ABC):
         a loss). Ray-marched models always do."""
 
     @classmethod
+    def starts_at_teacher(cls, teacher_cls: type, options: Optional[ViewOptions] = None) -> bool:
+        """Whether a student of this family is set to the teacher's density and colour before its first
+        step (``initialise_student``), so that PVD's stages 1-2, which bring a student's fields to the
+        teacher's, have nothing left to do."""
+        return False
+
+    @classmethod
     def teacher_init(cls, teacher: "FieldView", cameras, options: ViewOptions) -> Optional[Any]:
         """What the student starts from, derived from ``teacher`` over pseudo ``cameras`` (None: its own init)."""
         return None

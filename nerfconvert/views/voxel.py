@@ -121,6 +121,10 @@ class VoxelGridView(FieldView):
             model_config.init_raw_density = max(float(model_config.init_raw_density), 1.0 if model_config.density_activation != "exp" else 0.0)
 
     @classmethod
+    def starts_at_teacher(cls, teacher_cls: type, options: Optional[ViewOptions] = None) -> bool:
+        return (options is None or options.grid_from_teacher) and teacher_cls.has("point_queries")
+
+    @classmethod
     def teacher_init(cls, teacher: FieldView, cameras, options: ViewOptions) -> Optional[Dict[str, Any]]:
         if not options.grid_from_teacher or not teacher.has("point_queries"):
             return None

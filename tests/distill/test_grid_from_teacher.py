@@ -39,9 +39,14 @@ def ball_teacher(trained_run, out: Path) -> Path:
     return base / "config.yml"
 
 
-def _student(teacher: Path, tmp_path: Path, on: bool):
-    config = tiny_pvd(teacher, "plenoxels", tmp_path / ("on" if on else "off"))
+def _student(teacher: Path, tmp_path: Path, on: bool, **pipeline_changes):
+    config = tiny_pvd(teacher, "plenoxels", tmp_path / ("on" if on else "off") / str(len(pipeline_changes)))
+    # coarse to fine as stock plenoxels (16^3 -> 32^3 here, the teacher's grid), which the fill skips
+    config.pipeline.model.grid_resolutions = (16, 32)
+    config.pipeline.model.upsample_fractions = (0.5,)
     config.pipeline.grid_from_teacher = on
+    for key, value in pipeline_changes.items():
+        setattr(config.pipeline, key, value)
     config.check_inputs()
     return config.pipeline.setup(device="cpu", test_mode="val")
 
@@ -71,3 +76,16 @@ def test_a_grid_student_filled_from_the_teacher_renders_like_it_before_training(
     psnr_empty = empty.get_average_eval_image_metrics()["psnr_vs_teacher"]
     print(f"PSNR vs teacher before training: {psnr_filled:.2f} dB filled, {psnr_empty:.2f} dB empty")
     assert psnr_filled > 30.0 and psnr_filled > psnr_empty + 10.0, (psnr_filled, psnr_empty)
+
+
+def test_a_filled_student_starts_in_stage_3_unless_asked(trained_run, tmp_path):
+    """Stages 1-2 bring a student's fields to the teacher's; a filled grid is there already, so its run
+    is stage 3 (rendered colour, with L_sigma, L_c and active learning) from the first step."""
+    teacher = ball_teacher(trained_run, tmp_path / "teacher")
+    filled = _student(teacher, tmp_path, True, stage_steps=None)
+    assert [filled.stage(s) for s in (0, 1, 2)] == [3, 3, 3] and filled.active_learning_on(0)
+    kept = _student(teacher, tmp_path, True, stage_steps=None, stages_after_fill=True)
+    empty = _student(teacher, tmp_path, False, stage_steps=None)
+    for pipeline in (kept, empty):  # PVD's stages (no stage 1 for a voxel grid: L_v is left out)
+        s2 = pipeline.stage_starts[1]
+        assert s2 > 0 and pipeline.stage(0) == 2 and pipeline.stage(s2) == 3 and not pipeline.active_learning_on(0)

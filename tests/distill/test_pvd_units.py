@@ -280,3 +280,21 @@ def test_hard_pose_pool_is_fifo():
         pool.add(torch.full((1, 3, 4), float(i)), torch.tensor([float(i)]))
     assert pool.c2w[:, 0, 0].tolist() == [2.0, 3.0, 4.0] and pool.version == 5
 
+
+
+def test_image_level_patches_cover_the_whole_pseudo_view():
+    """Patches of a view that is not a multiple of the patch size reach its last rows and columns
+    (a 100-pixel view with 64-pixel patches once only ever showed the student its top-left corner)."""
+    dm = PseudoCameraDataManagerConfig(
+        train_num_rays_per_batch=64, poses_per_epoch=10, steps_per_epoch=50, image_poses_per_epoch=2,
+    ).setup(device="cpu", teacher_cameras=_ring_cameras(torch.zeros(3), 3.0, [20, 40], size=(10, 10)),
+            scene_box=SceneBox(torch.tensor([[-1.0] * 3, [1.0] * 3])), image_level=True)
+    covered = torch.zeros(10, 10, dtype=torch.bool)
+    offsets = set()
+    for step in range(40):
+        camera, batch = dm.next_train_patch(step, 8)
+        y0, x0 = batch["offset"]
+        assert (int(camera.height), int(camera.width)) == (8, 8) and 0 <= y0 <= 2 and 0 <= x0 <= 2
+        covered[y0 : y0 + 8, x0 : x0 + 8] = True
+        offsets.add((y0, x0))
+    assert covered.all() and offsets == {(0, 0), (0, 2), (2, 0), (2, 2)}
