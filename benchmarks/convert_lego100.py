@@ -222,7 +222,8 @@ def run_row(student: str, way: str, work: Path, minutes: float, curve_every: int
             "setup_s": setup.get("s"),
             "points": rows, "date": now_utc(), "hardware": hardware(),
             "command": f"python benchmarks/convert_lego100.py --student {student} --way {way}"
-                       + (f" --minutes {minutes:g}" if minutes != 15 else "") + (f" --device {device}" if device != "cpu" else "") + sets}
+                       + (f" --minutes {minutes:g}" if minutes != 15 else "") + (f" --steps {steps}" if steps else "")
+                       + (f" --device {device}" if device != "cpu" else "") + sets}
 
 
 # ---- the report ------------------------------------------------------------------------------

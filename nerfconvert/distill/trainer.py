@@ -117,6 +117,8 @@ class PVDTrainerConfig(RunLengthTrainerConfig):
         """Whether teacher or student lacks point queries (a rasteriser): distillation is then on images."""
         from nerfconvert.views.registry import view_class_for
 
+        if self.pipeline.distil_on == "images":
+            return True
         if (self.pipeline.teacher_ckpt or self.teacher_ckpt) is None:
             return False  # no teacher named yet (check_inputs says so)
         return distils_on_images(view_class_for(self.teacher_config().pipeline.model._target),
@@ -126,7 +128,7 @@ class PVDTrainerConfig(RunLengthTrainerConfig):
         """Whether the student is set to the teacher's field before its first step (then it starts in stage 3)."""
         from nerfconvert.views.registry import view_class_for
 
-        if (self.pipeline.teacher_ckpt or self.teacher_ckpt) is None or self.image_level():
+        if (self.pipeline.teacher_ckpt or self.teacher_ckpt) is None:
             return False
         return view_class_for(self.pipeline.model._target).starts_at_teacher(
             view_class_for(self.teacher_config().pipeline.model._target), self.pipeline.view_options())

@@ -89,3 +89,18 @@ def test_a_filled_student_starts_in_stage_3_unless_asked(trained_run, tmp_path):
     for pipeline in (kept, empty):  # PVD's stages (no stage 1 for a voxel grid: L_v is left out)
         s2 = pipeline.stage_starts[1]
         assert s2 > 0 and pipeline.stage(0) == 2 and pipeline.stage(s2) == 3 and not pipeline.active_learning_on(0)
+
+
+def test_distil_on_images_trains_a_grid_student_with_its_own_renderer(trained_run, tmp_path):
+    """--pipeline.distil-on images: a point-query pair distils on the teacher's pseudo views through the
+    student's own sampler and loss (PVD's point losses off), and the loss reaches the student's grid."""
+    teacher = ball_teacher(trained_run, tmp_path / "teacher")
+    pipeline = _student(teacher, tmp_path, True, distil_on="images", stage_steps=None)
+    assert pipeline.image_level and pipeline.stage(0) == 3
+    pipeline.train()
+    _, losses, metrics = pipeline.get_train_loss_dict(0)
+    assert not {"density_loss", "colour_loss", "volume_loss"} & set(losses), losses.keys()
+    sum(losses.values()).backward()
+    grad = pipeline.student.field.density_grid.grad
+    assert grad is not None and grad.abs().sum() > 0
+    assert float(metrics["psnr_vs_teacher"]) > 20.0  # the filled grid renders the ball already
