@@ -133,6 +133,13 @@ def scratch_config(student: str, out: Path, steps: int, device: str):
     config = short_run_config(student, out, steps, data=DATA, rays=RAYS[student], device=device, save=False)
     if hasattr(config.pipeline.model, "implementation"):
         config.pipeline.model.implementation = "tcnn" if device == "cuda" else "torch"
+    if hasattr(config.pipeline.model, "random_scale"):
+        # splatfacto on a synthetic scene (no SfM points): its defaults draw 50k random Gaussians in a
+        # 10-unit cube (lego's box is 3 units a side, so ~3% land in it) on a random background; on
+        # lego100 that scored 14.9 -> 12.9 dB over 15 min (row "stock-defaults"). The baseline is the
+        # setting a user of blender data picks: the cube of the scene box, the data's white background.
+        config.pipeline.model.random_scale = 3.0
+        config.pipeline.model.background_color = "white"
     return config
 
 
@@ -263,12 +270,12 @@ def report(rows_dir: Path, results: Path, curve_every: int) -> str:
         return (c["student"], c["way"] + (f" [{c['label']}]" if c.get("label") else ""))
 
     for c in cached:
+        curves[key(c)] = [p for p in c["points"] if p["views"] != 200 or len(c["points"]) == 1]
         if c.get("label"):
             continue  # variants: in the markdown table and "variants", not in the rows of the named ways
         for p in c["points"]:
             rows.append({"student": c["student"], "way": c["way"], "minutes": p["minutes"], "views": p["views"],
                          "psnr": p["psnr"], "ssim": p["ssim"]})
-        curves[key(c)] = [p for p in c["points"] if p["views"] != 200 or len(c["points"]) == 1]
     t_psnr = teacher["psnr"]
     lines = [
         "# The conversion table on lego100",
@@ -281,6 +288,7 @@ def report(rows_dir: Path, results: Path, curve_every: int) -> str:
         "| student | way | 1 min | 2 min | 5 min | 10 min | 15 min | final (200) | vs teacher |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    ended = False
     for c in cached:
         pts = curves[key(c)]
         final = [p for p in c["points"] if p["views"] == 200]
@@ -288,13 +296,20 @@ def report(rows_dir: Path, results: Path, curve_every: int) -> str:
         scale = 4.0 if c["way"] == "scratch-ceiling" else 1.0
         for m in POINTS:
             hit = [p for p in pts if abs(p["minutes"] - m * scale) < 0.05 * scale]
-            cells.append(f"{hit[0]['psnr']:.2f}" if hit else "")
+            if not hit and pts and pts[-1]["minutes"] < m * scale:  # the run ended first: its last state stands
+                cells.append(f"{pts[-1]['psnr']:.2f}*")
+                ended = True
+            else:
+                cells.append(f"{hit[0]['psnr']:.2f}" if hit else "")
         f = final[-1] if final else None
         name = c["way"] + (f" [{c['label']}]" if c.get("label") else "")
         lines.append(f"| {c['student']} | {name}{' (x4 clock)' if scale > 1 else ''} | " + " | ".join(cells)
                      + (f" | {f['psnr']:.2f} | {f['psnr'] - t_psnr:+.2f} |" if f else " | | |"))
-    lines += ["", "Time for the distilled student to reach the from-scratch run's 15-minute PSNR "
-              "(curve points, same views):", "", "| student | scratch @15 min | distilled reaches it at | "
+    if ended:
+        lines += ["", "\\* the run's schedule ended before this clock point: its last state, at the minute "
+                  "of its last curve point, stands for the rest."]
+    lines += ["", "Time for the distilled student to reach the from-scratch run's last PSNR "
+              "(curve points, same views):", "", "| student | scratch (at its end) | distilled reaches it at | "
               "speed-up |", "|---|---:|---:|---:|"]
     for s in STUDENTS:
         sc, di = curves.get((s, "scratch")), curves.get((s, "distilled"))
@@ -302,15 +317,17 @@ def report(rows_dir: Path, results: Path, curve_every: int) -> str:
             continue
         target = sc[-1]["psnr"]
         t = reach_minutes(di, target)
+        at = f"{target:.2f} ({sc[-1]['minutes']:.1f} min)"
         if t is None:
             best = di[-1]
-            lines.append(f"| {s} | {target:.2f} | not within {best['minutes']:.0f} min ({best['psnr']:.2f}) | "
-                         f"slow-down (> {sc[-1]['minutes'] / best['minutes']:.2f}x) |")
+            lines.append(f"| {s} | {at} | not within its {best['minutes']:.1f} min ({best['psnr']:.2f}) | slow-down |")
         else:
-            lines.append(f"| {s} | {target:.2f} | {t:.2f} min | {sc[-1]['minutes'] / max(t, 1e-6):.1f}x |")
+            ratio = sc[-1]["minutes"] / max(t, 1e-6)
+            lines.append(f"| {s} | {at} | {t:.2f} min | {ratio:.1f}x {'faster' if ratio >= 1 else 'slower'} |")
     lines += ["", f"Commands: {'; '.join(sorted({c['command'] for c in cached}))}; then "
               "`python benchmarks/convert_lego100.py --report`.", "",
-              "Runs: " + "; ".join(f"{c['student']} {c['way']}: {c['date']}, {c['steps_planned']} steps planned"
+              "Runs: " + "; ".join(f"{c['student']} {c['way']}{' [' + c['label'] + ']' if c.get('label') else ''}: "
+                                   f"{c['date']}, {c['steps_planned']} steps planned"
                                    + (f", setup {c['setup_s']:.0f} s before the clock starts (teacher load, "
                                       "placement or grid fill)" if c.get("setup_s") else "")
                                    for c in cached), "", f"Hardware: {cached[-1]['hardware']}"]

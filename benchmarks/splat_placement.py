@@ -83,6 +83,11 @@ def run_timestamped(cmd: List[str], log: Path) -> Tuple[List[Tuple[float, str]],
     return lines, time.perf_counter() - start, code
 
 
+def anonymise(line: str, work_dir: Path) -> str:
+    """An output line without this machine's paths (results are committed)."""
+    return line.replace(str(work_dir), "<work-dir>").replace(str(HERE.parent), "<repo>").replace(sys.prefix, "<venv>")
+
+
 def placement_timings(lines: List[Tuple[float, str]], total: float) -> Dict:
     """The placement's marks in the timestamped output."""
     first = next(((t, line) for t, line in lines if "placing Gaussians" in line), None)
@@ -172,7 +177,8 @@ def main(argv=None) -> int:
         *[f"- {k}" for k in keep],
     ])
     print(write_report(args.results_dir, args.tag, md,
-                       {"settings": settings, "timings": timings, "lines": [[round(t, 2), line] for t, line in lines[-400:]]}))
+                       {"settings": settings, "timings": timings,
+                        "lines": [[round(t, 2), anonymise(line, args.work_dir)] for t, line in lines[-400:]]}))
     return 0
 
 
