@@ -111,7 +111,7 @@ class VoxelGridView(FieldView):
     def adopt_teacher(cls, model_config, teacher: FieldView, options: Optional[ViewOptions] = None) -> None:
         # A grid filled from the teacher starts at its final resolution: coarse-to-fine exists to find
         # geometry from images, which the teacher already has, and an upsample would blur what it gave.
-        if (options is None or options.grid_from_teacher) and teacher.has("point_queries"):
+        if cls.starts_at_teacher(type(teacher), options):
             model_config.grid_resolutions = (int(model_config.grid_resolutions[-1]),)
             model_config.upsample_fractions = ()
             model_config.upsample_iters = None
@@ -122,11 +122,12 @@ class VoxelGridView(FieldView):
 
     @classmethod
     def starts_at_teacher(cls, teacher_cls: type, options: Optional[ViewOptions] = None) -> bool:
+        # the one place that decides whether the grid is filled (adopt_teacher, teacher_init ask it)
         return (options is None or options.grid_from_teacher) and teacher_cls.has("point_queries")
 
     @classmethod
     def teacher_init(cls, teacher: FieldView, cameras, options: ViewOptions) -> Optional[Dict[str, Any]]:
-        if not options.grid_from_teacher or not teacher.has("point_queries"):
+        if not cls.starts_at_teacher(type(teacher), options):
             return None
         return {"teacher": teacher}  # the grid is filled once the student exists (initialise_student)
 
