@@ -149,7 +149,7 @@ def scratch_config(student: str, out: Path, steps: int, device: str):
 
 def run_row(student: str, way: str, work: Path, minutes: float, curve_every: int, device: str,
             steps: Optional[int], changes: Optional[Dict[str, str]] = None, label: Optional[str] = None,
-            rerun: bool = False) -> Dict:
+            rerun: bool = False, lock: Optional[Path] = None) -> Dict:
     """``changes``: dotted config fields (from the trainer config down) -> YAML values, for a variant
     of a way; such a row is ``label``led and kept out of the table's main rows."""
     from nerfstudio.scripts import train
@@ -206,11 +206,15 @@ def run_row(student: str, way: str, work: Path, minutes: float, curve_every: int
     else:
         config._target = clocked(original, budget, points, snapshot)
         log(f"{student} {way}: {n} steps at most, {budget / 60:.1f} min of training on {device}")
+        if lock is not None:
+            lock.write_text(f"{student} {way} training\n")
         t0 = t_start = time.perf_counter()
         try:
             train.main(config)
         finally:
             config._target = original
+            if lock is not None:
+                lock.unlink(missing_ok=True)
         train_wall = time.perf_counter() - t0
         done.write_text(json.dumps(snapshots, default=str))
     rows = []
@@ -381,6 +385,8 @@ def main() -> None:
                         help="a variant: a dotted trainer-config field, e.g. pipeline.stage_fractions=[0.05,0.15]")
     parser.add_argument("--label", default=None, help="name of the variant (needed with --set)")
     parser.add_argument("--rerun", action="store_true", help="train a cached row again")
+    parser.add_argument("--lock", type=Path, default=None,
+                        help="a file that exists while a row trains (others sharing the machine wait for it)")
     parser.add_argument("--report", action="store_true", help="assemble the cached rows (after any runs asked for)")
     args = parser.parse_args()
     if args.set and not args.label:
@@ -397,7 +403,7 @@ def main() -> None:
                 log(f"{args.student} {way}: cached ({cache})")
                 continue
             row = run_row(args.student, way, args.work_dir, args.minutes, args.curve_every, args.device, args.steps,
-                          dict(kv.split("=", 1) for kv in args.set), args.label, rerun=args.rerun)
+                          dict(kv.split("=", 1) for kv in args.set), args.label, rerun=args.rerun, lock=args.lock)
             tmp = cache.with_suffix(".tmp")
             tmp.write_text(json.dumps(row, indent=1, default=str))
             os.replace(tmp, cache)

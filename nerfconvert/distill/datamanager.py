@@ -59,6 +59,15 @@ class PseudoCameraDataManagerConfig(DataManagerConfig):
     """Pseudo cameras' image size relative to the teacher's training cameras (intrinsics scaled)."""
 
 
+def random_pixels(cameras: Cameras, num_rays: int, generator: torch.Generator) -> Tuple[Tensor, Tensor]:
+    """-> ([n] camera index, [n, 2] pixel centre (row, column)) of ``num_rays`` uniform random pixels."""
+    pose = torch.randint(0, cameras.shape[0], (num_rays,), generator=generator)
+    h = cameras.height[pose.to(cameras.device), 0].cpu().float()
+    w = cameras.width[pose.to(cameras.device), 0].cpu().float()
+    u = torch.rand(num_rays, 2, generator=generator)
+    return pose, torch.stack([torch.floor(u[:, 0] * h), torch.floor(u[:, 1] * w)], dim=-1) + 0.5
+
+
 class PseudoViewDataset:
     """Camera-only stand-in for a dataset (what the trainer and viewer look at).
 
@@ -194,11 +203,7 @@ class PseudoCameraDataManager(OptionalExtraState, DataManager):
     # ---- rays ---------------------------------------------------------------------------------
     def rays_from(self, cameras: Cameras, num_rays: int, generator: torch.Generator) -> Tuple[RayBundle, Tensor]:
         """``num_rays`` random pixels of random cameras -> (rays, pose index of each ray)."""
-        pose = torch.randint(0, cameras.shape[0], (num_rays,), generator=generator)
-        h = cameras.height[pose.to(cameras.device), 0].cpu().float()
-        w = cameras.width[pose.to(cameras.device), 0].cpu().float()
-        u = torch.rand(num_rays, 2, generator=generator)
-        coords = torch.stack([torch.floor(u[:, 0] * h), torch.floor(u[:, 1] * w)], dim=-1) + 0.5
+        pose, coords = random_pixels(cameras, num_rays, generator)
         bundle = cameras.generate_rays(
             camera_indices=pose[:, None].to(cameras.device), coords=coords.to(cameras.device)
         )
@@ -235,6 +240,18 @@ class PseudoCameraDataManager(OptionalExtraState, DataManager):
                 distortion_params=camera.distortion_params, camera_type=camera.camera_type,
             )
         return camera, {"pose_index": pose, "offset": (y0, x0)}
+
+    def next_train_pixels(self, step: int, num_rays: int) -> Tuple[Cameras, Tensor, Tensor]:
+        """``num_rays`` random pixels across all of this epoch's pseudo cameras, for a ray-marched
+        student that learns the teacher's whole pseudo views: -> (the epoch's cameras, [n] pose index,
+        [n, 2] pixel centres (row, column)). Rays from many views per step, as a stock data manager
+        draws them from many training images."""
+        self.train_count += 1
+        epoch = step // max(1, self.config.steps_per_epoch)
+        if epoch != self.epoch or self.epoch_cameras is None:
+            self._start_epoch(epoch)
+        pose, coords = random_pixels(self.epoch_cameras, num_rays, self.generator)
+        return self.epoch_cameras, pose, coords
 
     def next_eval(self, step: int) -> Tuple[RayBundle, Dict]:
         self.eval_count += 1

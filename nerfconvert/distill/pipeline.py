@@ -131,7 +131,8 @@ class PVDPipelineConfig(VanillaPipelineConfig):
     """Image-level distillation (a rasterised teacher or student): pseudo views are rendered as
     patches of at most this many pixels a side (whole images when smaller)."""
     image_rays: int = 4096
-    """Image-level distillation of a ray-marched student: pixels of the teacher's patch per step."""
+    """Image-level distillation of a ray-marched student: random pixels per step, drawn across all of the
+    epoch's pseudo views (the teacher renders each whole once per epoch)."""
     depth_weight: float = 0.0
     """Image-level distillation: weight of an L1 loss on the teacher's expected depth (where it is opaque)."""
 
@@ -518,12 +519,12 @@ class PVDPipeline(Pipeline):
     def image_losses(self, step: int) -> Tuple[Dict[str, Tensor], Dict[str, Tensor]]:
         """One step of image-level distillation: the student's own loss on the teacher's pseudo view."""
         cfg, dm = self.config, self.datamanager
-        camera, batch = dm.next_train_patch(step, cfg.image_patch)
-        camera = pinhole_camera(camera)
-        pose = int(batch["pose_index"])
-        target = self.teacher_image(camera, (dm.epoch, pose, *batch["offset"]))
         model = self._model
         if self.student_view.trains_on_images:
+            camera, batch = dm.next_train_patch(step, cfg.image_patch)
+            camera = pinhole_camera(camera)
+            pose = int(batch["pose_index"])
+            target = self.teacher_image(camera, (dm.epoch, pose, *batch["offset"]))
             outputs = model.get_outputs(camera)
             gt = target["rgb"]
             losses = model.get_loss_dict(outputs, {"image": gt}, model.get_metrics_dict(outputs, {"image": gt}))
@@ -536,18 +537,28 @@ class PVDPipeline(Pipeline):
             if pred_depth is not None and pred_depth.shape[:2] != gt.shape[:2]:
                 pred_depth = None
         else:
-            h, w = target["rgb"].shape[:2]
-            n = min(cfg.image_rays, h * w)
-            pick = torch.randperm(h * w, generator=self._cache_generator)[:n].to(target["rgb"].device)
-            coords = torch.stack([pick // w, pick % w], dim=-1).float() + 0.5
-            bundle = camera.generate_rays(camera_indices=0, coords=coords.to(camera.device))
+            # a ray-marched student: random pixels of all the epoch's pseudo views (each rendered whole by
+            # the teacher once per epoch), as its own method draws rays from many training images
+            cameras, pose, coords = dm.next_train_pixels(step, cfg.image_rays)
+            cameras = pinhole_camera(cameras)
+            bundle = cameras.generate_rays(camera_indices=pose[:, None].to(cameras.device), coords=coords.to(cameras.device))
+            gathered: Dict[str, Tensor] = {}
+            for p in pose.unique().tolist():
+                image = self.teacher_image(cameras[p : p + 1], (dm.epoch, p, 0, 0))
+                rows = (pose == p).nonzero()[:, 0]
+                yx = coords[rows].long()
+                for k, v in image.items():
+                    picked = v[yx[:, 0].to(v.device), yx[:, 1].to(v.device)]
+                    if k not in gathered:
+                        gathered[k] = torch.zeros(pose.shape[0], *picked.shape[1:], dtype=v.dtype, device=v.device)
+                    gathered[k][rows.to(v.device)] = picked
             outputs = model(bundle.to(self.device))
-            gt = target["rgb"].reshape(-1, 3)[pick]
+            gt = gathered["rgb"].to(self.device)
             losses = model.get_loss_dict(outputs, {"image": gt}, model.get_metrics_dict(outputs, {"image": gt}))
             error = ((outputs["rgb"].detach() - gt) ** 2).mean(dim=-1)
             pred_depth = outputs.get("depth")
-            t_depth = target["depth"].reshape(-1, 1)[pick] if target.get("depth") is not None else None
-            t_acc = target["accumulation"].reshape(-1, 1)[pick] if target.get("accumulation") is not None else None
+            t_depth = gathered["depth"].reshape(-1, 1) if "depth" in gathered else None
+            t_acc = gathered["accumulation"].reshape(-1, 1) if "accumulation" in gathered else None
         if cfg.depth_weight > 0 and pred_depth is not None and t_depth is not None:
             opaque = (t_acc > 0.5) if t_acc is not None else torch.ones_like(t_depth, dtype=torch.bool)
             losses["depth_loss"] = cfg.depth_weight * masked_l1(pred_depth.reshape(t_depth.shape), t_depth, opaque)
@@ -557,7 +568,8 @@ class PVDPipeline(Pipeline):
         mse = error.mean()
         metrics = {"psnr_vs_teacher": -10.0 * torch.log10(mse.clamp_min(1e-10)), "stage": torch.tensor(3.0)}
         if self.config.active_learning.hard_poses and step >= self.al_start:
-            dm.record_pose_errors(torch.full_like(error, pose, dtype=torch.long), error)
+            pose_index = pose.to(error.device) if torch.is_tensor(pose) else torch.full_like(error, pose, dtype=torch.long)
+            dm.record_pose_errors(pose_index, error)
             metrics["hard_pose_pool"] = torch.tensor(float(len(dm.pose_pool)))
         return losses, metrics
 

@@ -104,3 +104,6 @@ def test_distil_on_images_trains_a_grid_student_with_its_own_renderer(trained_ru
     grad = pipeline.student.field.density_grid.grad
     assert grad is not None and grad.abs().sum() > 0
     assert float(metrics["psnr_vs_teacher"]) > 20.0  # the filled grid renders the ball already
+    # one step's rays come from many of the epoch's pseudo views, each rendered whole by the teacher once
+    assert len(pipeline._teacher_images) > 1
+    assert all(key[2:] == (0, 0) for key in pipeline._teacher_images)
