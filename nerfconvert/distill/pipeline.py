@@ -115,12 +115,12 @@ class PVDPipelineConfig(VanillaPipelineConfig):
     """Students that start from the teacher (Gaussian splats): primitives placed from the teacher."""
     init_cameras: int = 8
     """Pseudo cameras the teacher is rendered from to place them."""
-    distil_on: Literal["auto", "images"] = "auto"
-    """auto: PVD's losses at the teacher's samples where both sides have point queries, the teacher's
-    pseudo views otherwise (Gaussians). images: the student renders the teacher's pseudo views with its
-    own sampler and loss for every pair, so a step costs what a step of its own method costs (stages,
-    L_v, L_sigma, L_c and hard rays/points are then off; hard poses stay). Suits a student that starts at
-    the teacher (--pipeline.grid-from-teacher)."""
+    distil_on: Literal["auto", "images", "points"] = "auto"
+    """points: PVD's losses at the teacher's samples (both sides need point queries). images: the student
+    renders the teacher's pseudo views with its own sampler and loss, so a step costs what a step of its
+    own method costs (stages, L_v, L_sigma, L_c and hard rays/points are then off; hard poses stay).
+    auto: points where both sides have point queries, images where one is a rasteriser (Gaussians) or
+    the student starts as the teacher's field (a voxel grid filled from it, --pipeline.grid-from-teacher)."""
     grid_from_teacher: bool = True
     """Voxel-grid students start at their final resolution with the teacher's density and colour (SH fitted
     to 16 directions) sampled at their vertices, then distil; False: an empty grid, coarse to fine (PVD)."""
@@ -275,7 +275,7 @@ class PVDPipeline(Pipeline):
         scene_box = teacher_train.scene_box
         view_cls = view_class_for(config.model._target)
         # the teacher renders pseudo views, the student learns them with its own loss
-        self.image_level = config.distil_on == "images" or distils_on_images(teacher_view, view_cls)
+        self.image_level = distils_on_images(teacher_view, view_cls, config.distil_on, options, config.stages_after_fill)
         self.datamanager: PseudoCameraDataManager = config.datamanager.setup(
             device=device,
             test_mode=test_mode,

@@ -117,12 +117,13 @@ class PVDTrainerConfig(RunLengthTrainerConfig):
         """Whether teacher or student lacks point queries (a rasteriser): distillation is then on images."""
         from nerfconvert.views.registry import view_class_for
 
-        if self.pipeline.distil_on == "images":
-            return True
+        if self.pipeline.distil_on != "auto":
+            return self.pipeline.distil_on == "images"
         if (self.pipeline.teacher_ckpt or self.teacher_ckpt) is None:
             return False  # no teacher named yet (check_inputs says so)
         return distils_on_images(view_class_for(self.teacher_config().pipeline.model._target),
-                                 view_class_for(self.pipeline.model._target))
+                                 view_class_for(self.pipeline.model._target), "auto", self.pipeline.view_options(),
+                                 self.pipeline.stages_after_fill)
 
     def starts_at_teacher(self) -> bool:
         """Whether the student is set to the teacher's field before its first step (then it starts in stage 3)."""
