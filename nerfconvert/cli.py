@@ -163,6 +163,9 @@ def main(argv: Optional[list] = None) -> None:
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", message="Using a non-tuple sequence")
     command = tyro.cli(Commands, args=argv)
+    from nerfconvert import compat
+
+    compat.install()  # the command is an entry point: nerfstudio runs with our patches (compat's ledger)
     try:
         command.main()
     except NerfconvertError as err:

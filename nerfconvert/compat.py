@@ -1,29 +1,36 @@
-"""Shims that nerfstudio 1.1.5 needs on today's stack. Installed whenever nerfstudio
-discovers the plugin (``nerfstudio.configs.method_configs`` loads our entry points, and
-``ns-train``, ``ns-viewer``, ``ns-export`` and ``ns-eval`` all import it).
+"""Our patches of nerfstudio 1.1.5 and torch: the ledger (README.md has the same table).
 
-1. Safe checkpoint loading. Since torch 2.6, ``torch.load`` defaults to
-   ``weights_only=True``; nerfstudio 1.1.5 calls it without arguments, and its checkpoints
-   hold a few numpy objects (scheduler and grad-scaler state), so loading fails with an
-   UnpicklingError. We allow-list exactly those numpy globals. Safe loading stays on.
-2. Offline LPIPS. nerfstudio models build torchmetrics' LPIPS at construction, which
-   downloads AlexNet weights. Offline this raised and killed ``ns-train``. Now LPIPS
-   degrades to "unavailable": one warning, and the metric is left out of the results.
+They are installed only by the entry points: nerfstudio's plugin discovery, which imports
+``method_configs`` (every ``ns-*`` command, and any code that reads
+``nerfstudio.configs.method_configs``), and the ``nerfconvert`` command. Importing a module of the
+``nerfconvert`` library patches nothing (``tests/test_compat.py`` checks this in a fresh interpreter).
+Library code that needs one fix while it runs calls the narrow function for it
+(``checkpoint_globals()``, ``rebind_optimizers``); ``nerfconvert.views.load_run`` and ``load_pipeline``,
+which run nerfstudio's model set-up and checkpoint loading, still call ``install()`` when called. Each patch has a test that shows the bug on the
+unpatched stack and fails without the patch (``tests/test_compat.py``).
 
-3. Start-up time. Every ``ns-*`` command registers nerfstudio's 26 not-installed external methods,
-   and each registration asks ``inspect.stack()`` who called it: a walk of the whole stack that
-   looks up every frame's source file, about 3 s of CPU per command on a 2-core machine (more on a
-   busy one). The same question is now asked of the caller's frame alone.
-
-4. A splatfacto run that resumes, or is fine-tuned from a checkpoint (``--load-dir``), trains. Its
-   ``load_state_dict`` replaces every Gaussian parameter with a new tensor of the checkpoint's size,
-   after the trainer has built its optimizers around the old ones: the optimizers kept stepping
-   tensors the model no longer used, so the loaded Gaussians did not change until the first
-   densification happened to rebuild the optimizers' groups (and the Adam state loaded from the
-   checkpoint sat on the stale tensors). After a checkpoint is loaded, each optimizer now points at
-   the pipeline's current parameters, with the loaded state moved over.
-
-``install`` also routes splatfacto to a pure-torch rasterizer on the CPU (``nerfconvert.splat.shim``).
+1. Safe checkpoint loading (nerfstudio#3683). Since torch 2.6 ``torch.load`` defaults to
+   ``weights_only=True``; nerfstudio 1.1.5 loads its checkpoints without arguments
+   (``eval_utils.py:62``, ``trainer.py:432,443``), and they hold numpy scalars (scheduler and
+   grad-scaler state): UnpicklingError. Patch: exactly those numpy globals are allow-listed
+   (``torch.serialization.add_safe_globals``). Safe loading stays on.
+2. Offline LPIPS (no upstream issue: nerfstudio models build torchmetrics' LPIPS in
+   ``populate_modules``, which downloads AlexNet's weights; offline, ``ns-train`` dies). Patch:
+   ``torchmetrics.image.lpip.LearnedPerceptualImagePatchSimilarity`` degrades to "unavailable" (one
+   warning), and each model's ``get_image_metrics_and_images`` leaves the metric out (a hook on
+   ``Model.__init_subclass__`` wraps models defined later).
+3. Start-up time (no upstream issue): ``ExternalMethodDummyTrainerConfig.__post_init__``
+   (``external_methods.py:303``) asks ``inspect.stack()[2]`` who built it, once for each of the
+   26 not-installed external methods at every ``ns-*`` start: a walk that reads every frame's
+   source, about 3 s of CPU. Patch: the same frame, read with ``sys._getframe(2)``.
+4. Splatfacto checkpoints (no upstream issue): ``SplatfactoModel.load_state_dict``
+   (``splatfacto.py:380``) puts new ``Parameter`` objects into ``gauss_params``, after the trainer
+   built its optimizers around the old ones; a resumed or fine-tuned (``--load-dir``) run trained
+   tensors the model no longer used, and the loaded Gaussians did not move until a densification
+   rebuilt the optimizers. Patch: the loaded values go into the model's own Parameters.
+5. Splatfacto without CUDA: ``nerfconvert.splat.shim`` (its docstring) routes splatfacto's
+   rasterization to a pure-torch rasterizer, and, where torch has no CUDA device, keeps the tensors
+   of splatfacto's two ``.cuda()`` calls (``splatfacto.py:261,579``) on the model's device.
 """
 
 from __future__ import annotations
@@ -38,6 +45,30 @@ import torch
 from torch import nn
 
 _installed = False
+_quiet_discovery = 0
+"""> 0 while a library module loads nerfstudio's method table (see ``table_without_patches``)."""
+
+
+@contextlib.contextmanager
+def table_without_patches() -> Iterator[None]:
+    """Load nerfstudio's method table here without installing the patches. ``nerfconvert.distill``
+    needs the stock methods' configs at import, and the table's plugin discovery imports our entry
+    points (``method_configs``), which install the patches for ``ns-*`` commands; a library import
+    must not. Code that needs the patches later calls ``install()`` (the ``nerfconvert`` command, and
+    ``nerfconvert.views.load_run``)."""
+    global _quiet_discovery
+    _quiet_discovery += 1
+    try:
+        yield
+    finally:
+        _quiet_discovery -= 1
+
+
+def install_for_entry_point() -> None:
+    """What ``method_configs`` runs when nerfstudio's plugin discovery imports it: ``install()``,
+    unless the discovery was started by a library import (``table_without_patches``)."""
+    if not _quiet_discovery:
+        install()
 
 
 # ---------------------------------------------------------------------------------------
@@ -65,10 +96,23 @@ def checkpoint_numpy_globals() -> List[Any]:
 
 
 def install_safe_globals() -> None:
+    """Allow-list ``checkpoint_numpy_globals()`` for every ``torch.load`` of the process (patch 1)."""
     add = getattr(torch.serialization, "add_safe_globals", None)
     if add is None:  # torch < 2.4 has no weights_only default to work around
         return
     add(checkpoint_numpy_globals())
+
+
+def checkpoint_globals() -> contextlib.AbstractContextManager:
+    """Within the block, ``torch.load`` (safe) reads nerfstudio checkpoints: patch 1 for our own
+    loads only, nothing installed."""
+    scoped = getattr(torch.serialization, "safe_globals", None)
+    if scoped is None:  # torch < 2.5: no weights_only default to work around either
+        return contextlib.nullcontext()
+    # torch's block removes its globals at the end, even those allowed before it (patch 1's): only
+    # the ones not allowed yet go in
+    allowed = torch.serialization.get_safe_globals()
+    return scoped([g for g in checkpoint_numpy_globals() if g not in allowed])
 
 
 # ---------------------------------------------------------------------------------------
@@ -200,12 +244,14 @@ def install_fast_external_methods() -> None:
 
 
 # ---------------------------------------------------------------------------------------
-# 4. optimizers that follow parameters replaced by a checkpoint load (splatfacto)
+# 4. splatfacto's checkpoint loading keeps the model's Parameters
 # ---------------------------------------------------------------------------------------
 def rebind_optimizers(optimizers: Any, param_groups: dict) -> int:
     """Point every optimizer of ``optimizers`` (nerfstudio's ``Optimizers``) at the parameters of
     ``param_groups`` (a pipeline's ``get_param_groups()``), moving per-parameter state (Adam's
-    moments) to the new tensor where its shapes fit. Returns how many parameters were rebound."""
+    moments) to the new tensor where its shapes fit. Returns how many parameters were rebound.
+    For code that loads a model whose parameters were replaced (patch 4 makes splatfacto's loads
+    keep theirs, so this finds nothing to do there)."""
     rebound = 0
     for name, params in param_groups.items():
         optimizer = optimizers.optimizers.get(name)
@@ -231,36 +277,43 @@ def rebind_optimizers(optimizers: Any, param_groups: dict) -> int:
     return rebound
 
 
-def install_optimizer_rebinding() -> None:
-    """After nerfstudio's ``Trainer._load_checkpoint``, rebind the optimizers (see the module docstring, 4)."""
-    from nerfstudio.engine.trainer import Trainer
+def keep_parameters_on_load(load_state_dict: Any) -> Any:
+    """Splatfacto's ``load_state_dict``, resized Gaussians included, with the values in the model's
+    own ``Parameter`` objects (the ones the optimizers hold) instead of new ones."""
+    if getattr(load_state_dict, "_nerfconvert_keeps_parameters", False):
+        return load_state_dict
 
-    original = Trainer._load_checkpoint
-    if getattr(original, "_nerfconvert_rebinds", False):
-        return
+    @functools.wraps(load_state_dict)
+    def wrapped(self, state_dict, **kwargs):
+        before = dict(self.gauss_params.items())
+        result = load_state_dict(self, state_dict, **kwargs)
+        for name, old in before.items():
+            new = self.gauss_params[name]
+            if new is not old:
+                old.data = new.data  # a Parameter's data may change shape; the object stays
+                self.gauss_params[name] = old
+        return result
 
-    @functools.wraps(original)
-    def _load_checkpoint(self) -> None:
-        original(self)
-        pipeline = self.pipeline.module if hasattr(self.pipeline, "module") else self.pipeline
-        rebind_optimizers(self.optimizers, pipeline.get_param_groups())
+    wrapped._nerfconvert_keeps_parameters = True  # type: ignore[attr-defined]
+    return wrapped
 
-    _load_checkpoint._nerfconvert_rebinds = True  # type: ignore[attr-defined]
-    Trainer._load_checkpoint = _load_checkpoint
+
+def install_splatfacto_loading() -> None:
+    from nerfstudio.models.splatfacto import SplatfactoModel
+
+    SplatfactoModel.load_state_dict = keep_parameters_on_load(SplatfactoModel.load_state_dict)
 
 
 def install() -> None:
-    """Install the shims (idempotent)."""
+    """Install the patches 1-5 (idempotent). Called by the entry points only: ``method_configs``
+    (nerfstudio's plugin discovery) and ``nerfconvert.cli.main``."""
     global _installed
     if _installed:
         return
     install_safe_globals()
     install_offline_lpips()
-    install_optimizer_rebinding()
-    try:  # start-up time only: a nerfstudio without the hook must not break anything
-        install_fast_external_methods()
-    except Exception:  # noqa: BLE001
-        pass
+    install_splatfacto_loading()
+    install_fast_external_methods()
     try:  # splatfacto on the CPU (nerfconvert/splat); a gsplat problem must not break other methods
         from nerfconvert.splat.shim import install_cpu_rasterizer
 

@@ -20,8 +20,8 @@ def zipped_checkpoint_bytes(config_path: Path, weights_only: bool = True) -> int
     if weights_only:
         from nerfconvert import compat
 
-        compat.install()  # nerfstudio checkpoints hold numpy scalars: allow-list them for safe loading
-        state = torch.load(io.BytesIO(raw), map_location="cpu")
+        with compat.checkpoint_globals():  # nerfstudio checkpoints hold numpy scalars
+            state = torch.load(io.BytesIO(raw), map_location="cpu")
         buffer = io.BytesIO()
         torch.save(state["pipeline"], buffer)
         raw = buffer.getvalue()

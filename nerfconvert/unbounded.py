@@ -92,9 +92,6 @@ class UnboundedTensoRFModel(TensoRFModel):
     config: UnboundedTensoRFModelConfig
 
     def populate_modules(self) -> None:
-        from nerfconvert import compat
-
-        compat.install()  # offline LPIPS and torch>=2.6 checkpoint loading, for every run type of ours
         super().populate_modules()
         stock = self.field
         self.field = ContractedTensoRFField(

@@ -11,9 +11,13 @@ import pytest
 import torch
 from processes import start_group, stop_group
 
+from nerfconvert import compat
 from nerfconvert.compat import own_event_writers
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+# The suite runs nerfstudio in-process as the ns-* commands run it: with nerfconvert's patches, which
+# only the entry points install (tests/test_compat.py shows each bug in a fresh, unpatched interpreter).
+compat.install()
 
 # Tiny-run settings per method: a few steps, small batches, CPU-friendly encodings.
 TINY_STEPS = 6

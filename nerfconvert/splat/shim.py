@@ -1,17 +1,18 @@
-"""Route nerfstudio 1.1.5's ``splatfacto`` to the pure-torch rasterizer when its tensors are on the CPU.
+"""Route nerfstudio 1.1.5's ``splatfacto`` to the pure-torch rasterizer when its tensors are on the CPU
+(``nerfconvert.compat``'s patch 5; installed by the entry points only, with the other patches).
 
-``install_cpu_rasterizer()`` patches ``nerfstudio.models.splatfacto`` (now if it is imported, else
-as soon as it is):
+``install_cpu_rasterizer()`` patches ``nerfstudio.models.splatfacto`` (importing it):
 
 * ``rasterization`` (the name splatfacto imported from ``gsplat.rendering``): CPU tensors go to
   :func:`nerfconvert.splat.raster.rasterization`, anything else to gsplat's CUDA original;
 * ``get_viewmat`` is ``torch.compile``d; on the CPU that costs ~20 s of inductor compilation per
   process for a 4x4 matrix product, so CPU inputs call the uncompiled function;
 * ``SplatfactoModel.populate_modules`` and ``.get_outputs`` call ``.cuda()`` on a tensor (the
-  seed-point SH coefficients, the intrinsics). Where torch has no CUDA device, ``Tensor.cuda``
-  called from within those two methods puts the tensor on the model's device instead (a
-  thread-local switch: the viewer renders from another thread); everywhere else it is torch's own.
-  With a CUDA device nothing of this is installed: the calls work as written.
+  seed-point SH coefficients, the intrinsics), which fails where torch has no CUDA device. There,
+  those two methods run under a torch function mode that turns ``Tensor.cuda()`` into a move to the
+  model's device. The mode is active only inside the two calls and only in their thread (the viewer
+  renders from another one); ``torch.Tensor`` itself is not patched. With a CUDA device nothing of
+  this is installed: the calls work as written.
 
 ``gsplat.strategy.DefaultStrategy`` needs nothing: its ops (duplicate, split, remove, reset_opa)
 are plain torch, and its ``torch.cuda.empty_cache()`` is a no-op without CUDA. The MCMC strategy's
@@ -22,50 +23,27 @@ from __future__ import annotations
 
 import functools
 import importlib
-import importlib.abc
-import sys
-import threading
-from typing import Any, Optional
+from typing import Any
 
 import torch
+from torch.overrides import TorchFunctionMode
 
 SPLATFACTO = "nerfstudio.models.splatfacto"
 _MARK = "_nerfconvert_cpu_rasterizer"
-_local = threading.local()
 
 
-def _target_device() -> Optional[torch.device]:
-    return getattr(_local, "device", None)
+class CudaCallsTo(TorchFunctionMode):
+    """Within the block, in this thread, ``tensor.cuda()`` returns ``tensor.to(device)``; every other
+    torch call runs unchanged."""
 
-
-class _CudaRedirect:
-    """Within the block, ``Tensor.cuda()`` in this thread returns the tensor on ``device``."""
-
-    def __init__(self, device: Optional[torch.device]) -> None:
+    def __init__(self, device: torch.device) -> None:
+        super().__init__()
         self.device = device
 
-    def __enter__(self) -> None:
-        self.saved = _target_device()
-        _local.device = self.device
-
-    def __exit__(self, *exc: Any) -> None:
-        _local.device = self.saved
-
-
-def _install_tensor_cuda_redirect() -> None:
-    original = torch.Tensor.cuda
-    if getattr(original, _MARK, False):
-        return
-
-    @functools.wraps(original)
-    def cuda(self, *args, **kwargs):
-        device = _target_device()
-        if device is not None:
-            return self.to(device)
-        return original(self, *args, **kwargs)
-
-    setattr(cuda, _MARK, True)
-    torch.Tensor.cuda = cuda  # type: ignore[method-assign]
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func is torch.Tensor.cuda:
+            return args[0].to(self.device)
+        return func(*args, **(kwargs or {}))
 
 
 def dispatching_rasterization(original: Any) -> Any:
@@ -116,76 +94,24 @@ def _redirect_cuda_calls(model_cls: Any) -> None:
     """Without CUDA, splatfacto's ``.cuda()`` calls keep the tensor on the model's device. (With
     CUDA they work as written: the pipeline moves the model to its device afterwards, and the
     rasterizer takes the intrinsics to the device of the means.)"""
-    _install_tensor_cuda_redirect()
     populate_modules = model_cls.populate_modules
     get_outputs = model_cls.get_outputs
 
     @functools.wraps(populate_modules)
     def populate_modules_cpu(self, *args, **kwargs):
-        with _CudaRedirect(torch.device("cpu")):  # parameters are built on the CPU
+        with CudaCallsTo(torch.device("cpu")):  # parameters are built on the CPU
             return populate_modules(self, *args, **kwargs)
 
     @functools.wraps(get_outputs)
     def get_outputs_cpu(self, *args, **kwargs):
-        with _CudaRedirect(self.means.device):
+        with CudaCallsTo(self.means.device):
             return get_outputs(self, *args, **kwargs)
 
     model_cls.populate_modules = populate_modules_cpu
     model_cls.get_outputs = get_outputs_cpu
 
 
-class _PatchOnImport(importlib.abc.MetaPathFinder):
-    """Patches splatfacto right after its module body runs (the first ``import``)."""
-
-    def find_spec(self, fullname, path, target=None):  # type: ignore[override]
-        if fullname != SPLATFACTO:
-            return None
-        for finder in sys.meta_path:
-            if finder is self or not hasattr(finder, "find_spec"):
-                continue
-            spec = finder.find_spec(fullname, path, target)
-            if spec is not None:
-                break
-        else:
-            return None
-        loader = spec.loader
-        if loader is None or not hasattr(loader, "exec_module"):
-            return spec
-        exec_module = loader.exec_module
-
-        def exec_and_patch(module):
-            exec_module(module)
-            _patch_or_warn(module)
-
-        loader.exec_module = exec_and_patch  # type: ignore[method-assign]
-        return spec
-
-
-_finder = _PatchOnImport()
-
-
-def _patch_or_warn(module: Any) -> None:
-    try:
-        _patch(module)
-    except Exception as err:  # noqa: BLE001 - a gsplat problem must not break other methods
-        import warnings
-
-        warnings.warn(
-            f"splatfacto stays GPU-only: nerfconvert's CPU rasterizer could not be installed ({type(err).__name__}: {err})",
-            RuntimeWarning,
-            stacklevel=2,
-        )
-
-
-def install_cpu_rasterizer(now: bool = False) -> None:
-    """Make splatfacto render on the CPU (idempotent). Patches ``nerfstudio.models.splatfacto`` at
-    once if it is imported (or ``now``: import it), otherwise when it is first imported, so that
-    processes that never use splatfacto do not pay for importing it."""
-    module = sys.modules.get(SPLATFACTO)
-    if module is None and now:
-        module = importlib.import_module(SPLATFACTO)
-    if module is not None:
-        _patch(module)
-    elif _finder not in sys.meta_path:
-        sys.meta_path.insert(0, _finder)
-
+def install_cpu_rasterizer() -> None:
+    """Make splatfacto render on the CPU (idempotent); imports ``nerfstudio.models.splatfacto``
+    (nerfstudio's method table, which every entry point loads, imports it anyway)."""
+    _patch(importlib.import_module(SPLATFACTO))

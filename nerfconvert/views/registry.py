@@ -189,7 +189,9 @@ def load_run(
     ``config_path`` is the run's config.yml (or its directory). Paths inside it are relative to
     the directory ``ns-train`` was started from, as for ``ns-viewer``. Nothing is written.
     """
-    import nerfstudio.configs.method_configs  # noqa: F401 (installs our shims before the config is read)
+    from nerfconvert import compat
+
+    compat.install()  # nerfstudio's loading needs them (safe torch.load, offline LPIPS): nerfconvert.compat
 
     config_path, config = read_run_config(Path(config_path))
     view_cls = view_class_for(config.pipeline.model._target)  # fail before the expensive setup
@@ -204,7 +206,9 @@ def load_pipeline(
 ) -> "Pipeline":  # noqa: F821
     """Load a trained nerfstudio run's pipeline, as ``load_run`` does, for any method (no view needed:
     a teacher whose model a method checks itself, a compressed run whose checkpoint holds its .ncz)."""
-    import nerfstudio.configs.method_configs  # noqa: F401 (installs our shims before the config is read)
+    from nerfconvert import compat
+
+    compat.install()  # nerfstudio's loading needs them (safe torch.load, offline LPIPS): nerfconvert.compat
 
     config_path, config = read_run_config(Path(config_path))
     return _setup_pipeline(config_path, config, device, test_mode)
