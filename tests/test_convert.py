@@ -76,7 +76,8 @@ def check_summary(result, out: Path) -> dict:
     return summary
 
 
-def check_rows(result, roles, teacher: Path, views=(0, 1)) -> None:
+def check_rows(result, roles, teacher: Path, min_psnr_vs_teacher: float, views=(0, 1)) -> None:
+    """``min_psnr_vs_teacher``: each non-teacher row's floor, a margin under what the test measured."""
     assert [row.role for row in result.rows] == roles
     assert result.rows[0].run == teacher and result.rows[0].seconds is None
     for row in result.rows:
@@ -84,7 +85,7 @@ def check_rows(result, roles, teacher: Path, views=(0, 1)) -> None:
         assert row.psnr_vs_gt is not None and math.isfinite(row.psnr_vs_gt)
     for row in result.rows[1:]:
         assert row.seconds > 0
-        assert row.psnr_vs_teacher is not None and row.psnr_vs_teacher > 0
+        assert row.psnr_vs_teacher is not None and row.psnr_vs_teacher > min_psnr_vs_teacher, (row.role, row.psnr_vs_teacher)
         assert 0 < row.ssim_vs_teacher <= 1.0
     assert result.eval_views == list(views)  # the tiny blender scene has 2 test views
 
@@ -307,7 +308,8 @@ def test_convert_to_vanilla_nerf_end_to_end(trained_run, tmp_path):
     result = run_convert(teacher, to="vanilla-nerf", steps=STEPS, output_dir=out, device="cpu", num_rays_per_batch=RAYS,
                          configure=tiny)
     assert digests(teacher.parent) == before  # the teacher was only read
-    check_rows(result, ["teacher", "student"], teacher)
+    # 3 steps: measured 7.6 dB vs the teacher (2026-12-07, 2 busy cores); floor 1.6 dB under it
+    check_rows(result, ["teacher", "student"], teacher, min_psnr_vs_teacher=6.0)
     assert result.compressed is None and result.ncz is None
     assert result.student.parent.parent.name == "vanilla-nerf" and result.rows[1].method == "vanilla-nerf"
     assert result.pvd_run.exists() and result.pvd_run.parent.parent.name == "pvd-al"
@@ -348,7 +350,8 @@ def test_convert_entropy_from_a_non_tensorf_teacher(trained_run, object_scene, t
     result = run_convert(teacher, compress="entropy", data=object_scene, steps=STEPS, compress_steps=1, output_dir=out,
                          device="cpu", num_rays_per_batch=RAYS, configure=tiny)
     assert digests(teacher.parent) == before
-    check_rows(result, ["teacher", "student", "compressed"], teacher)
+    # measured 27.2 dB (tensorf student) and 25.7 dB (its entropy file) vs the teacher (2026-12-07)
+    check_rows(result, ["teacher", "student", "compressed"], teacher, min_psnr_vs_teacher=23.0)
     assert [row.method for row in result.rows] == ["plenoxels", "tensorf", "entropy-compression"]
     assert result.ncz == result.compressed.parent / "scene.ncz" and result.ncz.exists()
     assert result.rows[2].size_bytes == result.ncz.stat().st_size and result.rows[2].size_kind == ".ncz"
@@ -404,7 +407,8 @@ def test_convert_vq_of_a_nerfstudio_data_teacher_keeps_its_world_frame(object_sc
     result = run_convert(teacher, compress="vq", data=scene, compress_steps=2, output_dir=out, device="cpu",
                          num_rays_per_batch=256, configure=tiny)
     assert digests(teacher.parent) == before
-    check_rows(result, ["teacher", "compressed"], teacher, views=(0,))  # nerfstudio-data: 10% of 12 frames for eval
+    # not measured yet (the measuring run got no CPU time): the old floor, 0 dB
+    check_rows(result, ["teacher", "compressed"], teacher, min_psnr_vs_teacher=0.0, views=(0,))  # nerfstudio-data: 10% of 12 frames for eval
     assert result.student is None and result.pvd_run is None
     assert read_ncz(result.ncz).method == "vq-compression" and result.rows[1].size_bytes == result.ncz.stat().st_size
     compressed = yaml.load(result.compressed.read_text(), Loader=yaml.Loader)

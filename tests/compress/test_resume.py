@@ -17,6 +17,11 @@ from processes import train_until_killed
 from nerfconvert.compat import own_event_writers
 from nerfconvert.compress import container
 
+COMPRESS_RESUME_PSNR_TOLERANCE = 0.05
+"""dB between the test PSNR of a killed-and-resumed compression run and the session's uninterrupted
+one. Measured (2026-12-07, 2 busy cores): vq-compression 12.548 vs 12.545 (0.003), entropy-compression
+11.780 vs 11.766 (0.014). The resume restores weights, Adam moments and random state, so the runs
+nearly repeat; 0.05 dB is the plenoxels resume test's tolerance (the others hold 0.05-0.1)."""
 
 
 @pytest.mark.slow
@@ -55,7 +60,7 @@ def test_resume_after_sigkill_in_fine_tuning(method, teacher_method, trained_run
 
     # quality within noise of the uninterrupted run: one more step of fine-tuning, same settings
     ours, theirs = evaluate(resumed.get_base_dir() / "config.yml"), evaluate(reference)
-    assert abs(ours["psnr"] - theirs["psnr"]) < 1.0, (ours, theirs)
+    assert abs(ours["psnr"] - theirs["psnr"]) < COMPRESS_RESUME_PSNR_TOLERANCE, (ours, theirs)
     assert digest_tree(teacher.parent) == teacher_files  # the teacher's run: byte-identical, tfevents included
 
 
