@@ -109,13 +109,3 @@ class UnboundedTensoRFModel(TensoRFModel):
         self.collider = NearFarCollider(near_plane=self.config.near_plane, far_plane=self.config.far_plane)
         self.renderer_rgb = RGBRenderer(background_color=self.config.background_color)
 
-
-def is_unbounded(model_config) -> bool:
-    """Whether a model config contracts space (so its scene reaches past the scene box)."""
-    from nerfstudio.models.nerfacto import NerfactoModelConfig
-
-    if isinstance(model_config, UnboundedTensoRFModelConfig):
-        return True
-    if isinstance(model_config, NerfactoModelConfig):
-        return True  # nerfacto always contracts
-    return bool(getattr(model_config, "disable_scene_contraction", True) is False)

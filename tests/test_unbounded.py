@@ -8,7 +8,8 @@ import torch
 from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.data.scene_box import SceneBox
 
-from nerfconvert.unbounded import UnboundedTensoRFModelConfig, is_unbounded
+from nerfconvert.unbounded import UnboundedTensoRFModelConfig
+from nerfconvert.views.registry import is_unbounded
 
 
 def _model(**kwargs):

@@ -11,7 +11,7 @@ nerfconvert. Everything a decoder takes from a file goes through here first:
   known fields only, never ``_private`` ones, each of its default's type, and the size-setting
   fields of each family inside ranges (the family's ``config_ranges``), with the model size they
   imply charged to the budget before the model is built (its ``model_size``; the family is the
-  view's vq tables companion, ``nerfconvert.compress.tables``).
+  view's vq tables companion, ``nerfconvert.views.tables.CompressionTables``).
 * ``state_spec``: the ``state`` table of a compressed model: per entry its torch dtype (allow-list),
   shape and storage kind; ``STATE_STORAGES`` says which section(s) each storage kind reads, so the
   decoder's ``ncz.array(name, dtype=..., shape=...)`` calls are checked against the same rule.
@@ -308,7 +308,7 @@ def _literal_choices(config_cls, name: str) -> Optional[Tuple[Any, ...]]:
 def model_config(family, config, fields: Any) -> Dict[str, Any]:
     """The architecture's ``model_config`` checked against ``config`` (the stock config it is applied
     to): known public fields of plain data, each of its default's type and inside the ranges of the
-    size-setting fields that the family (a ``compress.tables.Family`` class) declares in ``config_ranges``.
+    size-setting fields that the family (a ``views.tables.CompressionTables`` class) declares in ``config_ranges``.
     Returns the fields to apply."""
     fields = mapping(fields, "The architecture's model_config")
     ranges = {**COMMON_RANGES, **getattr(family, "config_ranges", {})}
@@ -346,7 +346,7 @@ def model_config(family, config, fields: Any) -> Dict[str, Any]:
 
 def charge_model(family, config, spend: Budget) -> None:
     """Charge the model a config builds to the budget, before it is built: the family's (a
-    ``compress.tables.Family`` class) ``model_size`` estimate, where it has one."""
+    ``views.tables.CompressionTables`` class) ``model_size`` estimate, where it has one."""
     size = family.model_size(config)
     if size is not None:
         spend.spend(size, f"The {family.name} model the architecture describes")

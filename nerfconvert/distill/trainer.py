@@ -18,7 +18,7 @@ from nerfstudio.utils.rich_utils import CONSOLE
 from nerfconvert import NerfconvertError
 from nerfconvert.resume import ResumableTrainer
 from nerfconvert.schedules import RunLengthTrainerConfig, fit_schedulers
-from nerfconvert.unbounded import is_unbounded
+from nerfconvert.views.registry import is_unbounded
 from nerfconvert.distill.students import (
     DEFAULT_STUDENT,
     STUDENTS,

@@ -270,6 +270,14 @@ class PlenoxelsField(Field):
         return before - int(self.occupancy.sum())
 
     @torch.no_grad()
+    def restrict_occupancy_(self, keep: Tensor) -> None:
+        """Keep only the occupied vertices in ``keep`` (a mask of ``occupancy``'s size); the rest become
+        the empty vertex, whose cells the field then skips (e.g. vertices a compression pruned)."""
+        self.occupancy = self.occupancy & keep.view(self.occupancy.shape).to(self.occupancy.device)
+        self.enforce_occupancy_()
+        self._refresh_occupancy_cache()
+
+    @torch.no_grad()
     def enforce_occupancy_(self) -> None:
         """Reset pruned vertices to the empty constants (after optimizer steps, loads, resizes)."""
         if bool(self.occupancy.all()):

@@ -1,4 +1,5 @@
-"""Two-level views (phi1 / phi2) of the four architecture families, ``load_run`` and ``load_pipeline``."""
+"""Two-level views (phi1 / phi2) of each architecture family, with what compression quantises in each
+(``tables``), ``load_run`` and ``load_pipeline``."""
 
 from nerfconvert.views.base import Decoded, FieldView
 from nerfconvert.views.registry import SUPPORTED_MODELS, load_pipeline, load_run, view_for

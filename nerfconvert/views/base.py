@@ -22,7 +22,7 @@ from __future__ import annotations
 import copy
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, ClassVar, Dict, List, Optional, Tuple, Union
+from typing import Any, ClassVar, Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -74,11 +74,11 @@ class FieldView(ABC):
     """The family's name, for messages and reports only: methods never branch on it."""
     model_names: ClassVar[tuple]
     """Model class names this view supports (used in error messages)."""
-    capabilities: ClassVar[Dict[str, Union[str, type]]] = {}
+    capabilities: ClassVar[Dict[str, type]] = {}
     """Companion classes registered with the view, by capability: a method asks the registry for
-    one (``registry.companion_class``), never for a family. The class, or ``"module:Class"`` (imported
-    when asked for, so that views import no method code). ``"vq_tables"``: what vq-compression
-    quantises and how importance reaches it (a ``nerfconvert.compress.tables.Family``)."""
+    one (``registry.companion_class``), never for a family. A companion is defined in the view's own
+    module (a family is one file). ``"vq_tables"``: what vq-compression quantises, how importance
+    reaches it and what rebuilds the model from a file (a ``nerfconvert.views.tables.CompressionTables``)."""
     volume_feature_slice: ClassVar[slice] = slice(None)
     """The part of phi1's output that is the scene's volume feature (compared by L_v, PVD Eq. 6);
     views that carry helper values in their features (e.g. an in-box flag) narrow it."""
@@ -241,6 +241,11 @@ class FieldView(ABC):
     def unbounded(self) -> bool:
         """Whether the field contracts space, so that it models a background past the scene box."""
         return False
+
+    @classmethod
+    def config_unbounded(cls, model_config) -> bool:
+        """Whether a model built from ``model_config`` contracts space (``unbounded``, read before it is built)."""
+        return getattr(model_config, "disable_scene_contraction", True) is False
 
     # ---- the two levels -------------------------------------------------------------
     @property

@@ -15,6 +15,9 @@ produce, the quantity compared by L_v (Eq. 6). The in-box flag is bookkeeping fo
 Density is ``average_init_density * exp(raw)`` (nerfstudio 1.1.5 has no shift inside
 trunc_exp; its initial-density factor multiplies afterwards). phi2 always reproduces the
 field's eval-mode colour: mean appearance code or zeros, as configured, never per camera.
+
+``HashTables`` is what compression quantises: the entries of the field's and the proposal networks'
+hash tables are the voxels, quantised to a lattice rather than a codebook.
 """
 
 from __future__ import annotations
@@ -32,7 +35,10 @@ from nerfstudio.fields.nerfacto_field import NerfactoField
 from nerfstudio.model_components.losses import lossfun_outer
 from nerfstudio.models.base_model import Model
 
+from nerfconvert import NerfconvertError
+from nerfconvert.compress.validate import int_range
 from nerfconvert.views.base import Decoded, FieldView, ViewOptions
+from nerfconvert.views.tables import VQ_TABLES, CompressionTables, Table, param_name
 
 EMPTY_RAW_DENSITY = -100.0
 """Raw density reported where the field masks density to zero (trunc_exp(-100) ~ 4e-44).
@@ -42,12 +48,137 @@ with a > -100 sees these points as empty.
 """
 
 
+# ---- what compression quantises (vq-compression's tables, importance; a decoder's rebuild) --------
+class HashTables(CompressionTables):
+    """nerfacto's hash tables: the field's and each proposal network's, every one a "lattice" table.
+
+    Measured on a capture-like nerfacto run (``benchmarks/hash_vq_options.py``): a 4096-code
+    codebook of the 2-D hash entries spreads its codes evenly (11.9 bits of index entropy of 12),
+    so entropy coding cannot shrink its indices, while a uniform grid of the same distortion
+    entropy-codes to less than half the bytes. Hash entries therefore keep VQRF's importance
+    pruning and keeping, but are quantised to a lattice (codes = integer multiples of a step, a
+    finer step for the kept entries) whose symbols the container entropy-codes.
+    """
+
+    name = "hash"
+    quantizers = ("lattice",)
+    default_quantizer = "lattice"
+    model_classes = ("NerfactoModel",)
+    """Not instant-ngp (the same view): its hash tables are tiny-cuda-nn's, and it has no proposal weights."""
+    teacher_method = "nerfacto"
+    default_keep_quantile = 0.3
+    importance_ray_budget = 1 << 15
+    """Default cap on importance rays (nerfacto renders ~500 rays/s on 2 CPU cores)."""
+    config_ranges = {"hidden_dim": int_range(1, 4096), "hidden_dim_color": int_range(1, 4096),
+                     "hidden_dim_transient": int_range(1, 4096), "num_levels": int_range(1, 64),
+                     "base_res": int_range(1, 1 << 20), "max_res": int_range(1, 1 << 24),
+                     "log2_hashmap_size": int_range(1, 26), "features_per_level": int_range(1, 16),
+                     "num_proposal_samples_per_ray": int_range(1, 1 << 14),
+                     "num_nerf_samples_per_ray": int_range(1, 1 << 14), "num_proposal_iterations": int_range(0, 8),
+                     "appearance_embed_dim": int_range(0, 4096)}
+
+    @staticmethod
+    def model_size(c) -> int:
+        def elements(levels, log2, features) -> int:
+            # one level holds at most min(2^log2, res^3) entries; count the full table (nerfstudio allocates it)
+            return int(levels) * (1 << int(log2)) * int(features)
+
+        total = elements(c.num_levels, c.log2_hashmap_size, c.features_per_level)
+        for args in getattr(c, "proposal_net_args_list", None) or []:
+            if isinstance(args, dict):
+                total += elements(args.get("num_levels", 16), args.get("log2_hashmap_size", 19), 2)
+        return total + 64 * int(getattr(c, "hidden_dim", 64)) ** 2
+
+    def __init__(self, model: Model, quantizer: Optional[str] = None) -> None:
+        super().__init__(model, quantizer)
+        self.field = model.field
+        self.encoding = self._hash_encoding(self.field.mlp_base)
+        if self.encoding is None:
+            raise NerfconvertError(
+                "vq-compression needs nerfacto's hash table as a torch tensor, but the teacher uses tiny-cuda-nn. "
+                "Train the teacher with --pipeline.model.implementation torch."
+            )
+
+    @staticmethod
+    def _hash_encoding(module: nn.Module):
+        from nerfstudio.field_components.encodings import HashEncoding
+
+        for m in module.modules():
+            if isinstance(m, HashEncoding) and isinstance(getattr(m, "hash_table", None), nn.Parameter) \
+                    and m.hash_table.numel() > 0:
+                return m
+        return None
+
+    def _encodings(self) -> List[Tuple[str, nn.Module, List[int]]]:
+        """(table name, hash encoding, indices into nerfacto's ``weights_list`` of the samples it sees)."""
+        out = [("hash", self.encoding, [-1])]
+        nets = list(getattr(self.model, "proposal_networks", []))
+        iterations = int(getattr(self.model.config, "num_proposal_iterations", len(nets)))
+        for i, net in enumerate(nets):
+            enc = self._hash_encoding(net)
+            if enc is None or any(enc is e for _, e, _ in out):
+                continue
+            # one shared proposal network serves every proposal iteration
+            levels = list(range(iterations)) if len(nets) == 1 else [i]
+            out.append((f"proposal{i}", enc, levels))
+        return out
+
+    def tables(self) -> List[Table]:
+        return [Table(name, param_name(self.model, enc.hash_table), lambda d: d, "lattice", name)
+                for name, enc, _ in self._encodings()]
+
+    def accumulate_importance(self, ray_bundle: RayBundle, into: Dict[str, Tensor]) -> None:
+        """Eq. 4 for every hash table, each with the weights of the samples it was queried at:
+        the inputs of each encoding are captured while nerfacto renders the rays as in training
+        (its optimised poses and proposal sampler), then the probe's backward gives Eq. 4."""
+        encodings = self._encodings()
+        captured: Dict[int, List[Tensor]] = {id(enc): [] for _, enc, _ in encodings}
+        hooks = [enc.register_forward_hook(lambda m, inputs, output: captured[id(m)].append(inputs[0].detach()))
+                 for _, enc, _ in encodings]
+        was = self.model.training
+        self.model.train()  # training mode applies the camera optimizer's poses to the rays
+        try:
+            with torch.no_grad():
+                outputs = self.model(ray_bundle)  # collider, then get_outputs
+        finally:
+            for hook in hooks:
+                hook.remove()
+            self.model.train(was)
+        weights_list = outputs["weights_list"]
+        for name, enc, levels in encodings:
+            calls = captured[id(enc)]
+            if len(calls) != len(levels):
+                raise NerfconvertError(
+                    f"vq-compression: the {name} hash table was queried {len(calls)} times for {len(levels)} sample "
+                    "sets; this nerfacto variant is not supported."
+                )
+            table = enc.hash_table
+            total = into.get(name, torch.zeros(table.shape[0], device=table.device))
+            for x, level in zip(calls, levels):
+                w = weights_list[level].detach().reshape(-1)
+                if x.shape[0] != w.shape[0]:
+                    raise NerfconvertError(f"vq-compression: the {name} hash table saw {x.shape[0]} points for "
+                                           f"{w.shape[0]} sample weights; this nerfacto variant is not supported.")
+                # samples of negligible weight add nothing to Eq. 4 but most of the cost (a proposal
+                # network sees 256 samples a ray): at most 256 * 1e-5 of a ray's weight is left out
+                keep = w > 1e-5
+                if not bool(keep.any()):
+                    continue
+                with torch.enable_grad():
+                    out = enc(x[keep])  # [M, levels * features]; linear in the table
+                    (grad,) = torch.autograd.grad((out * w[keep, None]).sum(), table)
+                # every feature of an entry gets the same coefficient; one column is Eq. 4
+                total = total + grad[:, 0]
+            into[name] = total
+
+
+# ---- the view ------------------------------------------------------------------------------------
 class HashGridView(FieldView):
     """phi2(phi1(x, d)) == ``NerfactoField`` in eval mode, for nerfacto and instant-ngp."""
 
     family = "hash"
     model_names = ("NerfactoModel", "NGPModel")
-    capabilities = {"vq_tables": "nerfconvert.compress.tables:HashFamily"}  # nerfacto's only (its model_classes)
+    capabilities = {VQ_TABLES: HashTables}
     student_method = "nerfacto"
     student_description = "nerfacto student (hash grid), as ns-train nerfacto builds it."
     models_background = True
@@ -99,6 +230,10 @@ class HashGridView(FieldView):
     @property
     def unbounded(self) -> bool:
         return self.field.spatial_distortion is not None
+
+    @classmethod
+    def config_unbounded(cls, model_config) -> bool:
+        return True  # nerfacto always contracts (its flag only switches the contraction's norm)
 
     def unit_cube(self, positions: Tensor) -> Tensor:
         """World positions -> the [0, 1]^3 coordinates the hash grid is indexed with."""

@@ -53,6 +53,7 @@ def unregister(model_class: Union[str, type]) -> None:
 register("NerfactoModel", "nerfconvert.views.hash:HashGridView", "nerfacto", "hash grid")
 register("NGPModel", "nerfconvert.views.hash:HashGridView", "instant-ngp", "hash grid, CUDA")
 register("TensoRFModel", "nerfconvert.views.vm:VMView", "tensorf", "VM")
+register("UnboundedTensoRFModel", "nerfconvert.views.vm:VMView", "tensorf-unbounded", "VM, contracted")
 register("NeRFModel", "nerfconvert.views.mlp:MLPView", "vanilla-nerf", "MLP")
 register("PlenoxelsModel", "nerfconvert.views.voxel:VoxelGridView", "plenoxels", "voxel grid")
 register("SplatfactoModel", "nerfconvert.views.splat:SplatView", "splatfacto", "3D Gaussians")
@@ -71,10 +72,21 @@ def _supported_list() -> str:
 
 def _registered(model_class: type) -> Optional[str]:
     """The registered name among ``model_class`` and its bases, or None."""
-    for cls in model_class.__mro__:
+    for cls in getattr(model_class, "__mro__", ()):
         if cls.__name__ in _REGISTRY:
             return cls.__name__
     return None
+
+
+def registration_for(model_class: type) -> Optional[Registration]:
+    """The registration serving ``model_class`` (or one of its bases), or None."""
+    name = _registered(model_class)
+    return None if name is None else _REGISTRY[name]
+
+
+def teacher_methods() -> Tuple[str, ...]:
+    """The stock methods whose runs have a view (registry order): what can be a teacher."""
+    return tuple(dict.fromkeys(r.method for r in _REGISTRY.values()))
 
 
 def view_class_for(model_class: type) -> Type[FieldView]:
@@ -104,13 +116,14 @@ def companion_class(model_class: type, capability: str) -> Optional[type]:
     return None if name is None else _companion(name, capability)
 
 
-def companions(capability: str) -> Dict[str, type]:
+def companions(capability: str, having: Optional[str] = None) -> Dict[str, type]:
     """model class name -> companion class, for every registered model class with ``capability``
-    (registry order): what a method that needs the capability supports."""
+    (registry order): what a method that needs the capability supports. ``having``: only those whose
+    view also has that capability (e.g. ``"feature_planes"``)."""
     out = {}
     for name in _REGISTRY:
         companion = _companion(name, capability)
-        if companion is not None:
+        if companion is not None and (having is None or _resolve(_REGISTRY[name].view).has(having)):
             out[name] = companion
     return out
 
@@ -124,6 +137,14 @@ def student_views() -> Dict[str, Type[FieldView]]:
         if view.student_method is not None and view.student_method not in out:
             out[view.student_method] = view
     return out
+
+
+def is_unbounded(model_config) -> bool:
+    """Whether a model config contracts space (so its scene reaches past the scene box): its view says."""
+    name = _registered(getattr(model_config, "_target", None))
+    if name is None:
+        return FieldView.config_unbounded(model_config)
+    return _resolve(_REGISTRY[name].view).config_unbounded(model_config)
 
 
 def view_for(model: torch.nn.Module, options: Optional[ViewOptions] = None) -> FieldView:

@@ -12,13 +12,19 @@ Feature layout (``feature_dim = D + A``)::
 The whole vector is the volume feature (L_v, Eq. 6); ``density_feature_slice`` and
 ``appearance_feature_slice`` name the two blocks. The same code serves the "cp" and
 "triplane" encodings of TensoRFModel, since the field treats them alike.
+
+``VMTables`` is what compression quantises: one table per density plane and per appearance plane;
+plane entries get the importance of the virtual grid summed along the plane's axis. Quantised to a
+lattice by default, or with VQ-TensoRF's six codebooks (``quantizer="codebook"``). The same planes
+are what entropy-compression codes (``feature_planes``).
 """
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nerfstudio.cameras.rays import RayBundle, RaySamples
@@ -28,7 +34,9 @@ from nerfstudio.model_components.losses import tv_loss
 from nerfstudio.models.base_model import Model
 from nerfstudio.utils import colors
 
+from nerfconvert.compress.validate import int_range
 from nerfconvert.views.base import Decoded, FieldView, ViewOptions
+from nerfconvert.views.tables import VQ_TABLES, CompressionTables, Table, param_name, probe_grad
 
 RAY_MASK_KEY = "nerfconvert_vm_ray_mask"
 """``RaySamples.metadata`` key under which :meth:`VMView.sample` stores TensoRF's coarse-pass ray mask."""
@@ -36,12 +44,82 @@ RAY_MASK_KEY = "nerfconvert_vm_ray_mask"
 _COARSE_ACCUMULATION_THRESHOLD = 1e-4  # as in TensoRFModel.get_outputs
 
 
+# ---- what compression quantises (vq-compression's tables, importance; a decoder's rebuild) --------
+_PLANE_AXES = ((0, 1), (0, 2), (1, 2))  # as TensorVMEncoding.forward
+
+
+class VMTables(CompressionTables):
+    """TensoRF's six planes. By default each is a "lattice" table: on the lego100 teacher (planes
+    3 x 64 x 213², 15-35% of each plane's entries alive after pruning) VQ-TensoRF's 4096-code
+    codebooks held about as many vectors as they coded (4,089-4,096 codes for 4,089-8,957 vectors a
+    plane) and were 1.47 MB of a 2.19 MB file; a lattice has no codebook to store
+    (``benchmarks/compress_lego.py``)."""
+
+    name = "vm"
+    teacher_method = "tensorf"
+    default_keep_quantile = 0.7
+    quantizers = ("codebook", "lattice")
+    default_quantizer = "lattice"
+    config_ranges = {"init_resolution": int_range(1, 2048), "final_resolution": int_range(1, 2048),
+                     "num_den_components": int_range(1, 1024), "num_color_components": int_range(1, 1024),
+                     "appearance_dim": int_range(1, 1024), "num_samples": int_range(1, 1 << 14),
+                     "num_uniform_samples": int_range(1, 1 << 14)}
+
+    @staticmethod
+    def model_size(c) -> int:
+        r = int(c.init_resolution)
+        comps = int(c.num_den_components) + int(c.num_color_components)
+        return 3 * comps * (r * r + r) + 3 * int(c.num_color_components) * int(c.appearance_dim)
+
+    def __init__(self, model: Model, quantizer: Optional[str] = None) -> None:
+        super().__init__(model, quantizer)
+        self.view.check_planes()
+
+    def _planes(self):
+        return zip(("density", "color"), self.view.planes())
+
+    def tables(self) -> List[Table]:
+        out = []
+        for prefix, planes in self._planes():
+            name = param_name(self.model, planes)
+            for k in range(3):
+                out.append(
+                    Table(f"{prefix}_plane{k}", name, lambda d, k=k: d[k].view(d.shape[1], -1).t(), self.vq_kind(),
+                          f"{prefix}_plane{k}", fill="mean")
+                )
+        return out
+
+    def accumulate_importance(self, ray_bundle: RayBundle, into: Dict[str, Tensor]) -> None:
+        view = self.view
+        points = self._weighted_points(view, ray_bundle)
+        if points is None:
+            return
+        positions, w = points
+        x = view.field_coordinates(positions)
+        for prefix, planes in self._planes():
+            h, wd = planes.shape[-2:]
+            coords = torch.stack([x[:, list(axes)] for axes in _PLANE_AXES]).view(3, -1, 1, 2)
+
+            def lookup(g):  # planes with the lines set to one: the virtual grid summed along each axis
+                return (F.grid_sample(g, coords, align_corners=True)[:, 0, :, 0] * w[None]).sum()
+
+            grad = probe_grad(lookup, (3, 1, h, wd), x.device)
+            for k in range(3):
+                key = f"{prefix}_plane{k}"
+                into[key] = into.get(key, torch.zeros(h * wd, device=x.device)) + grad[k].view(-1)
+
+    def plane_importance(self, importance: Dict[str, Tensor]) -> Tensor:
+        h, w = self.view.planes()[0].shape[-2:]
+        return torch.stack([importance[f"density_plane{k}"].view(h, w) for k in range(3)])
+
+
+# ---- the view ------------------------------------------------------------------------------------
 class VMView(FieldView):
     """phi2(phi1(x, d)) == ``TensoRFField``."""
 
     family = "vm"
-    model_names = ("TensoRFModel",)
-    capabilities = {"vq_tables": "nerfconvert.compress.tables:VMFamily"}
+    model_names = ("TensoRFModel", "UnboundedTensoRFModel")
+    capabilities = {VQ_TABLES: VMTables}
     student_method = "tensorf"
     student_description = "tensorf student (VM decomposition), as ns-train tensorf builds it (the default)."
     models_background = True  # as tensorf-unbounded (nerfconvert.unbounded) when the teacher contracts space
@@ -178,6 +256,12 @@ class VMView(FieldView):
     def unbounded(self) -> bool:
         """Whether the field reaches past the scene box (a contracted TensoRF)."""
         return getattr(self.field, "contract", None) is not None
+
+    @classmethod
+    def config_unbounded(cls, model_config) -> bool:
+        from nerfconvert.unbounded import UnboundedTensoRFModelConfig
+
+        return isinstance(model_config, UnboundedTensoRFModelConfig)
 
     def phi1(self, positions: Tensor, directions: Tensor = None) -> Tensor:
         # phi1, PVD Table 1: decomposed tensors (planes x lines, then the basis B)

@@ -12,21 +12,27 @@ Feature layout (``feature_dim = 1 + 3 K``, K = (sh_degree + 1)^2, 28 at degree 2
 
 Points outside the scene box get the grid's empty value (raw density ``empty_raw_density``,
 zero SH), exactly what the model uses there.
+
+``VoxelTables`` is what compression quantises: one table of SH coefficients (VQ) and one of raw
+density (8-bit), over the vertices.
 """
 
 from __future__ import annotations
 
 import copy
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nerfstudio.cameras.rays import RayBundle, RaySamples
 from nerfstudio.models.base_model import Model
 
+from nerfconvert.compress.validate import float_range, int_range
 from nerfconvert.plenoxels.field import PlenoxelsField
 from nerfconvert.views.base import Decoded, FieldView, ViewOptions
+from nerfconvert.views.tables import VQ_TABLES, CompressionTables, Table, probe_grad
 
 GRID_INIT_DIRECTIONS = 16
 """Directions the teacher's colour is queried from at each occupied vertex, for the SH fit."""
@@ -36,12 +42,65 @@ interpolation of log-densities next to a surface would otherwise reach far below
 empty start (-3) and make the surface thinner than the teacher's."""
 
 
+# ---- what compression quantises (vq-compression's tables, importance; a decoder's rebuild) --------
+class VoxelTables(CompressionTables):
+    name = "voxel"
+    teacher_method = "plenoxels"
+    default_keep_quantile = 0.6
+    quantizers = ("codebook", "lattice")
+    config_ranges = {"grid_resolutions": int_range(1, 1024), "sh_degree": int_range(0, 4),
+                     "max_num_samples": int_range(1, 1 << 14), "tv_num_voxels": int_range(1, 1 << 24),
+                     "prune_dilation": int_range(0, 16), "step_ratio": float_range(1e-3, 16)}
+
+    @staticmethod
+    def model_size(c) -> int:
+        r = int(c.grid_resolutions[0]) if c.grid_resolutions else 1
+        return r**3 * (2 + 3 * (int(c.sh_degree) + 1) ** 2)
+
+    def __init__(self, model: Model, quantizer: Optional[str] = None) -> None:
+        super().__init__(model, quantizer)
+        self.field = model.field
+
+    def tables(self) -> List[Table]:
+        field = self.field
+        return [
+            Table("density", "field.density_grid", lambda d: d.view(1, -1).t(), "scalar", "grid",
+                  empty_value=field.empty_raw_density, low_quantile=1e-3),
+            Table("sh", "field.sh_grid", lambda d: d.view(d.shape[1], -1).t(), self.vq_kind(), "grid"),
+        ]
+
+    def accumulate_importance(self, ray_bundle: RayBundle, into: Dict[str, Tensor]) -> None:
+        view = self.view
+        points = self._weighted_points(view, self._collide(ray_bundle))
+        if points is None:
+            return
+        positions, w = points
+        c = view.field_coordinates(positions)  # vertices sit at the box corners (align_corners=True)
+        r = self.field.resolution
+
+        def lookup(g):
+            out = F.grid_sample(g, c.view(1, -1, 1, 1, 3), mode="bilinear", padding_mode="border", align_corners=True)
+            return (out.view(-1) * w).sum()
+
+        grad = probe_grad(lookup, (1, 1, r, r, r), c.device)
+        key = "grid"
+        into[key] = into.get(key, torch.zeros(r**3, device=c.device)) + grad.view(-1)
+
+    def apply_alive(self, alive: Dict[str, Tensor]) -> None:
+        self.field.restrict_occupancy_(alive["density"])  # a pruned vertex is the grid's empty vertex
+
+    def live_mask(self) -> Tensor:
+        """Vertices the teacher itself kept (its pruned ones hold constants, not content)."""
+        return self.field.occupancy.reshape(-1)
+
+
+# ---- the view ------------------------------------------------------------------------------------
 class VoxelGridView(FieldView):
     """phi2(phi1(x, d)) == ``PlenoxelsField``."""
 
     family = "voxel"
     model_names = ("PlenoxelsModel",)
-    capabilities = {"vq_tables": "nerfconvert.compress.tables:VoxelFamily"}
+    capabilities = {VQ_TABLES: VoxelTables}
     volume_features = False  # PVD applies only sigma, colour, RGB and regularisation losses to the voxel grid
     student_method = "plenoxels"
     student_description = "plenoxels student (voxel grid), as ns-train plenoxels builds it."

@@ -3,7 +3,7 @@ pvd-al as a teacher and as a student.
 
 The family is analytic: a few isotropic Gaussians of density with one constant colour, its
 "table" one row per Gaussian (centre, precision, amplitude). The test registers its model
-class with a view, the view declares its vq tables through a companion ``Family`` and its
+class with a view, the view declares its vq tables through a companion ``CompressionTables`` and its
 stock method for students, and the vq machinery (importance, pruning and codebooks, packing,
 decoding) and pvd-al (teacher queries, student losses, the student written as a run) work on
 it through the view registry alone: nothing outside this file names the family.
@@ -29,7 +29,7 @@ from nerfstudio.models.base_model import Model, ModelConfig
 from nerfconvert.distill.cameras import look_at
 from nerfconvert import NerfconvertError
 from nerfconvert.compress.validate import int_range
-from nerfconvert.compress.tables import Family, Table
+from nerfconvert.views.tables import CompressionTables, Table
 from nerfconvert.views.base import Decoded, FieldView
 
 METHOD = "toy-gaussians"
@@ -90,7 +90,7 @@ class ToyGaussiansModel(Model):
         return {"rgb_loss": (outputs["rgb"] - batch["image"]).pow(2).mean()}
 
 
-class ToyGaussiansTables(Family):
+class ToyGaussiansTables(CompressionTables):
     """The companion the view registers for vq-compression: the Gaussians' rows share one codebook;
     Eq. 4 gives each Gaussian its share of the density at a sample times the sample's weight."""
 

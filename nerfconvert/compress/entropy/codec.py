@@ -113,11 +113,14 @@ def decode_latents(eb, bitstream: bytes, mask: Tensor, channels: int) -> Tensor:
 
 
 # ---- whole model ------------------------------------------------------------------------------------------
-def pack(tensorf, entropy: MaskedEntropyModel, decoder: PlaneDecoder, latents: Tensor, spec: Dict[str, Any],
+def pack(model, entropy: MaskedEntropyModel, decoder: PlaneDecoder, latents: Tensor, spec: Dict[str, Any],
          metadata: Dict[str, Any]) -> Tuple[bytes, Dict[str, Any]]:
-    """Encode. ``tensorf``: the TensoRF model (its planes are not read); ``spec``: preset and plane
-    shapes. Returns the file bytes and a size/rate report. Calls ``update()`` on the bottleneck."""
+    """Encode. ``model``: the model whose feature planes were coded (its planes are not read); ``spec``:
+    preset and plane shapes. Returns the file bytes and a size/rate report. Calls ``update()`` on the bottleneck."""
     from nerfconvert.compress.modelconfig import model_config_to_json, model_method_for
+    from nerfconvert.compress.tables import vq_tables_class_for
+
+    family_cls = vq_tables_class_for(type(model))  # what rebuilds the model: its view's tables
 
     eb = entropy.bottleneck
     eb.update(force=True)
@@ -128,9 +131,9 @@ def pack(tensorf, entropy: MaskedEntropyModel, decoder: PlaneDecoder, latents: T
         sections["latents/mask"] = pack_mask(mask)
     sections.update(_cdf_sections(eb))
     sections.update(decoder_sections(decoder))
-    state_dict = tensorf.state_dict()
+    state_dict = model.state_dict()
     state_spec = {}
-    for key in stored_state_keys(state_dict, view_for(tensorf).plane_state_keys):
+    for key in stored_state_keys(state_dict, view_for(model).plane_state_keys):
         value = state_dict[key].detach().cpu()
         entry = {"shape": list(value.shape), "dtype": str(value.dtype).replace("torch.", "")}
         if value.dtype == torch.bool:
@@ -147,13 +150,13 @@ def pack(tensorf, entropy: MaskedEntropyModel, decoder: PlaneDecoder, latents: T
             sections["s/" + key] = value.float().numpy()
         state_spec[key] = entry
     architecture = {
-        "family": "vm",
-        "model_class": type(tensorf).__name__,
-        "teacher_method": "tensorf",
-        "model_method": model_method_for(tensorf.config, "tensorf"),
-        "model_config": model_config_to_json(tensorf.config),
-        "scene_box": tensorf.scene_box.aabb.detach().cpu().tolist(),
-        "num_train_data": int(tensorf.num_train_data),
+        "family": family_cls.name,
+        "model_class": type(model).__name__,
+        "teacher_method": family_cls.teacher_method,
+        "model_method": model_method_for(model.config, family_cls.teacher_method),
+        "model_config": model_config_to_json(model.config),
+        "scene_box": model.scene_box.aabb.detach().cpu().tolist(),
+        "num_train_data": int(model.num_train_data),
         "latent_shape": list(latents.shape),
         "coded_locations": int(mask.sum()),
         "masked": bool(entropy.masked),
@@ -264,20 +267,23 @@ def decode_planes(decoder: PlaneDecoder, latents: Tensor, resolution, device=Non
 
 @validate.hostile_input
 def decode(ncz: container.NczFile, device: Optional[torch.device] = None, num_train_data: Optional[int] = None):
-    """.ncz -> (a stock TensoRF model with the decoded planes, report with ``decode_seconds``)."""
+    """.ncz -> (the stock model the file names, its feature planes decoded; report with ``decode_seconds``)."""
     from nerfstudio.data.scene_box import SceneBox
-    from nerfstudio.models.tensorf import TensoRFModel
 
     from nerfconvert.compress.modelconfig import model_config_from_json
-    from nerfconvert.compress.tables import vq_tables_class_for
+    from nerfconvert.compress.tables import FEATURE_PLANES, vq_tables_named
 
     start = time.perf_counter()
     device = torch.device(device) if device is not None else torch.device("cpu")
     latents, decoder, _ = decode_sections(ncz)
     arch = ncz.architecture
+    # what rebuilds the model: the tables of the registered family with feature planes the file names
+    family_cls = vq_tables_named(arch.get("family"), having=FEATURE_PLANES)
+    if family_cls is None:
+        raise NerfconvertError(f"The file holds feature planes of an unknown family {validate._short(arch.get('family'))}: "
+                               "the file is corrupted or needs a newer nerfconvert.")
     planes = decode_planes(decoder, latents, arch["plane_resolution"], device)
     density, color = split_planes(planes, int(arch["density_channels"]))
-    family_cls = vq_tables_class_for(TensoRFModel)  # what rebuilds a TensoRF: its view's vq tables
     config = model_config_from_json(family_cls, arch.get("model_config", {}), arch.get("model_method"))
     validate.charge_model(family_cls, config, validate.budget(ncz))
     scene_box = SceneBox(aabb=torch.tensor(arch["scene_box"], dtype=torch.float32))
@@ -286,13 +292,13 @@ def decode(ncz: container.NczFile, device: Optional[torch.device] = None, num_tr
     view = view_for(model)
     state: Dict[str, Tensor] = dict(zip(view.plane_state_keys, (density.cpu(), color.cpu())))
     state.update(stored_state(ncz))
-    load_tensorf_state(model, state, view)
+    load_plane_state(model, state, view)
     model.to(device)
     model.eval()
     return model, {"decode_seconds": time.perf_counter() - start}
 
 
-def load_tensorf_state(model, state: Dict[str, Tensor], view) -> None:
+def load_plane_state(model, state: Dict[str, Tensor], view) -> None:
     """Load after adopting the stored plane/line resolutions (the teacher may have been upsampled)."""
     params = dict(model.named_parameters())
     for key, value in state.items():
@@ -303,7 +309,7 @@ def load_tensorf_state(model, state: Dict[str, Tensor], view) -> None:
     missing = [k for k in missing if not k.startswith(SKIPPED_PREFIXES)]
     if missing or unexpected:
         raise NerfconvertError(
-            f"The decoded state does not fit this nerfstudio's TensoRF (missing {missing[:3]}, unexpected "
+            f"The decoded state does not fit this nerfstudio's {type(model).__name__} (missing {missing[:3]}, unexpected "
             f"{list(unexpected)[:3]}): the file was written for another version of the architecture."
         )
     view.sync_resolution()

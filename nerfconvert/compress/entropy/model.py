@@ -44,11 +44,11 @@ from nerfconvert.compress.entropy.coder import (
     split_planes,
 )
 from nerfconvert.compress.quant import unpack_mask
+from nerfconvert.compress.tables import feature_planes_needed, has_feature_planes, vq_tables_for
 from nerfconvert.views.registry import view_for
 
 PLANE_FIT_LEARNING_RATES = {"latents": 0.02, "masks": 0.02, "decoder": 1e-3, "entropy_model": 1e-3, "entropy_quantiles": 1e-3}
 """The plane fit's Adam learning rate per optimizer group where a run gives none (the method's defaults)."""
-TENSORF_NEEDED = "entropy-compression needs a tensorf run; convert it first with pvd-al --student tensorf"
 
 
 @dataclass
@@ -147,7 +147,7 @@ class EntropyCompressionModel(NczCheckpointMixin, Model):
     def start_from_teacher(self, teacher_model: Model, teacher_step: int, importance: Optional[Dict[str, Tensor]],
                            info: Dict[str, Any]) -> None:
         """Freeze the teacher's TensoRF, keep its planes as targets P_i, and set up Z_i (zeros), D and P."""
-        check_tensorf(teacher_model)
+        check_feature_planes(teacher_model)
         view = view_for(teacher_model)
         view.check_planes()
         torch.manual_seed(self.config.seed)
@@ -178,7 +178,7 @@ class EntropyCompressionModel(NczCheckpointMixin, Model):
         self.register_buffer("target_planes", target.clone(), persistent=False)
         initial_mask = None
         if importance is not None and self.config.use_importance:
-            imp = torch.stack([importance[f"density_plane{k}"].view(h, w) for k in range(3)]).to(target.device)
+            imp = vq_tables_for(teacher_model).plane_importance(importance).to(target.device)  # [3, h, w]
             floor = float(self.config.importance_floor)
             weights = floor + (1.0 - floor) * importance_weights(imp, self.config.importance_eps)[:, None]
             if self.config.masked and self.config.mask_from_importance:
@@ -527,17 +527,7 @@ class EntropyCompressionModel(NczCheckpointMixin, Model):
         return self._require_inner().get_image_metrics_and_images(outputs, batch)
 
 
-def check_tensorf(model: nn.Module) -> None:
+def check_feature_planes(model: nn.Module) -> None:
     """One-line error unless the model's view has feature planes (entropy-compression codes planes)."""
     if not has_feature_planes(type(model)):
-        raise NerfconvertError(TENSORF_NEEDED)
-
-
-def has_feature_planes(model_class: type) -> bool:
-    """Whether ``model_class`` is served by a view with feature planes."""
-    from nerfconvert.views.registry import view_class_for
-
-    try:
-        return view_class_for(model_class).has("feature_planes")
-    except NerfconvertError:
-        return False
+        raise NerfconvertError(feature_planes_needed())

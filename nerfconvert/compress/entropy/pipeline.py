@@ -12,7 +12,8 @@ from typing import Optional, Type
 from nerfstudio.models.base_model import Model
 
 from nerfconvert import NerfconvertError
-from nerfconvert.compress.entropy.model import TENSORF_NEEDED, check_tensorf, has_feature_planes
+from nerfconvert.compress.entropy.model import check_feature_planes
+from nerfconvert.compress.tables import feature_planes_needed, has_feature_planes
 from nerfconvert.compress.teacher import CompressionPipeline, CompressionPipelineConfig
 
 
@@ -32,10 +33,10 @@ class EntropyCompressionPipeline(CompressionPipeline):
     def check_teacher_config(cls, teacher_config) -> None:
         target = teacher_config.pipeline.model._target
         if not (isinstance(target, type) and has_feature_planes(target)):
-            raise NerfconvertError(TENSORF_NEEDED)
+            raise NerfconvertError(feature_planes_needed())
 
     def check_teacher_model(self, teacher_model: Model) -> None:
-        check_tensorf(teacher_model)
+        check_feature_planes(teacher_model)
 
     def start(self, teacher_model: Model, teacher_path: Path) -> None:
         from nerfconvert.compress.tables import accumulate_importance
@@ -44,7 +45,7 @@ class EntropyCompressionPipeline(CompressionPipeline):
         cfg = self.model.config
         importance = None
         if cfg.use_importance:
-            family = vq_tables_for(teacher_model)  # a TensoRF (checked): its view's vq tables, the planes
+            family = vq_tables_for(teacher_model)  # feature planes (checked): its view's tables, the planes
             importance = self.importance(teacher_path, lambda bundles: accumulate_importance(family, bundles))
         teacher_model.train()
         info = self.teacher_info(teacher_path)

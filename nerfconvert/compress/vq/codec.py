@@ -36,7 +36,7 @@ from nerfconvert.compress.quant import (
     unpack_mask,
 )
 from nerfconvert.compress.modelconfig import model_config_from_json, model_config_to_json, model_method_for
-from nerfconvert.compress.tables import Family, Table, vq_tables_named
+from nerfconvert.compress.tables import CompressionTables, Table, vq_tables_named
 
 METHOD = "vq-compression"
 SMALL_TENSOR = 256
@@ -188,7 +188,7 @@ def _fill(ncz: container.NczFile, table: Table, channels: int) -> Optional[Tenso
 
 
 @validate.hostile_input
-def table_states(ncz: container.NczFile, family: Family) -> Dict[str, TableState]:
+def table_states(ncz: container.NczFile, family: CompressionTables) -> Dict[str, TableState]:
     """The compressed state of every table of ``family`` as the file stores it, to resume the joint
     fine-tuning from a checkpoint: live and kept masks, codebook and fixed assignment ("vq"), steps and
     the decoded rows as the latent ("lattice"). Validated as ``decode`` validates. ``importance`` is
@@ -244,7 +244,7 @@ def _quantizer(arch: Dict[str, Any], family_cls) -> str:
     return quantizer
 
 
-def pack(family: Family, states: Dict[str, TableState], extra: Dict[str, Any]) -> bytes:
+def pack(family: CompressionTables, states: Dict[str, TableState], extra: Dict[str, Any]) -> bytes:
     """The current model + compressed state -> .ncz bytes. Does not modify the model."""
     model = family.model
     tables = family.tables()

@@ -14,7 +14,7 @@ from nerfstudio.utils.rich_utils import CONSOLE
 
 from nerfconvert.compress.vq.codebook import cumulative_mass_masks, fit_codebook, weighted_code_means
 from nerfconvert.compress.vq.codec import TableState, lattice_codes, lattice_values
-from nerfconvert.compress.tables import Family
+from nerfconvert.compress.tables import CompressionTables
 
 
 @dataclass
@@ -50,7 +50,7 @@ class VQSettings:
 
 
 @torch.no_grad()
-def build_states(family: Family, importance: Dict[str, Tensor], settings: VQSettings) -> Dict[str, TableState]:
+def build_states(family: CompressionTables, importance: Dict[str, Tensor], settings: VQSettings) -> Dict[str, TableState]:
     """Prune, choose the kept voxels, fit the codebooks, and write the quantised values into the
     model (so fine-tuning starts from the vector-quantised model)."""
     keep_q = settings.keep_quantile if settings.keep_quantile is not None else family.default_keep_quantile
@@ -116,7 +116,7 @@ def move_states(states: Dict[str, TableState], device) -> None:
 
 
 @torch.no_grad()
-def apply_states(family: Family, states: Dict[str, TableState], sync_codes: bool = False) -> None:
+def apply_states(family: CompressionTables, states: Dict[str, TableState], sync_codes: bool = False) -> None:
     """Enforce the compressed structure on the model: pruned voxels empty, and every
     vector-quantised voxel equal to its code. With ``sync_codes`` each code first becomes the
     importance-weighted mean of its voxels (the code update of the joint fine-tuning)."""
