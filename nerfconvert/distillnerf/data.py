@@ -58,6 +58,9 @@ from nerfconvert.distillnerf.dataparser import (  # noqa: F401  (re-exported: on
     cache_paths,
     frames_to_cameras,
     read_cache_meta,
+    read_virtual_meta,
+    shifted_pose,
+    virtual_dir,
     read_procedural_scene,
     read_scenes,
     split_scenes,
@@ -92,6 +95,13 @@ class DistillNerfDataManagerConfig(DataManagerConfig):
     another teacher is an error. None accepts any."""
     teacher_sky_depth: float = 150.0
     """nuScenes sky from the teacher: pixels deeper than this (metres) or with opacity < 0.5."""
+    virtual_cameras: bool = True
+    """Virtual cameras (distillation): each training batch gets ``num_virtual_targets`` extra targets, the
+    teacher's RGB, depth and opacity with the rig moved by one of the cache's shifts at the input step (the
+    cache's virtual views, rendered by ``nerfconvert distillnerf-teachers``). Needs ``use_dense_depth``;
+    scenes whose cache has no virtual views train without them."""
+    num_virtual_targets: int = 1
+    """Virtual-camera targets per training batch (drawn at random among the cache's shifts)."""
     seed: int = 0
     """Seed of the training frame order."""
     max_cached_frames: int = 256
@@ -310,7 +320,61 @@ class DistillNerfDataManager(OptionalExtraState, DataManager):
             if self.world_size > 1:  # each rank its own share of the epoch
                 self._order = self._order[self.local_rank :: self.world_size] or self._order[:1]
         scene, t = self._train_items[self._order.pop()]
-        return self._frame(scene, t, tuple(self.config.target_offsets))
+        cameras, batch = self._frame(scene, t, tuple(self.config.target_offsets))
+        if self.config.virtual_cameras and self.config.use_dense_depth and self.config.num_virtual_targets > 0:
+            # own random stream per step: a resumed run draws the same shifts as an uninterrupted one
+            rng = np.random.default_rng([self.config.seed, self.local_rank, int(step)])
+            meta = read_virtual_meta(scene) if read_cache_meta(scene) is not None else None
+            if meta is not None:
+                picks = rng.choice(len(meta["shifts"]), size=min(self.config.num_virtual_targets, len(meta["shifts"])),
+                                   replace=False)
+                batch["targets"] = list(batch["targets"]) + [self.virtual_target(scene, t, int(k), meta) for k in picks]
+        return cameras, batch
+
+    def virtual_target(self, scene: SceneRecord, t: int, index: int, meta: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+        """The teacher's virtual view ``index`` (the rig moved by ``meta["shifts"][index]``) of step ``t``:
+        a target dict with ``virtual=True``, its cameras, ``image`` (teacher RGB), ``dense_depth``, ``dense_opacity``
+        and the input step's ``sky_mask`` when it has one."""
+        meta = meta or read_virtual_meta(scene)
+        if meta is None:
+            raise NerfconvertError(f"Scene {scene.name}: the teacher cache has no virtual views; rerun "
+                                   "`nerfconvert distillnerf-teachers` (it adds them to finished caches).")
+        step = scene.steps[t]
+        frames = step.frames[: self.config.num_cameras]
+        shift = meta["shifts"][index]
+        cameras = frames_to_cameras(frames)
+        moved = torch.tensor(np.stack([shifted_pose(f.c2w, step.ego_to_world, shift)[:3, :4] for f in frames]),
+                             dtype=torch.float32)
+        cameras.camera_to_worlds = moved
+        ds = self.config.downscale
+        if ds > 1:
+            cameras.rescale_output_resolution(1.0 / ds)
+        h, w = int(cameras.height[0, 0]), int(cameras.width[0, 0])
+        folder = virtual_dir(scene.cache_dir, index, step.time)
+        arrays: Dict[str, List[np.ndarray]] = {"rgb": [], "depth": [], "opacity": []}
+        for f in frames:
+            for key in arrays:
+                path = folder / f"{f.camera}_{key}.npy"
+                if not path.is_file():
+                    raise NerfconvertError(f"Scene {scene.name}: the virtual-view cache lacks {path}; rerun "
+                                           "`nerfconvert distillnerf-teachers --redo` for this scene.")
+                value = np.load(path).astype(np.float32)
+                if key == "rgb" and ds > 1:
+                    value = value[: h * ds, : w * ds].reshape(h, ds, w, ds, 3).mean(axis=(1, 3))
+                elif ds > 1:
+                    value = _downscale_dense(value, ds, h, w)
+                arrays[key].append(value)
+        as_tensor = lambda key: torch.from_numpy(np.stack(arrays[key])).to(self.device)  # noqa: E731
+        target = {"offset": 0, "virtual": True, "shift": tuple(float(v) for v in shift), "time": step.time,
+                  "cameras": cameras.to(self.device), "image": as_tensor("rgb"), "dense_depth": as_tensor("depth"),
+                  "dense_opacity": as_tensor("opacity")}
+        sky = self._load_step(scene, t).get("sky_mask")
+        if sky is not None:
+            # The rig only moves (no rotation), so pixel (u, v) of a virtual camera looks the same way as in
+            # the input camera, and the sky, at infinity, stays where it was: the input sky mask carries over
+            # (a near occluder's parallax along the sky line is ignored).
+            target["sky_mask"] = torch.from_numpy(np.ascontiguousarray(sky, dtype=bool)).to(self.device)
+        return target
 
     def next_eval(self, step: int) -> Tuple[Cameras, Dict[str, Any]]:
         """Evaluation frame ``step`` modulo the number of frames, targets at ``eval_target_offsets``."""

@@ -46,6 +46,30 @@ def cache_paths(scene: SceneRecord, time: int, camera: str) -> Tuple[Path, Path]
     return step / f"{camera}_depth.npy", step / f"{camera}_opacity.npy"
 
 
+VIRTUAL_META = "virtual.json"
+
+
+def shifted_pose(c2w: np.ndarray, ego_to_world: np.ndarray, shift) -> np.ndarray:
+    """A camera pose moved with its rig by ``shift`` metres in the ego frame (orientation kept)."""
+    pose = np.eye(4)
+    pose[: c2w.shape[0], :] = c2w
+    pose[:3, 3] = pose[:3, 3] + np.asarray(ego_to_world)[:3, :3] @ np.asarray(shift, dtype=np.float64)
+    return pose
+
+
+def virtual_dir(cache_dir: Path, index: int, time: int) -> Path:
+    return cache_dir / "virtual" / f"v{index:02d}" / f"t{time:03d}"
+
+
+def read_virtual_meta(scene: SceneRecord) -> Optional[Dict]:
+    """The virtual views' metadata (``shifts``) if a scene's cache has them complete, else None."""
+    try:
+        meta = json.loads((scene.cache_dir / VIRTUAL_META).read_text())
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) and meta.get("complete") and meta.get("shifts") else None
+
+
 def _missing(path: Path) -> bool:
     return not path.is_file()
 
@@ -182,6 +206,20 @@ def split_scenes(records: List[SceneRecord], train: float, val: float, seed: int
     return {k: sorted(v, key=lambda r: r.name) for k, v in split.items()}
 
 
+def explicit_split(data: Path, train: Tuple[str, ...], held_out: Tuple[str, ...],
+                   nuscenes_version: str = "v1.0-mini") -> Dict[str, List[SceneRecord]]:
+    """Train = ``train``, val = test = ``held_out`` (named scene lists; no shuffle)."""
+    if not held_out:
+        raise NerfconvertError("--train-scenes needs --eval-scenes too: the held-out scenes to evaluate on.")
+    shared = sorted(set(train) & set(held_out))
+    if shared:
+        raise NerfconvertError(f"Scenes {', '.join(shared)} are in both the train and the eval list; held-out "
+                               "scenes must never be trained on.")
+    records = {r.name: r for r in read_scenes(data, tuple(train) + tuple(held_out), nuscenes_version)}
+    held = [records[n] for n in held_out]
+    return {"train": [records[n] for n in train], "val": held, "test": list(held)}
+
+
 # ---------------------------------------------------------------------------------------------
 # Dataparser
 
@@ -200,6 +238,11 @@ class DistillNerfDataParserConfig(DataParserConfig):
     val_split_fraction: float = 0.1
     """Fraction of scenes for validation; the rest is test."""
     split_seed: int = 0
+    train_scenes: Tuple[str, ...] = ()
+    """Explicit training scenes (names). With them the split is these lists, not a seeded shuffle:
+    ``eval_scenes`` are the val and the test split."""
+    eval_scenes: Tuple[str, ...] = ()
+    """Explicit held-out scenes (with ``train_scenes``): never trained on, evaluated by ns-eval / the benchmarks."""
     nuscenes_version: str = "v1.0-mini"
     """nuScenes table version folder (v1.0-mini, v1.0-trainval)."""
 
@@ -230,6 +273,9 @@ class DistillNerfDataParser(DataParser):
         self._splits: Optional[Dict[str, List[SceneRecord]]] = None
 
     def splits(self) -> Dict[str, List[SceneRecord]]:
+        if self._splits is None and self.config.train_scenes:
+            self._splits = explicit_split(self.config.data, tuple(self.config.train_scenes),
+                                          tuple(self.config.eval_scenes), self.config.nuscenes_version)
         if self._splits is None:
             records = read_scenes(self.config.data, tuple(self.config.scenes), self.config.nuscenes_version)
             self._splits = split_scenes(

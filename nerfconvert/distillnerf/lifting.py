@@ -26,15 +26,16 @@ def occupancy_weights(density: Tensor, delta: float | Tensor = 1.0) -> Tuple[Ten
     return weights, torch.exp(-tau.sum(dim=1))
 
 
-def pixel_rays(cameras: Cameras, height: int, width: int) -> Tuple[Tensor, Tensor, Tensor]:
-    """Rays through the centres of a height x width grid laid over each camera's image.
+def pixel_rays(cameras: Cameras, height: int, width: int, shift: Tuple[int, int] = (0, 0)) -> Tuple[Tensor, Tensor, Tensor]:
+    """Rays through the centres of a height x width grid laid over each camera's image, the grid
+    moved by ``shift`` (rows, columns) pixels.
 
     Returns origins, unit directions [N, h, w, 3] and directions_norm [N, h, w, 1] (ray length
     per unit of z-depth), from nerfstudio's camera model."""
     device = cameras.device
     full_h, full_w = int(cameras.height.view(-1)[0]), int(cameras.width.view(-1)[0])
-    ys = (torch.arange(height, device=device, dtype=torch.float32) + 0.5) * (full_h / height)
-    xs = (torch.arange(width, device=device, dtype=torch.float32) + 0.5) * (full_w / width)
+    ys = (torch.arange(height, device=device, dtype=torch.float32) + 0.5) * (full_h / height) + float(shift[0])
+    xs = (torch.arange(width, device=device, dtype=torch.float32) + 0.5) * (full_w / width) + float(shift[1])
     # nerfstudio adds no offset to explicit coords: these are the cell centres in pixel units
     coords = torch.stack(torch.meshgrid(ys, xs, indexing="ij"), dim=-1)
     origins, directions, norms = [], [], []

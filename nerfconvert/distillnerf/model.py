@@ -66,8 +66,23 @@ class DistillNerfModelConfig(ModelConfig, VoxelSceneSettings):
     """L_density: entropy of the ray weights."""
     use_dense_depth: bool = True
     """L_depth': dense depth rendered by the per-scene teachers (distillation). False = the paper's 'no distillation' row."""
-    sky_at_far: bool = True
-    """Depth targets put sky pixels (when the batch has a sky mask) at the far plane."""
+    sky_at_far: bool = False
+    """Depth targets put sky pixels at the far plane (before issue 28's fix). Off: sky pixels get no depth
+    target; the opacity loss makes them transparent instead, so a leak is not a cheap way to fit the sky."""
+    use_opacity_loss: bool = True
+    """L_opacity (distillation): the rendered accumulation follows the teacher's opacity, 0 on the teacher's
+    sky. Closes the holes a leak would leave in front of surfaces the teacher sees as opaque."""
+    sky_from_teacher: bool = False
+    """The sky of the distillation terms: False = the batch's sky mask where it has one (procedural scenes: the
+    generator's, standing in for a sky segmentation; nuScenes: derived from the teacher), else the teacher's;
+    True = always the teacher's (see ``teacher_sky_depth``). 80-step CPU teachers put the sky at 5-25 m with
+    opacity 1, so their own sky is empty (issue 28's benchmark)."""
+    teacher_sky_depth: float = 150.0
+    """Teacher pixels deeper than this (metres) or with opacity < 0.5 count as the teacher's sky."""
+    train_ray_jitter: bool = True
+    """Training renders shift the ray grid by a random whole number of pixels inside a render cell (the targets
+    shift with it), so training rays leave the stride-``render_downsample`` lifting grid and the voxels between
+    lifting rays are trained too."""
     loss_coefficients: Dict[str, float] = to_immutable_dict(
         {
             "rgb": 1.0,
@@ -76,9 +91,12 @@ class DistillNerfModelConfig(ModelConfig, VoxelSceneSettings):
             "depth": 0.2,
             "density_entropy": 1e-3,
             "dense_depth": 0.5,
+            "opacity": 0.1,
+            "virtual": 0.5,
         }
     )
-    """Weights of the loss terms. The depth terms apply to the rendered depth and to the lifting's two depth maps."""
+    """Weights of the loss terms. The depth terms apply to the rendered depth and to the lifting's two depth maps;
+    ``virtual`` scales every term of a virtual-camera target (the teacher rendered at a shifted rig)."""
 
 
 class DistillNerfModel(Model):
@@ -154,13 +172,15 @@ class DistillNerfModel(Model):
         scene = self.fusion(frustum.points, frustum.features, ego_to_world)
         return scene, frustum
 
-    def render_view(self, scene: SparseVoxels, cameras: Cameras) -> Dict[str, Tensor]:
-        """Render target cameras [N] at reduced resolution, then decode to full-resolution RGB."""
+    def render_view(self, scene: SparseVoxels, cameras: Cameras, shift: Tuple[int, int] = (0, 0)) -> Dict[str, Tensor]:
+        """Render target cameras [N] at reduced resolution, then decode to full-resolution RGB.
+        ``shift`` (rows, columns): the ray grid moved by whole pixels (pixel y of the result shows
+        pixel y + shift of the camera's image)."""
         cameras = cameras.to(self.device)
         height, width = int(cameras.height.view(-1)[0]), int(cameras.width.view(-1)[0])
         ds = self.config.render_downsample
         h, w = math.ceil(height / ds), math.ceil(width / ds)
-        origins, directions, norms = pixel_rays(cameras, h, w)
+        origins, directions, norms = pixel_rays(cameras, h, w, shift)
         n = origins.shape[0]
         out = self.renderer(scene, origins.view(-1, 3), directions.view(-1, 3), norms.view(-1, 1))
         feats = out["features"].view(n, h, w, -1)
@@ -173,7 +193,16 @@ class DistillNerfModel(Model):
             "depth": out["depth"].view(n, h, w),
             "z_depth": out["z_depth"].view(n, h, w),
             "weights": out["weights"],
+            "shift": torch.tensor(shift),
         }
+
+    def _train_shift(self) -> Tuple[int, int]:
+        """A random whole-pixel offset of the ray grid inside one render cell (training only)."""
+        ds = self.config.render_downsample
+        if not (self.training and self.config.train_ray_jitter) or ds < 2:
+            return (0, 0)
+        dy, dx = torch.randint(-(ds // 2), ds - ds // 2, (2,)).tolist()
+        return (int(dy), int(dx))
 
     def forward(self, cameras: Any, batch: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:  # type: ignore[override]
         """(cameras, batch) of one frame -> renders for each target in ``batch["targets"]`` (the
@@ -184,7 +213,7 @@ class DistillNerfModel(Model):
         scene, frustum = self.encode(cameras, batch["image"], batch["ego_to_world"])
         self._last_scene = _detached(scene)
         targets = batch.get("targets") or [{"offset": 0, "cameras": cameras, "image": batch["image"]}]
-        renders = [self.render_view(scene, t["cameras"]) for t in targets]
+        renders = [self.render_view(scene, t["cameras"], self._train_shift()) for t in targets]
         return {
             "renders": renders,
             "raw_depth_s": frustum.raw_depth_s,
@@ -212,6 +241,24 @@ class DistillNerfModel(Model):
         target = _targets(batch)[0]
         return {"psnr": self.psnr(render["rgb"].detach(), target["image"].to(self.device))}
 
+    def _sky(self, target: Dict[str, Any]) -> Optional[Tensor]:
+        """Sky as the teacher sees it (opacity < 0.5 or beyond ``teacher_sky_depth``), else the batch's mask."""
+        opacity, depth = target.get("dense_opacity"), target.get("dense_depth")
+        if opacity is not None and depth is not None and (self.config.sky_from_teacher or "sky_mask" not in target):
+            return (opacity < 0.5) | (depth > self.config.teacher_sky_depth)
+        return target.get("sky_mask")
+
+    def _opacity_term(self, accumulation: Tensor, target: Dict[str, Any]) -> Optional[Tensor]:
+        """L_opacity: binary cross-entropy of the rendered accumulation against the teacher's opacity
+        (0 on the teacher's sky), both at the render resolution."""
+        opacity = target.get("dense_opacity")
+        if opacity is None:
+            return None
+        sky = self._sky(target)
+        goal = torch.where(sky.to(self.device), torch.zeros_like(opacity.to(self.device)), opacity.to(self.device).clamp(0, 1))
+        goal = F.adaptive_avg_pool2d(goal[:, None].float(), tuple(accumulation.shape[-2:]))[:, 0]
+        return F.binary_cross_entropy(accumulation.clamp(1e-4, 1 - 1e-4), goal)
+
     def _depth_terms(self, pred_s: Tensor, depth: Optional[Tensor], sky: Optional[Tensor]) -> Optional[Tensor]:
         target, valid = depth_target(depth, sky, self.config.depth_range[1], self.config.sky_at_far)
         if target is None:
@@ -226,34 +273,40 @@ class DistillNerfModel(Model):
         cfg, coef = self.config, self.config.loss_coefficients
         losses: Dict[str, Tensor] = {}
 
-        def add(name: str, value: Optional[Tensor]) -> None:
+        def add(name: str, value: Optional[Tensor], scale: float = 1.0) -> None:
             if value is not None:
-                losses[name] = losses.get(name, 0.0) + coef[name] * value
+                losses[name] = losses.get(name, 0.0) + scale * coef.get(name, 0.0) * value
 
         def s(z: Tensor) -> Tensor:
             return contract_depth(z, self.depth_inner, cfg.alpha)
 
         for render, target in zip(outputs["renders"], _targets(batch)):
+            # a virtual camera (the teacher at a shifted rig) weighs coef["virtual"] in every term
+            scale = coef.get("virtual", 1.0) if target.get("virtual") else 1.0
+            target = shift_target(target, render.get("shift"))
             image = target["image"].to(self.device).float()
             if cfg.use_rgb_loss:  # L_rgb
-                add("rgb", F.mse_loss(render["rgb"], image))
+                add("rgb", F.mse_loss(render["rgb"], image), scale)
                 small = F.adaptive_avg_pool2d(image.permute(0, 3, 1, 2), render["rgb_lowres"].shape[1:3])
-                add("rgb_lowres", F.mse_loss(render["rgb_lowres"], small.permute(0, 2, 3, 1)))
+                add("rgb_lowres", F.mse_loss(render["rgb_lowres"], small.permute(0, 2, 3, 1)), scale)
                 if cfg.use_lpips_loss and self.lpips is not None and not _unavailable(self.lpips):
-                    add("lpips", self.lpips(render["rgb"].permute(0, 3, 1, 2).clamp(0, 1), image.permute(0, 3, 1, 2)))
-            sky = target.get("sky_mask")
+                    add("lpips", self.lpips(render["rgb"].permute(0, 3, 1, 2).clamp(0, 1), image.permute(0, 3, 1, 2)), scale)
+            sky = self._sky(target)
             if cfg.use_lidar_depth:  # L_depth
-                add("depth", self._depth_terms(s(render["z_depth"]), target.get("lidar_depth"), None))
+                add("depth", self._depth_terms(s(render["z_depth"]), target.get("lidar_depth"), None), scale)
             if cfg.use_dense_depth:  # L_depth', distilled from the per-scene teachers
-                add("dense_depth", self._depth_terms(s(render["z_depth"]), target.get("dense_depth"), sky))
+                add("dense_depth", self._depth_terms(s(render["z_depth"]), target.get("dense_depth"), sky), scale)
+                if cfg.use_opacity_loss:  # the teachers' opacity: no holes where they see a surface
+                    add("opacity", self._opacity_term(render["accumulation"], target), scale)
             if cfg.use_density_entropy:  # L_density
-                add("density_entropy", ray_entropy(render["weights"]))
+                add("density_entropy", ray_entropy(render["weights"]), scale)
+
         # the lifting's own depth maps (input cameras): the only signal that places the candidates
         for key in ("raw_depth_s", "fine_depth_s"):
             if cfg.use_lidar_depth:
                 add("depth", self._depth_terms(outputs[key], batch.get("lidar_depth"), None))
             if cfg.use_dense_depth:
-                add("dense_depth", self._depth_terms(outputs[key], batch.get("dense_depth"), batch.get("sky_mask")))
+                add("dense_depth", self._depth_terms(outputs[key], batch.get("dense_depth"), self._sky(batch)))
         if not losses:
             raise NerfconvertError(
                 "every loss term is switched off or has no target in the batch; enable at least "
@@ -295,6 +348,24 @@ def depth_abs_rel(pred_z: Tensor, gt_z: Tensor, sky: Optional[Tensor] = None, ma
     if not bool(valid_small.any()):
         return float("nan")
     return float(((pred_z - gt_small).abs() / gt_small)[valid_small].mean())
+
+
+def shift_target(target: Dict[str, Any], shift: Optional[Tensor]) -> Dict[str, Any]:
+    """A target's images and depth maps moved as the ray grid was (``render_view``'s ``shift``): pixel y
+    becomes pixel y + shift, rows and columns past the border repeat the last one."""
+    if shift is None or not bool(shift.any()):
+        return target
+    dy, dx = (int(v) for v in shift.tolist())
+    out = dict(target)
+    for key in ("image", "lidar_depth", "dense_depth", "dense_opacity", "sky_mask", "gt_depth"):
+        value = target.get(key)
+        if value is None:
+            continue
+        h, w = value.shape[1], value.shape[2]
+        rows = (torch.arange(h, device=value.device) + dy).clamp(0, h - 1)
+        cols = (torch.arange(w, device=value.device) + dx).clamp(0, w - 1)
+        out[key] = value[:, rows][:, :, cols]
+    return out
 
 
 def _targets(batch: Dict[str, Any]) -> List[Dict[str, Any]]:

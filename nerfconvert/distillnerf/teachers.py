@@ -35,7 +35,9 @@ import torch
 
 from nerfconvert import NerfconvertError
 from nerfconvert.compat import own_event_writers
-from nerfconvert.distillnerf.dataparser import CACHE_DIR, CACHE_META, SceneRecord, frames_to_cameras, read_cache_meta, read_scenes
+from nerfconvert.distillnerf.dataparser import (CACHE_DIR, CACHE_META, VIRTUAL_META, SceneRecord, frames_to_cameras,
+                                                read_cache_meta, read_scenes, read_virtual_meta, shifted_pose,
+                                                virtual_dir)
 
 RUNS_DIR = "teacher_runs"
 LIDAR_TRANSFORMS = "transforms_lidar.json"
@@ -113,35 +115,95 @@ def teacher_config(method: str, scene_dir: Path, max_num_iterations: int, device
     return config
 
 
-def render_cache(config_path: Path, scene: SceneRecord, cache_dir: Path, device: Optional[str] = None) -> int:
-    """Render z-depth and opacity of every frame of ``scene`` with the run at ``config_path``."""
-    from nerfconvert.distillnerf.data import z_depth_factor
-    from nerfconvert.views.registry import load_pipeline
-
-    pipeline = load_pipeline(config_path, device=device)
+def teacher_camera(pipeline, frame, c2w: Optional[np.ndarray] = None):
+    """The camera of ``frame`` (or of ``frame`` moved to ``c2w``, world metres) in the teacher's
+    dataparser frame, as nerfstudio's parser moved its cameras; and the dataparser scale."""
     outputs = pipeline.datamanager.train_dataparser_outputs
     transform = torch.eye(4)
     transform[:3, :4] = outputs.dataparser_transform
     scale = float(outputs.dataparser_scale)
+    camera = frames_to_cameras([frame])
+    pose = torch.eye(4)
+    pose[:3, :4] = camera.camera_to_worlds[0] if c2w is None else torch.as_tensor(np.asarray(c2w)[:3, :4], dtype=torch.float32)
+    moved = transform @ pose
+    moved[:3, 3] *= scale
+    world_camera = copy.deepcopy(camera)
+    world_camera.camera_to_worlds = pose[None, :3, :4]
+    camera.camera_to_worlds = moved[None, :3, :4]
+    return camera, world_camera, scale
+
+
+@torch.no_grad()
+def render_teacher(pipeline, frame, c2w: Optional[np.ndarray] = None) -> Dict[str, np.ndarray]:
+    """z-depth (m), opacity and RGB of the teacher at ``frame``'s camera (or moved to ``c2w``)."""
+    from nerfconvert.distillnerf.data import z_depth_factor
+
+    camera, world_camera, scale = teacher_camera(pipeline, frame, c2w)
+    rendered = pipeline.model.get_outputs_for_camera(camera.to(pipeline.device))
+    distance = rendered["depth"][..., 0].cpu() / scale
+    return {
+        "depth": (distance * z_depth_factor(world_camera)[0]).numpy().astype(np.float32),
+        "opacity": rendered["accumulation"][..., 0].cpu().numpy().astype(np.float32),
+        "rgb": rendered["rgb"].clamp(0, 1).cpu().numpy().astype(np.float32),
+    }
+
+
+def render_cache(config_path: Path, scene: SceneRecord, cache_dir: Path, device: Optional[str] = None) -> int:
+    """Render z-depth and opacity of every frame of ``scene`` with the run at ``config_path``."""
+    from nerfconvert.views.registry import load_pipeline
+
+    pipeline = load_pipeline(config_path, device=device)
     count = 0
     for step in scene.steps:
         step_dir = cache_dir / f"t{step.time:03d}"
         step_dir.mkdir(parents=True, exist_ok=True)
         for frame in step.frames:
-            camera = frames_to_cameras([frame])
-            # World (metres) -> the teacher's dataparser frame, as nerfstudio's parser moved its cameras.
-            c2w = transform @ torch.cat([camera.camera_to_worlds[0], torch.tensor([[0.0, 0.0, 0.0, 1.0]])])
-            c2w[:3, 3] *= scale
-            camera.camera_to_worlds = c2w[None, :3, :4]
-            with torch.no_grad():
-                rendered = pipeline.model.get_outputs_for_camera(camera.to(pipeline.device))
-            distance = rendered["depth"][..., 0].cpu() / scale
-            depth = (distance * z_depth_factor(camera)[0]).numpy().astype(np.float32)
-            opacity = rendered["accumulation"][..., 0].cpu().numpy().astype(np.float32)
-            np.save(step_dir / f"{frame.camera}_depth.npy", depth)
-            np.save(step_dir / f"{frame.camera}_opacity.npy", opacity)
+            out = render_teacher(pipeline, frame)
+            np.save(step_dir / f"{frame.camera}_depth.npy", out["depth"])
+            np.save(step_dir / f"{frame.camera}_opacity.npy", out["opacity"])
             count += 1
     return count
+
+
+VIRTUAL_SHIFTS: Tuple[Tuple[float, float, float], ...] = (
+    (-4.0, 0.0, 0.0), (4.0, 0.0, 0.0), (-2.0, -1.0, 0.0), (2.0, 1.0, 0.0))
+"""Default rig shifts (ego frame, metres: x forward, y left) of the virtual cameras: a driving step
+of the procedural scenes is 4 m; the two others mix half a step with a 1 m sideways move."""
+def render_virtual_cache(config_path: Path, scene: SceneRecord, cache_dir: Path,
+                         shifts: Tuple[Tuple[float, float, float], ...] = VIRTUAL_SHIFTS,
+                         device: Optional[str] = None) -> int:
+    """Virtual cameras (the paper's Sec. 3.3 proposal): the teacher's RGB, z-depth and opacity with
+    the whole rig moved by each of ``shifts`` (ego frame, metres) at every time step, into
+    ``cache_dir/virtual/vKK/tTTT/<cam>_{rgb,depth,opacity}.npy``; ``virtual.json`` is written last."""
+    from nerfconvert.views.registry import load_pipeline
+
+    pipeline = load_pipeline(config_path, device=device)
+    count = 0
+    for k, shift in enumerate(shifts):
+        for step in scene.steps:
+            out_dir = virtual_dir(cache_dir, k, step.time)
+            out_dir.mkdir(parents=True, exist_ok=True)
+            for frame in step.frames:
+                out = render_teacher(pipeline, frame, shifted_pose(frame.c2w, step.ego_to_world, shift))
+                for key, value in out.items():
+                    np.save(out_dir / f"{frame.camera}_{key}.npy", value.astype(np.float16 if key == "rgb" else np.float32))
+                count += 1
+    _write_json_atomic(cache_dir / VIRTUAL_META, {"complete": True, "shifts": [list(map(float, s)) for s in shifts],
+                                                  "frame": "ego (x forward, y left, z up), metres", "views": count})
+    return count
+
+
+def add_virtual_views(scene: SceneRecord, shifts: Tuple[Tuple[float, float, float], ...] = VIRTUAL_SHIFTS,
+                      device: Optional[str] = None) -> bool:
+    """Render a finished teacher's virtual views unless the cache has them for these shifts."""
+    meta = read_cache_meta(scene)
+    if meta is None or scene.root is None:
+        return False
+    have = read_virtual_meta(scene)
+    if have is not None and [list(map(float, s)) for s in shifts] == have["shifts"]:
+        return False
+    render_virtual_cache(scene.root / meta["config"], scene, scene.cache_dir, shifts, device)
+    return True
 
 
 def _write_json_atomic(path: Path, data: Dict) -> None:
@@ -153,6 +215,7 @@ def _write_json_atomic(path: Path, data: Dict) -> None:
 def make_teacher(
     scene: SceneRecord, method: str, max_num_iterations: int, device_type: str, config_hook=None,
     depth_loss_mult: float = DEPTH_LOSS_MULT, depth_sigma: float = DEPTH_SIGMA,
+    virtual_shifts: Tuple[Tuple[float, float, float], ...] = (),
 ) -> Path:
     """Train the scene's teacher and fill its cache; returns the run's config.yml."""
     from nerfstudio.scripts import train
@@ -174,7 +237,8 @@ def make_teacher(
     with own_event_writers():  # the next scene's teacher must not append to this one's tfevents
         train.main(config)
     config_path = config.get_base_dir() / "config.yml"
-    frames = render_cache(config_path, scene, cache_dir, device="cuda" if device_type == "cuda" else "cpu")
+    device = "cuda" if device_type == "cuda" else "cpu"
+    frames = render_cache(config_path, scene, cache_dir, device=device)
     _write_json_atomic(
         cache_dir / CACHE_META,
         {
@@ -188,6 +252,8 @@ def make_teacher(
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         },
     )
+    if virtual_shifts:  # after teacher.json: an interrupted rendering of them keeps the finished depth cache
+        render_virtual_cache(config_path, scene, cache_dir, tuple(virtual_shifts), device=device)
     return config_path
 
 
@@ -201,8 +267,11 @@ def run_teachers(
     config_hook=None,
     depth_loss_mult: float = DEPTH_LOSS_MULT,
     depth_sigma: float = DEPTH_SIGMA,
+    virtual_shifts: Tuple[Tuple[float, float, float], ...] = (),
 ) -> Dict[str, str]:
-    """Teachers for every scene under ``root``; returns {scene: "done" | "skipped"}."""
+    """Teachers for every scene under ``root``; returns {scene: "done" | "skipped"}. With
+    ``virtual_shifts``, every teacher also renders its virtual views (skipped scenes that lack
+    them get them from their finished run, without retraining)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from nerfstudio.utils.rich_utils import CONSOLE
@@ -220,6 +289,8 @@ def run_teachers(
                     f"'{method}'. Pass --redo to replace it, or --method {meta.get('teacher')}."
                 )
             status[scene.name] = "skipped"
+            if virtual_shifts:
+                add_virtual_views(scene, tuple(virtual_shifts), "cuda" if device_type == "cuda" else "cpu")
         else:
             todo.append(scene)
     if status:
@@ -229,7 +300,8 @@ def run_teachers(
         task = progress.add_task("", total=len(records), completed=len(status))
         for scene in todo:
             progress.update(task, description=scene.name)
-            make_teacher(scene, method, max_num_iterations, device_type, config_hook, depth_loss_mult, depth_sigma)
+            make_teacher(scene, method, max_num_iterations, device_type, config_hook, depth_loss_mult, depth_sigma,
+                         virtual_shifts)
             status[scene.name] = "done"
             progress.advance(task)
     return status
@@ -258,15 +330,20 @@ class DistillNerfTeachers:
     """Weight of the LiDAR depth loss (depth-supervised methods only)."""
     depth_sigma: float = DEPTH_SIGMA
     """Width of the LiDAR depth loss, in the teacher's normalised units (depth-supervised methods only)."""
+    virtual_cameras: bool = True
+    """Also render each teacher at shifted rigs (``VIRTUAL_SHIFTS``) into the cache: the virtual-camera
+    targets of distillnerf training (--pipeline.datamanager.virtual-cameras)."""
 
     def main(self) -> None:
         from nerfstudio.utils.rich_utils import CONSOLE
 
         status = run_teachers(self.scenes, self.method, self.max_num_iterations, self.only, self.redo, self.device_type,
-                              depth_loss_mult=self.depth_loss_mult, depth_sigma=self.depth_sigma)
+                              depth_loss_mult=self.depth_loss_mult, depth_sigma=self.depth_sigma,
+                              virtual_shifts=VIRTUAL_SHIFTS if self.virtual_cameras else ())
         done = sum(v == "done" for v in status.values())
         CONSOLE.print(f"[green]{done} teacher(s) trained, {len(status) - done} skipped; caches in <scene>/{CACHE_DIR}/[/green]")
 
 
-__all__ = ["DEFAULT_METHOD", "DistillNerfTeachers", "make_teacher", "render_cache", "run_teachers", "teacher_config",
+__all__ = ["DEFAULT_METHOD", "VIRTUAL_SHIFTS", "DistillNerfTeachers", "add_virtual_views", "make_teacher", "read_virtual_meta",
+           "render_cache", "render_teacher", "render_virtual_cache", "run_teachers", "shifted_pose", "teacher_config",
            "write_lidar_transforms"]

@@ -185,3 +185,24 @@ def test_cache_from_another_teacher_is_an_error(distillnerf_scenes, tmp_path):
     with pytest.raises(NerfconvertError, match="made by teacher 'tensorf', not 'depth-nerfacto'"):
         make_dm(root)
     make_dm(root, use_dense_depth=False)  # ignoring caches is always allowed
+
+
+def test_explicit_train_and_held_out_scene_lists(distillnerf_scenes):
+    """Issue 28: the benchmark names its train and held-out scenes; no seeded shuffle decides."""
+    dm = make_dm(distillnerf_scenes, eval_target_offsets=(-1, 1))
+    dm_explicit = DistillNerfDataManagerConfig(data=distillnerf_scenes)
+    dm_explicit.dataparser.train_scenes = ("scene-002", "scene-000")
+    dm_explicit.dataparser.eval_scenes = ("scene-001",)
+    explicit = dm_explicit.setup(device="cpu")
+    assert explicit.scene_names("train") == ["scene-002", "scene-000"]
+    assert explicit.scene_names("val") == explicit.scene_names("test") == ["scene-001"]
+    assert {s for _, b in [explicit.next_eval(i) for i in range(explicit.num_eval_frames)] for s in [b["scene"]]} == {"scene-001"}
+    assert explicit.num_eval_frames == 2  # 4 steps: t=1 and t=2 have a previous and a next step
+    assert dm.scene_names("train") != [] and len(explicit.train_dataset) == 2 * 4 * 6
+    for train, held, match in ((("scene-000",), ("scene-000",), "in both the train and the eval list"),
+                               (("scene-000",), (), "needs --eval-scenes"),
+                               (("scene-000",), ("scene-009",), "scene-009")):
+        config = DistillNerfDataManagerConfig(data=distillnerf_scenes)
+        config.dataparser.train_scenes, config.dataparser.eval_scenes = train, held
+        with pytest.raises(NerfconvertError, match=match):
+            config.setup(device="cpu")

@@ -124,3 +124,80 @@ def test_clear_errors_for_bad_frames(model):
     _, batch = synthetic_frame()
     with pytest.raises(NerfconvertError, match="outside the parameterized space's inner region"):
         model(far, batch)
+
+
+def test_training_rays_leave_the_lifting_grid(model):
+    """Issue 28: training rays on the stride-4 lifting grid leave the voxels between them untrained.
+    With jitter, training renders move the grid by whole pixels inside a cell, and the targets move with it."""
+    from nerfconvert.distillnerf.lifting import pixel_rays
+    from nerfconvert.distillnerf.model import shift_target
+
+    cameras, batch = synthetic_frame()
+    _, base, _ = pixel_rays(cameras, 9, 16)
+    _, moved, _ = pixel_rays(cameras, 9, 16, (1, -2))
+    # the same rays as a grid whose centres sit 1 pixel lower and 2 to the left, straight from nerfstudio
+    ys = (torch.arange(9) + 0.5) * 4.0 + 1.0
+    xs = (torch.arange(16) + 0.5) * 4.0 - 2.0
+    coords = torch.stack(torch.meshgrid(ys, xs, indexing="ij"), dim=-1)
+    expected = cameras.generate_rays(camera_indices=2, coords=coords, keep_shape=True).directions
+    assert torch.allclose(moved[2], expected, atol=1e-6) and not torch.allclose(moved, base)
+    shifted = shift_target({"image": batch["image"], "lidar_depth": batch["lidar_depth"]}, torch.tensor([1, -2]))
+    assert torch.equal(shifted["image"][:, 5, 7], batch["image"][:, 6, 5])
+    assert torch.equal(shifted["lidar_depth"][:, -1, 0], batch["lidar_depth"][:, -1, 0])  # border repeats
+    model.train()
+    torch.manual_seed(1)
+    with torch.no_grad():
+        shifts = {tuple(model(cameras, batch)["renders"][0]["shift"].tolist()) for _ in range(4)}
+    assert len(shifts) > 1 and all(-2 <= v < 2 for s in shifts for v in s)
+    model.eval()
+    with torch.no_grad():
+        assert model(cameras, batch)["renders"][0]["shift"].tolist() == [0, 0]  # evaluation stays on the grid
+    model.train()
+
+
+def test_sky_gets_opacity_not_a_far_depth_target(model):
+    """Issue 28: sky depth targets at the far plane make a leak the cheap fit. By default the sky has no
+    depth target; the teacher's opacity (0 on its sky) trains the accumulation."""
+    from nerfconvert.distillnerf.losses import depth_target
+
+    cameras, batch = synthetic_frame()
+    opacity = (~batch["sky_mask"]).float()
+    batch["dense_opacity"] = batch["targets"][0]["dense_opacity"] = opacity
+    model.eval()  # rays on the grid: the term can be recomputed by hand
+    try:
+        outputs = model(cameras, batch)
+        losses = model.get_loss_dict(outputs, batch)
+    finally:
+        model.train()
+    acc = outputs["renders"][0]["accumulation"].clamp(1e-4, 1 - 1e-4)
+    goal = torch.nn.functional.adaptive_avg_pool2d(opacity[:, None], (9, 16))[:, 0]
+    bce = -(goal * acc.log() + (1 - goal) * (1 - acc).log()).mean()
+    assert torch.allclose(losses["opacity"], model.config.loss_coefficients["opacity"] * bce, atol=1e-5)
+    # the teacher's sky: opacity < 0.5 or deeper than teacher_sky_depth; no dense depth target there
+    sky = model._sky(batch)
+    assert torch.equal(sky, batch["sky_mask"])
+    _, valid = depth_target(batch["dense_depth"], sky, 1000.0, model.config.sky_at_far)
+    assert not bool(valid[sky].any()) and bool(valid[~sky].any())
+    _, valid_far = depth_target(batch["dense_depth"], sky, 1000.0, True)  # the pre-issue behaviour
+    assert bool(valid_far[sky].all())
+    model.config.use_opacity_loss = False
+    try:
+        assert "opacity" not in model.get_loss_dict(model(cameras, batch), batch)
+    finally:
+        model.config.use_opacity_loss = True
+
+
+def test_virtual_targets_weigh_virtual_coefficient(model):
+    """A virtual-camera target adds to the same terms, scaled by loss_coefficients["virtual"]."""
+    cameras, batch = synthetic_frame()
+    model.eval()  # no jitter: the two renders of the same cameras are identical
+    try:
+        with torch.no_grad():
+            plain = model.get_loss_dict(model(cameras, batch), batch)
+            doubled = dict(batch, targets=[batch["targets"][0], dict(batch["targets"][0], virtual=True)])
+            both = model.get_loss_dict(model(cameras, doubled), doubled)
+    finally:
+        model.train()
+    w = model.config.loss_coefficients["virtual"]
+    for key in ("rgb", "rgb_lowres", "density_entropy"):  # terms of the rendered targets only
+        assert torch.allclose(both[key], plain[key] * (1 + w), rtol=1e-4), key

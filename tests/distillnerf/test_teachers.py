@@ -125,3 +125,44 @@ def test_lidar_transforms_need_lidar(tmp_path):
     (tmp_path / "transforms.json").write_text(json.dumps({"frames": [{"file_path": "t000/images/CAM_FRONT.png"}]}))
     with pytest.raises(NerfconvertError, match="has no lidar_path.*--method nerfacto"):
         write_lidar_transforms(tmp_path)
+
+
+def test_virtual_views_are_the_teacher_at_a_shifted_rig(teacher_root):
+    """Issue 28 item 3: the teacher rendered with the rig moved (ego frame) at the input step, added to
+    a finished cache without retraining and served as extra training targets."""
+    from nerfconvert.distillnerf.data import DistillNerfDataManagerConfig
+    from nerfconvert.distillnerf.dataparser import read_scenes, read_virtual_meta
+    from nerfconvert.distillnerf.teachers import add_virtual_views
+
+    scene = read_scenes(teacher_root, ("scene-000",))[0]
+    assert read_virtual_meta(scene) is None
+    assert add_virtual_views(scene, ((0.0, 0.0, 0.0), (4.0, 0.0, 0.0)), device="cpu")
+    assert not add_virtual_views(scene, ((0.0, 0.0, 0.0), (4.0, 0.0, 0.0)), device="cpu")  # cached
+    assert read_virtual_meta(scene)["shifts"] == [[0.0, 0.0, 0.0], [4.0, 0.0, 0.0]]
+    cache = teacher_root / "scene-000" / "teacher_cache"
+    # a zero shift is the cached view itself
+    same = np.load(cache / "virtual" / "v00" / "t001" / "CAM_FRONT_depth.npy")
+    assert np.allclose(same, np.load(cache / "t001" / "CAM_FRONT_depth.npy"), rtol=1e-4, atol=1e-4)
+    rgb = np.load(cache / "virtual" / "v01" / "t001" / "CAM_BACK_rgb.npy")
+    assert rgb.shape == (16, 24, 3) and 0.0 <= rgb.min() and rgb.max() <= 1.0
+
+    config = DistillNerfDataManagerConfig(data=teacher_root, num_virtual_targets=2)
+    config.dataparser.train_scenes, config.dataparser.eval_scenes = ("scene-000",), ("scene-001",)
+    dm = config.setup(device="cpu")
+    cameras, batch = dm.next_train(0)
+    virtual = [t for t in batch["targets"] if t.get("virtual")]
+    assert len(virtual) == 2 and len(batch["targets"]) == 3
+    moved = next(t for t in virtual if t["shift"] == (4.0, 0.0, 0.0))
+    step = scene.steps[batch["time"]]
+    ego = torch.tensor(step.ego_to_world[:3, :3], dtype=torch.float32)
+    delta = moved["cameras"].camera_to_worlds[:, :, 3] - cameras.camera_to_worlds[:, :, 3]
+    assert torch.allclose(delta, (ego @ torch.tensor([4.0, 0.0, 0.0]))[None].expand(6, 3), atol=1e-4)
+    assert torch.equal(moved["cameras"].camera_to_worlds[:, :, :3], cameras.camera_to_worlds[:, :, :3])
+    assert moved["image"].shape == (6, 16, 24, 3) and moved["dense_depth"].shape == (6, 16, 24)
+    assert torch.equal(moved["sky_mask"], batch["sky_mask"])  # the sky, at infinity, stays on its pixels
+    # switched off, or without distillation: no virtual targets
+    for off in ({"virtual_cameras": False}, {"use_dense_depth": False}):
+        config = DistillNerfDataManagerConfig(data=teacher_root, **off)
+        config.dataparser.train_scenes, config.dataparser.eval_scenes = ("scene-000",), ("scene-001",)
+        _, plain = config.setup(device="cpu").next_train(0)
+        assert not any(t.get("virtual") for t in plain["targets"])
