@@ -33,6 +33,13 @@ class VQCompressionTrainerConfig(RunLengthTrainerConfig):
         if self.teacher_ckpt is not None:
             self.pipeline.teacher_ckpt = self.teacher_ckpt
 
+    def fit_to_run_length(self) -> None:
+        from nerfconvert.compress.tables import finetune_optimizers
+
+        for name, group in finetune_optimizers(self.max_num_iterations).items():  # families registered later
+            self.optimizers.setdefault(name, group)
+        super().fit_to_run_length()
+
 
 def _adam(lr: float, lr_final: float) -> dict:
     return adam_exponential(lr, lr_final, MAX_STEPS)

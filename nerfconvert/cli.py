@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import warnings
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from typing_extensions import Annotated
 
 from nerfconvert import NerfconvertError
 from nerfconvert.compress.cli import Decompress, Inspect
-from nerfconvert.convert import Convert
+from nerfconvert.convert import convert_command
 from nerfconvert.viewer import View
 from nerfconvert.distillnerf.predict import DistillNerfPredict
 from nerfconvert.distillnerf.teachers import DistillNerfTeachers
@@ -98,10 +99,10 @@ class Demo:
     teacher_method: str = "tensorf-unbounded"
     """The teacher's method (the best teacher this CPU trains in about three minutes; nerfacto works too)."""
     teacher_steps: int = 250
-    to: Literal["nerfacto", "tensorf", "vanilla-nerf", "plenoxels"] = "nerfacto"
-    """The architecture to convert to."""
+    to: str = "nerfacto"
+    """The architecture to convert to (one of the view registry's pvd-al students)."""
     compress: Literal["vq", "entropy"] = "vq"
-    """How to compress the teacher (vq-compression, or entropy-compression for a tensorf teacher)."""
+    """How to compress the teacher (vq-compression, or entropy-compression for a teacher with feature planes)."""
     steps: int = 120
     """pvd-al steps."""
     compress_steps: int = 100
@@ -145,24 +146,35 @@ class Describe:
         CONSOLE.print(f"device     {view.device} (CUDA available: {torch.cuda.is_available()})")
 
 
-Commands = Union[
-    Annotated[Scene, tyro.conf.subcommand("scene")],
-    Annotated[Demo, tyro.conf.subcommand("demo")],
-    Annotated[Describe, tyro.conf.subcommand("describe")],
-    Annotated[Convert, tyro.conf.subcommand("convert")],
-    Annotated[Inspect, tyro.conf.subcommand("inspect")],
-    Annotated[Decompress, tyro.conf.subcommand("decompress")],
-    Annotated[View, tyro.conf.subcommand("view")],
-    Annotated[DistillNerfPredict, tyro.conf.subcommand("distillnerf-predict")],
-    Annotated[DistillNerfTeachers, tyro.conf.subcommand("distillnerf-teachers")],
-]
+def demo_command() -> type:
+    """``Demo`` for the command line, with ``--to``'s choices read from the view registry as it stands."""
+    from nerfconvert.convert import to_choices
+
+    to = Literal[to_choices()]  # type: ignore[valid-type]
+    return dataclasses.make_dataclass("Demo", [("to", to, dataclasses.field(default=Demo.to))], bases=(Demo,),
+                                      namespace={"__doc__": Demo.__doc__})
+
+
+def commands():
+    """The subcommands; choices that name families are read from the view registry when the command runs."""
+    return Union[
+        Annotated[Scene, tyro.conf.subcommand("scene")],
+        Annotated[demo_command(), tyro.conf.subcommand("demo")],
+        Annotated[Describe, tyro.conf.subcommand("describe")],
+        Annotated[convert_command(), tyro.conf.subcommand("convert")],
+        Annotated[Inspect, tyro.conf.subcommand("inspect")],
+        Annotated[Decompress, tyro.conf.subcommand("decompress")],
+        Annotated[View, tyro.conf.subcommand("view")],
+        Annotated[DistillNerfPredict, tyro.conf.subcommand("distillnerf-predict")],
+        Annotated[DistillNerfTeachers, tyro.conf.subcommand("distillnerf-teachers")],
+    ]
 
 
 def main(argv: Optional[list] = None) -> None:
     # Deprecation notices from torch/nerfstudio internals say nothing to our users.
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", message="Using a non-tuple sequence")
-    command = tyro.cli(Commands, args=argv)
+    command = tyro.cli(commands(), args=argv)
     from nerfconvert import compat
 
     compat.install()  # the command is an entry point: nerfstudio runs with our patches (compat's ledger)

@@ -38,30 +38,22 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Literal, Optional, Tuple, Union, get_args
+from typing import Any, Callable, Dict, List, Literal, Optional, Tuple, Union
 
 from nerfconvert import NerfconvertError
 from nerfconvert.compat import own_event_writers
 
-# The students of pvd-al (nerfconvert.distill.students.STUDENTS; kept here so that the command
-# line parses without importing nerfstudio, and checked against it in the tests).
-ToName = Literal["nerfacto", "tensorf", "vanilla-nerf", "plenoxels", "splatfacto"]
-TO_CHOICES: Tuple[str, ...] = get_args(ToName)
 CompressName = Literal["vq", "entropy"]
 COMPRESS_METHODS: Dict[str, str] = {"vq": "vq-compression", "entropy": "entropy-compression"}
 SUMMARY_NAME = "convert_summary.json"
 
-# model class -> (method, what it is), for messages
-_MODEL_KIND: Dict[str, Tuple[str, str]] = {
-    "NerfactoModel": ("nerfacto", "hash grid"),
-    "NGPModel": ("instant-ngp", "hash grid"),
-    "TensoRFModel": ("tensorf", "VM"),
-    "NeRFModel": ("vanilla-nerf", "MLP"),
-    "PlenoxelsModel": ("plenoxels", "voxel grid"),
-    "SplatfactoModel": ("splatfacto", "3D Gaussians"),
-}
-_TO_MODEL: Dict[str, str] = {"nerfacto": "NerfactoModel", "tensorf": "TensoRFModel", "vanilla-nerf": "NeRFModel",
-                             "plenoxels": "PlenoxelsModel", "splatfacto": "SplatfactoModel"}
+
+def to_choices() -> Tuple[str, ...]:
+    """The architectures ``--to`` offers: the pvd-al students of the view registry (registry order)."""
+    from nerfconvert.views.registry import student_views
+
+    return tuple(student_views())
+
 
 Configure = Callable[[str, Any], None]
 """``configure(method_name, trainer_config)``: a hook that adjusts a stage's config before it runs."""
@@ -177,10 +169,22 @@ class ConvertPlan:
 
 def _model_name(config) -> str:
     target = config.pipeline.model._target
-    for cls in getattr(target, "__mro__", ()):
-        if cls.__name__ in _MODEL_KIND:
-            return cls.__name__
     return getattr(target, "__name__", str(target))
+
+
+def _vq_students() -> List[str]:
+    """The students whose models vq-compression quantises (their views register vq tables)."""
+    from nerfconvert.compress.tables import VQ_TABLES
+    from nerfconvert.views.registry import companion_class
+
+    return [name for name, view in _students().items()
+            if companion_class(view.student_model_config()._target, VQ_TABLES) is not None]
+
+
+def _students():
+    from nerfconvert.views.registry import student_views
+
+    return student_views()
 
 
 def _has_vq_tables(config) -> bool:
@@ -191,9 +195,20 @@ def _has_vq_tables(config) -> bool:
     return companion_class(config.pipeline.model._target, VQ_TABLES) is not None
 
 
-def _describe(model: str, method: str) -> str:
-    kind = _MODEL_KIND.get(model)
-    return f"{method} ({kind[1]})" if kind else method
+def _method(config) -> str:
+    """The run's method: its own name, or the stock method its model's view is registered with."""
+    from nerfconvert.views.registry import registration_for
+
+    registration = registration_for(config.pipeline.model._target)
+    return config.method_name or (registration.method if registration else _model_name(config))
+
+
+def _describe(config) -> str:
+    """The run's method and family in words, e.g. "vanilla-nerf (MLP)"."""
+    from nerfconvert.views.registry import registration_for
+
+    registration = registration_for(config.pipeline.model._target)
+    return f"{_method(config)} ({registration.what})" if registration else _method(config)
 
 
 def _is_inside(path: Path, directory: Path) -> bool:
@@ -265,24 +280,28 @@ def plan_convert(
 
     compat.install()
     # ---- cheap checks first -------------------------------------------------------------------
+    from nerfconvert.compress.tables import feature_plane_students, has_feature_planes
+
+    students = _students()
     if to is None and compress is None:
         raise NerfconvertError(
-            "Nothing to do: pass --to {" + ",".join(TO_CHOICES) + "} to convert, --compress {vq,entropy} to "
+            "Nothing to do: pass --to {" + ",".join(students) + "} to convert, --compress {vq,entropy} to "
             "compress, or both."
         )
-    if to is not None and to not in TO_CHOICES:
-        raise NerfconvertError(f"--to {to!r} is not an architecture family. Pick one of: {', '.join(TO_CHOICES)}.")
+    if to is not None and to not in students:
+        raise NerfconvertError(f"--to {to!r} is not an architecture family. Pick one of: {', '.join(students)}.")
     if compress is not None and compress not in COMPRESS_METHODS:
         raise NerfconvertError(f"--compress {compress!r} is not a compression method. Pick vq or entropy.")
-    if compress == "entropy" and to is not None and to != "tensorf":
+    plane_students = feature_plane_students()
+    if compress == "entropy" and to is not None and to not in plane_students:
         raise NerfconvertError(
-            f"--compress entropy compresses tensorf (VM) planes only, and --to {to} is not tensorf: "
-            "use --to tensorf (or leave --to out to convert to tensorf first), or --compress vq."
+            f"--compress entropy codes feature planes, and --to {to} gives a model without them: use --to "
+            f"{' or '.join(plane_students)} (or leave --to out to convert first), or --compress vq."
         )
-    if compress == "vq" and to == "vanilla-nerf":
+    if compress == "vq" and to is not None and to not in _vq_students():
         raise NerfconvertError(
-            "--compress vq quantises grids, and --to vanilla-nerf gives an MLP: use --to plenoxels, tensorf or "
-            "nerfacto, or leave --compress out."
+            f"--compress vq quantises grids, and --to {to} gives a model without them ({students[to].family} family): "
+            f"use --to {', '.join(_vq_students())}, or leave --compress out."
         )
     if compress is not None and data is None:
         raise NerfconvertError(
@@ -308,7 +327,8 @@ def plan_convert(
 
     # ---- the teacher ----------------------------------------------------------------------------
     teacher_path, teacher_config, teacher_model = _read_teacher(Path(teacher))
-    teacher_method = teacher_config.method_name or _MODEL_KIND.get(teacher_model, (teacher_model,))[0]
+    teacher_class = teacher_config.pipeline.model._target
+    teacher_method = _method(teacher_config)
     teacher_dir = teacher_path.parent
     output_dir = Path(output_dir)
     if _is_inside(output_dir, teacher_dir):
@@ -316,12 +336,13 @@ def plan_convert(
             f"--output-dir {output_dir} is inside the teacher's run directory {teacher_dir}, which is only read: "
             "pick another --output-dir."
         )
-    if compress == "entropy" and to is None and teacher_model != "TensoRFModel":
-        to = "tensorf"  # entropy-compression takes tensorf runs: convert first
+    converts_for_planes = compress == "entropy" and not has_feature_planes(teacher_class)
+    if converts_for_planes and to is None:
+        to = plane_students[0]  # entropy-compression codes feature planes: convert to a family with them first
     if compress == "vq" and to is None and not _has_vq_tables(teacher_config):
         raise NerfconvertError(
-            f"--compress vq quantises grids, and the teacher is a {_describe(teacher_model, teacher_method)} run: "
-            "add --to plenoxels (or tensorf, nerfacto) to convert it first."
+            f"--compress vq quantises grids, and the teacher is a {_describe(teacher_config)} run: "
+            f"add --to {_vq_students()[0]} (or {', '.join(_vq_students()[1:])}) to convert it first."
         )
     if compress is not None:
         from nerfconvert.data import check_data_dir
@@ -353,14 +374,14 @@ def plan_convert(
                   num_rays_per_batch=num_rays_per_batch, configure=configure)
 
     stages: List[Stage] = []
-    source, source_model, source_role = teacher_path, teacher_model, "teacher"
+    source, source_role = teacher_path, "teacher"
     if to is not None:
         pvd = _pvd_stage(teacher_path, to, steps, **common)
         pvd.header = f"pvd-al: {teacher_method} -> {to}, {pvd.config.max_num_iterations} steps"
-        if compress == "entropy" and teacher_model != "TensoRFModel" and to == "tensorf":
-            pvd.header += " (entropy-compression takes tensorf runs)"
+        if converts_for_planes and to in plane_students:
+            pvd.header += f" (entropy-compression takes {' or '.join(plane_students)} runs)"
         stages.append(pvd)
-        source, source_model, source_role = pvd.output, _TO_MODEL[to], f"{to} student"
+        source, source_role = pvd.output, f"{to} student"
     if compress is not None:
         stage = _compression_stage(COMPRESS_METHODS[compress], source, teacher_config, Path(data), compress_steps,
                                    **common)
@@ -393,12 +414,15 @@ def _pvd_stage(teacher: Path, to: str, steps: Optional[int], output_dir: Path, e
                device: str, num_rays_per_batch: Optional[int], configure: Optional[Configure]) -> Stage:
     from nerfstudio.configs.method_configs import all_methods
 
+    from nerfconvert.distill.students import student_config
+
     config = copy.deepcopy(all_methods["pvd-al"])
     config.teacher_ckpt = Path(teacher)
-    config.student = to
     _common(config, output_dir, experiment, timestamp, device)
     if steps is not None:
         config.max_num_iterations = int(steps)
+    # the student subcommand's config, as `ns-train pvd-al ... <to>` builds it, from the registry as it stands
+    config.student_config = student_config(to, config.max_num_iterations)
     config.check_inputs()  # the student's model config and optimizers follow --student; schedules fit the run
     _set_rays(config, num_rays_per_batch)
     if configure is not None:
@@ -713,11 +737,11 @@ def run_convert(
     ``compress``; every run goes under ``output_dir``, the teacher's run is only read.
 
     Args:
-        teacher: config.yml (or run directory) of a trained nerfacto, tensorf, vanilla-nerf or
-            plenoxels run (any method whose model is one of those).
-        to: the student's method: nerfacto, tensorf, vanilla-nerf or plenoxels. None: no conversion,
-            except that ``compress="entropy"`` converts a non-tensorf teacher to tensorf first.
-        compress: "vq" (vq-compression) or "entropy" (entropy-compression, tensorf only), or None.
+        teacher: config.yml (or run directory) of a trained run whose model has a view
+            (``nerfconvert.views.registry.teacher_methods()``).
+        to: the student's method, one of ``to_choices()`` (the registry's students). None: no conversion,
+            except that ``compress="entropy"`` converts a teacher without feature planes first.
+        compress: "vq" (vq-compression) or "entropy" (entropy-compression: feature planes only), or None.
         data: the teacher's scene directory; required with ``compress`` (compression fine-tunes
             on its training images). Parsed with the teacher's own dataparser settings.
         steps: pvd-al steps (default: the method's, 20000). Stages and schedules follow it.
@@ -753,12 +777,13 @@ class Convert:
     read. Ends with a table: size, PSNR/SSIM against the teacher, PSNR against ground truth, time."""
 
     teacher: Path
-    """config.yml of the trained run to start from (nerfacto, tensorf, vanilla-nerf or plenoxels)."""
-    to: Optional[ToName] = None
-    """Convert to this architecture with pvd-al."""
+    """config.yml of the trained run to start from (a run of any method the view registry knows;
+    ``nerfconvert convert --help`` lists them)."""
+    to: Optional[str] = None
+    """Convert to this architecture with pvd-al (one of the registry's students)."""
     compress: Optional[CompressName] = None
-    """Then compress with vq-compression or entropy-compression (entropy: tensorf only; a
-    non-tensorf teacher without --to is converted to tensorf first)."""
+    """Then compress with vq-compression or entropy-compression (entropy: feature planes only; a
+    teacher without them and no --to is converted first)."""
     data: Optional[Path] = None
     """The teacher's scene directory; required with --compress (it fine-tunes on the training images)."""
     steps: Optional[int] = None
@@ -781,3 +806,22 @@ class Convert:
                            compress_steps=self.compress_steps, output_dir=self.output_dir, device=self.device,
                            num_rays_per_batch=self.num_rays_per_batch, eval_views=self.eval_views,
                            timestamp=self.timestamp)
+
+
+def convert_command() -> type:
+    """``Convert`` for the command line, with ``--to``'s choices and ``--teacher``'s methods read from
+    the view registry as it stands (a family registered at run time is listed too)."""
+    import dataclasses
+
+    import tyro
+    from typing_extensions import Annotated
+
+    from nerfconvert.views.registry import teacher_methods
+
+    teacher_help = (f"config.yml of the trained run to start from: a run of {', '.join(teacher_methods())}, "
+                    "or of any method whose model is one of theirs.")
+    fields = [
+        ("teacher", Annotated[Path, tyro.conf.arg(help=teacher_help)], dataclasses.field()),
+        ("to", Optional[Literal[to_choices()]], dataclasses.field(default=None)),  # type: ignore[valid-type]
+    ]
+    return dataclasses.make_dataclass("Convert", fields, bases=(Convert,), namespace={"__doc__": Convert.__doc__})

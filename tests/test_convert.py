@@ -19,7 +19,7 @@ from conftest import tree_digests
 from processes import bin_
 
 from nerfconvert import NerfconvertError
-from nerfconvert.convert import COMPRESS_METHODS, TO_CHOICES, ToName, plan_convert, run_convert
+from nerfconvert.convert import COMPRESS_METHODS, convert_command, plan_convert, run_convert, to_choices
 
 STEPS = 3  # pvd-al: all three stages (15% / 40% of the run) in 3 steps
 RAYS = 48
@@ -114,10 +114,12 @@ def paper_teacher(object_scene, tmp_path) -> Path:
 def test_to_choices_are_pvd_al_students():
     from nerfconvert.distill.students import STUDENTS
 
-    assert typing.get_args(ToName) == STUDENTS  # convert's command line names the students without importing them
+    assert to_choices() == STUDENTS and "splatfacto" in STUDENTS  # both read the view registry
+    to = typing.get_type_hints(convert_command(), include_extras=True)["to"]
+    assert typing.get_args(typing.get_args(to)[0]) == STUDENTS  # Optional[Literal[...]]: the command's choices
 
 
-@pytest.mark.parametrize("to", TO_CHOICES)
+@pytest.mark.parametrize("to", to_choices())
 def test_plan_builds_each_student_from_the_registered_spec(paper_teacher, tmp_path, to):
     from nerfstudio.configs.method_configs import all_methods
 
@@ -217,8 +219,8 @@ def test_teacher_that_is_not_a_run(paper_teacher, tmp_path, kind, match):
     (dict(compress="vq"), "fine-tunes on the scene's training images: pass the teacher's scene with --data"),
     (dict(compress="entropy", to="tensorf"), "pass the teacher's scene with --data"),
     (dict(compress="vq", data="MISSING"), "does not exist. Pass the directory of the teacher's scene"),
-    (dict(compress="entropy", to="plenoxels", data="SCENE"), "--compress entropy compresses tensorf (VM) planes only, and --to plenoxels is not tensorf"),
-    (dict(compress="vq", to="vanilla-nerf", data="SCENE"), "--to vanilla-nerf gives an MLP"),
+    (dict(compress="entropy", to="plenoxels", data="SCENE"), "--compress entropy codes feature planes, and --to plenoxels gives a model without them: use --to tensorf"),
+    (dict(compress="vq", to="vanilla-nerf", data="SCENE"), "--to vanilla-nerf gives a model without them (mlp family)"),
     (dict(to="tensorf", steps=0), "--steps must be at least 1"),
     (dict(to="tensorf", output_dir="INSIDE"), "is inside the teacher's run directory"),
     (dict(compress="vq", data="NOT_A_SCENE"), "has no transforms_train.json"),
@@ -256,7 +258,7 @@ def test_vq_of_an_mlp_teacher_says_to_convert_first(paper_teacher, object_scene,
     plenoxels = "!!python/name:nerfconvert.plenoxels.model.PlenoxelsModel "
     assert plenoxels in teacher.read_text()
     teacher.write_text(teacher.read_text().replace(plenoxels, "!!python/name:nerfstudio.models.vanilla_nerf.NeRFModel "))
-    with pytest.raises(NerfconvertError, match=r"the teacher is a .*\(MLP\) run: add --to plenoxels") as err:
+    with pytest.raises(NerfconvertError, match=r"the teacher is a .*\(MLP\) run: add --to nerfacto \(or tensorf, plenoxels\)") as err:
         run_convert(teacher, compress="vq", data=object_scene, output_dir=tmp_path / "out", device="cpu")
     error_lines(str(err.value))
     assert not (tmp_path / "out").exists()
@@ -270,7 +272,7 @@ def test_cli_errors_are_one_line_exit_2(paper_teacher, tmp_path, capsys):
         (["--teacher", str(tmp_path), "--to", "tensorf"], "does not exist. Pass the config.yml"),
         (["--teacher", str(teacher), "--compress", "vq"], "pass the teacher's scene with --data"),
         (["--teacher", str(teacher), "--to", "plenoxels", "--compress", "entropy", "--data", str(tmp_path)],
-         "--compress entropy compresses tensorf (VM) planes only"),
+         "--compress entropy codes feature planes, and --to plenoxels gives a model without them"),
         (["--teacher", str(teacher)], "Nothing to do"),
     ):
         with pytest.raises(SystemExit) as info:

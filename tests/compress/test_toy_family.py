@@ -97,6 +97,7 @@ class ToyGaussiansTables(CompressionTables):
     name = METHOD
     teacher_method = METHOD
     default_keep_quantile = 0.3
+    finetune_lr = {"fields": (1e-2, 1e-3)}  # vq-compression's joint fine-tuning of the model's "fields" group
     config_ranges = {"num_gaussians": int_range(1, 1024), "num_samples": int_range(1, 1024)}  # a stranger's file
 
     @staticmethod
@@ -354,3 +355,67 @@ def test_the_toy_family_is_a_pvd_al_student(toy_family, object_scene, tmp_path):
     camera = t_pipeline.datamanager.train_dataset.cameras[0:1]
     t_rgb = _render(t_pipeline.model, camera)
     assert _psnr(_render(s_pipeline.model, camera), t_rgb) > _psnr(_render(_model(), camera), t_rgb) + 1.0
+
+
+# ---- nerfconvert convert: the toy family as --to, through pvd-al and vq-compression ---------------------
+def _tiny(method: str, config) -> None:
+    """``run_convert``'s configure hook: CPU-sized stages for a 32-Gaussian family."""
+    config.steps_per_eval_batch = config.steps_per_eval_image = config.steps_per_eval_all_images = 10**6
+    if method == "pvd-al":
+        config.pipeline.datamanager.steps_per_epoch = 1
+        config.pipeline.datamanager.poses_per_epoch = 10
+        config.pipeline.active_learning.ray_pool_size = 64
+        config.pipeline.model.eval_num_rays_per_chunk = 1024
+        return
+    model = config.pipeline.model
+    model.importance_cache_dir = None
+    model.codebook_size = 8
+    model.kmeans_iterations = 10
+    model.kmeans_batch_size = 64
+    model.importance_max_rays = 1024
+
+
+def test_the_convert_command_offers_the_toy_family(toy_family, tmp_path):
+    import tyro
+
+    from nerfconvert.cli import commands
+    from nerfconvert.convert import to_choices
+
+    assert METHOD in to_choices()
+    command = tyro.cli(commands(), args=["convert", "--teacher", str(tmp_path / "config.yml"), "--to", METHOD])
+    assert command.to == METHOD  # the command line's choices are the registry's as it stands
+
+
+def test_the_convert_command_knows_only_registered_families(tmp_path):
+    import tyro
+
+    from nerfconvert.cli import commands
+
+    with pytest.raises(SystemExit):
+        tyro.cli(commands(), args=["convert", "--teacher", str(tmp_path / "config.yml"), "--to", METHOD])
+
+
+@pytest.mark.slow
+def test_the_toy_family_goes_through_nerfconvert_convert(toy_family, object_scene, tmp_path):
+    """Toy teacher -> toy student (pvd-al) -> vq-compression of the student, with ``nerfconvert convert``'s
+    own planning, stages and closing table."""
+    from nerfconvert.compress.container import read_ncz
+    from nerfconvert.compress.vq import codec
+    from nerfconvert.convert import plan_convert, run_convert
+
+    teacher = _toy_run(object_scene, tmp_path / "teacher", seed=1)
+    with pytest.raises(NerfconvertError, match="--compress entropy codes feature planes, and --to toy-gaussians gives a model without them"):
+        plan_convert(teacher, to=METHOD, compress="entropy", data=object_scene, output_dir=tmp_path / "out", device="cpu")
+    result = run_convert(teacher, to=METHOD, compress="vq", data=object_scene, steps=24, compress_steps=4,
+                         output_dir=tmp_path / "out", device="cpu", num_rays_per_batch=128, eval_views=1,
+                         timestamp="ts", configure=_tiny)
+    assert [row.role for row in result.rows] == ["teacher", "student", "compressed"]
+    assert [row.method for row in result.rows] == [METHOD, METHOD, "vq-compression"]
+    ncz = read_ncz(result.ncz)
+    assert ncz.architecture["family"] == METHOD and ncz.architecture["model_method"] == METHOD
+    decoded, _ = codec.decode(ncz)
+    assert type(decoded) is ToyGaussiansModel  # the file rebuilds the registered family's model
+    student, compressed = result.rows[1], result.rows[2]
+    print("toy convert:", [(r.role, r.size_bytes, r.psnr_vs_teacher, r.psnr_vs_gt) for r in result.rows])
+    # the compressed student renders as the student does, up to its codebook (8 codes for 32 Gaussians)
+    assert compressed.psnr_vs_teacher > student.psnr_vs_teacher - 3.0
