@@ -19,30 +19,15 @@ teacher's renders. Writes benchmarks/results/capture_360.{md,json,png}.
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import platform
-import subprocess
 import sys
 import time
-from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-
-
-def _load_average() -> str:
-    try:
-        return " ".join(f"{x:.1f}" for x in os.getloadavg())
-    except OSError:
-        return "n/a"
+from common import benchmark_parser, command_line, device_type, hardware, load_average, write_figure, write_report
 
 
-def plot(rows, path: Path, title: str) -> None:
+def plot(rows, title: str):
     """PSNR against ground truth over size (log), one marker per run."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.ticker import NullFormatter, ScalarFormatter
 
@@ -62,14 +47,11 @@ def plot(rows, path: Path, title: str) -> None:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    return fig
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--work-dir", type=Path, default=Path("/tmp/nerfconvert-bench-capture360"))
-    parser.add_argument("--results-dir", type=Path, default=HERE / "results")
-    parser.add_argument("--tag", default="capture_360")
+    parser = benchmark_parser(__file__, __doc__, tag="capture_360")
     parser.add_argument("--width", type=int, default=64)
     parser.add_argument("--height", type=int, default=48)
     parser.add_argument("--frames", type=int, default=40)
@@ -83,16 +65,14 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.replot:
         recorded = json.loads((args.results_dir / f"{args.tag}.json").read_text())
-        plot(recorded["rows"], args.results_dir / f"{args.tag}.png", f"{recorded['settings']['scene']}, CPU")
+        write_figure(args.results_dir, args.tag, plot(recorded["rows"], f"{recorded['settings']['scene']}, CPU"))
         return 0
-
-    import torch
 
     from nerfconvert.convert import run_convert
     from nerfconvert.demo import train_run
     from nerfconvert.scenes import generate_capture_scene
 
-    command = "python benchmarks/capture_360.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = command_line(argv, __file__)
     work = args.work_dir
     work.mkdir(parents=True, exist_ok=True)
     started = time.strftime("%Y-%m-%d %H:%M")
@@ -111,7 +91,7 @@ def main(argv=None) -> int:
                "--steps-per-eval-all-images", "1000000"),
     )
     timings["teacher"] = time.perf_counter() - t0
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = device_type()
 
     def configure(method, config):
         if method == "vq-compression":
@@ -141,15 +121,11 @@ def main(argv=None) -> int:
 
     settings = {
         "command": command, "started": started, "finished": time.strftime("%Y-%m-%d %H:%M"),
-        "hardware": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {device}",
-        "load_average_at_end": _load_average(), "scene": f"capture-like 360, {args.width}x{args.height}, {args.frames} frames",
+        "hardware": hardware(), "load_average_at_end": load_average(), "scene": f"capture-like 360, {args.width}x{args.height}, {args.frames} frames",
         "teacher_steps": args.teacher_steps, "pvd_steps": args.pvd_steps, "compress_steps": args.compress_steps,
         "rays_per_step": args.rays, "codebook_size": args.codebook_size, "importance_rays": args.importance_rays,
         "eval_views": chain.eval_views,
     }
-    args.results_dir.mkdir(parents=True, exist_ok=True)
-    (args.results_dir / f"{args.tag}.json").write_text(json.dumps({"settings": settings, "rows": rows}, indent=2) + "\n")
-
     lines = [f"# {args.tag}", "", f"`{command}`  ", f"{settings['started']} - {settings['finished']}, {settings['hardware']}, "
              f"load average at the end {settings['load_average_at_end']}.  ",
              f"Scene: {settings['scene']}; teacher {args.teacher_steps} steps, pvd-al {args.pvd_steps} steps, compression "
@@ -164,11 +140,8 @@ def main(argv=None) -> int:
         ssim = f"{row['ssim_vs_teacher']:.4f}" if row["ssim_vs_teacher"] is not None else "-"
         gt = f"{row['psnr_vs_gt']:.2f}" if row["psnr_vs_gt"] is not None else "-"
         lines.append(f"| {row['run']} | {size} | {ratio} | {gt} | {delta} | {vs_t} | {ssim} | {row['seconds']:.0f} s |")
-    table = "\n".join(lines) + "\n"
-    (args.results_dir / f"{args.tag}.md").write_text(table)
-    print(table)
-
-    plot(rows, args.results_dir / f"{args.tag}.png", f"capture-like 360 scene, {args.width}x{args.height}, CPU")
+    print(write_report(args.results_dir, args.tag, "\n".join(lines), {"settings": settings, "rows": rows},
+                       figure=plot(rows, f"capture-like 360 scene, {args.width}x{args.height}, {device.upper()}")))
     return 0
 
 

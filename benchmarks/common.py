@@ -1,18 +1,24 @@
-"""What every benchmark shares: the short run config, ns-eval's scores and PSNR, the hardware
-line and the report writer. The benchmarks are scripts of this folder (``python
-benchmarks/<name>.py``), not part of the installed package; the tests import this module too
-(``tests/conftest.py``: the tiny runs)."""
+"""What every benchmark shares: its command line (``benchmark_parser``: ``--work-dir``,
+``--results-dir``, ``--tag``), the short run config, ns-eval's scores and PSNR, the hardware line,
+and the report writer (``write_report``: ``<results-dir>/<stem>.md``, ``.json`` and ``.png``,
+without this machine's paths). The benchmarks are scripts of this folder (``python
+benchmarks/<name>.py``, one per benchmark), not part of the installed package; the tests import
+this module too (``tests/conftest.py``: the tiny runs)."""
 
 from __future__ import annotations
 
+import argparse
 import copy
 import datetime
 import json
 import os
 import platform
+import re
+import shlex
 import sys
+import tempfile
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
 
 os.environ.setdefault("MPLBACKEND", "Agg")  # benchmarks write PNGs, also where there is no display
 
@@ -21,8 +27,88 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 """The checkout the benchmarks run from."""
 RESULTS = REPO / "benchmarks" / "results"
-LEGO = REPO.parent / "shared" / "data" / "lego"
+DATA = REPO.parent / "shared" / "data"
+"""The scenes next to the checkout (``lego``, ``lego100``)."""
+LEGO = DATA / "lego"
 """The real scene of the ``real`` / ``full`` modes (next to the checkout)."""
+TEACHERS = REPO.parent / "shared" / "teachers"
+"""Trained teachers next to the checkout: ``<scene>/<method>/<timestamp>/config.yml``."""
+TMP = Path(tempfile.gettempdir())
+
+
+def work_dir_for(name: str) -> Path:
+    """A benchmark's default work directory (scenes, runs, caches): ``<tmp>/nerfconvert-bench-<name>``."""
+    return TMP / f"nerfconvert-bench-{name}"
+
+
+def benchmark_parser(script: str, doc: Optional[str] = None, *, tag: Optional[str] = None, work_dir: bool = True,
+                     results_dir: bool = True) -> argparse.ArgumentParser:
+    """The command line every benchmark starts from: ``--work-dir`` (default ``work_dir_for(<name>)``),
+    ``--results-dir`` (default benchmarks/results/) and, with ``tag``, ``--tag`` (the report's file
+    stem, default ``tag``). ``script``: the benchmark's ``__file__`` (or its name; a ``_bench`` suffix
+    is left out of the work directory's name)."""
+    script = Path(script).stem
+    name = script[: -len("_bench")] if script.endswith("_bench") else script
+    parser = argparse.ArgumentParser(prog=f"python benchmarks/{script}.py", description=doc,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    if work_dir:
+        parser.add_argument("--work-dir", type=Path, default=work_dir_for(name),
+                            help="scenes, runs and caches (default: <tmp>/nerfconvert-bench-%s)" % name)
+    if results_dir:
+        parser.add_argument("--results-dir", type=Path, default=RESULTS,
+                            help="where the report goes (default: benchmarks/results/)")
+    if tag is not None:
+        parser.add_argument("--tag", default=tag, help="the report's file stem: <results-dir>/<tag>.{md,json,png} (default: %(default)s)")
+    return parser
+
+
+def teacher_config(method: str, scene: str = "lego100") -> Path:
+    """The newest trained ``method`` teacher of ``scene`` under ``TEACHERS`` (its ``config.yml``), so
+    that no script names a run's timestamp. Exits with a message where there is none."""
+    found = sorted((TEACHERS / scene / method).glob("*/config.yml"))
+    if not found:
+        raise SystemExit(f"error: no {method} teacher of {scene} under {shown(TEACHERS)}; pass --teacher <run>/config.yml")
+    return found[-1]
+
+
+def _prefixes() -> List[tuple]:
+    pairs = [(sys.prefix, "<venv>"), (str(REPO) + "/", ""), (str(REPO), "."), (str(TMP), "<tmp>"), (str(Path.home()), "~")]
+    if REPO.parent != Path(REPO.anchor):
+        pairs.insert(3, (str(REPO.parent), ".."))
+    return pairs
+
+
+_TIMESTAMP = re.compile(r"(?<=[/-])(\d{4}-\d{2}-\d{2}_\d{6}|\d{8}-\d{6})\b")
+
+
+def shown(text: Any) -> str:
+    """``text`` (a path, a command line, a report) as a committed result may carry it: without this
+    machine's absolute paths (the checkout becomes ``.``, the folder around it ``..``, the virtual
+    environment ``<venv>``, the temporary folder ``<tmp>``, home ``~``) and without run timestamps
+    in paths (``<timestamp>``)."""
+    out = str(text)
+    for prefix, name in _prefixes():
+        if prefix and prefix != "/":
+            end = "" if prefix.endswith("/") else r"(?=/|\b|$)"
+            out = re.sub(r"(?<![\w.~<>/-])" + re.escape(prefix) + end, name, out)
+    return _TIMESTAMP.sub("<timestamp>", out)
+
+
+def command_line(argv: Optional[Sequence[str]] = None, script: Optional[str] = None) -> str:
+    """The command that ran, as a report shows it: ``python benchmarks/<script> <args>``, paths shown."""
+    script = Path(script or sys.argv[0]).name
+    args = list(sys.argv[1:] if argv is None else argv)
+    return shown(" ".join(["python", f"benchmarks/{script}", *(shlex.quote(str(a)) for a in args)]))
+
+
+def markdown_table(columns: Sequence[str], rows: Iterable[Sequence[Any]], right: Optional[Sequence[bool]] = None) -> str:
+    """A markdown table; ``right``: which columns are right-aligned (default: those whose cells are all numbers)."""
+    rows = [[c for c in row] for row in rows]
+    if right is None:
+        right = [bool(rows) and all(isinstance(row[i], (int, float)) for row in rows) for i in range(len(columns))]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---:" if r else "---" for r in right) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
 
 
 def device_type() -> str:
@@ -112,19 +198,45 @@ def hardware() -> str:
     return f"{cpu}, {os.cpu_count()} cores visible, {torch.get_num_threads()} torch thread(s), torch {torch.__version__}, {gpu}"
 
 
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages (the CPU is shared: reports record them)."""
+    try:
+        return " ".join(f"{x:.1f}" for x in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
 def now_utc() -> str:
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def write_report(results_dir: Path, stem: str, markdown: str, data: Dict[str, Any]) -> str:
-    """``<stem>.md`` and ``<stem>.json`` in ``results_dir`` (the JSON gets the date and hardware
-    unless it has them). Returns the markdown."""
+def write_report(results_dir: Path, stem: str, markdown: str, data: Dict[str, Any], *, figure: Any = None) -> str:
+    """A benchmark's report: ``<stem>.md``, ``<stem>.json`` and, with ``figure`` (a matplotlib
+    figure, closed here), ``<stem>.png`` in ``results_dir``. The JSON gets the date and hardware
+    unless it has them; the markdown gets a hardware line unless it has one; neither keeps this
+    machine's paths (``shown``). Returns the markdown as written."""
     results_dir = Path(results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
     data = {"date": now_utc(), "hardware": hardware(), **data}
-    (results_dir / f"{stem}.md").write_text(markdown if markdown.endswith("\n") else markdown + "\n")
-    (results_dir / f"{stem}.json").write_text(json.dumps(data, indent=1, default=str) + "\n")
+    if "Hardware:" not in markdown and str(data["hardware"]) not in markdown:
+        markdown = markdown.rstrip("\n") + f"\n\nHardware: {data['hardware']}."
+    markdown = shown(markdown if markdown.endswith("\n") else markdown + "\n")
+    (results_dir / f"{stem}.md").write_text(markdown)
+    (results_dir / f"{stem}.json").write_text(shown(json.dumps(data, indent=1, default=str)) + "\n")
+    if figure is not None:
+        write_figure(results_dir, stem, figure)
     return markdown
+
+
+def write_figure(results_dir: Path, stem: str, figure: Any) -> Path:
+    """``<stem>.png`` in ``results_dir`` from a matplotlib figure (closed here)."""
+    import matplotlib.pyplot as plt
+
+    path = Path(results_dir) / f"{stem}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
 
 
 def expand_mode(argv: Optional[List[str]], modes: Dict[str, List[str]], tag_modes: bool = True) -> List[str]:

@@ -2,8 +2,9 @@
 rate-distortion curves on one teacher, scored by stock ``ns-eval`` on every test view, their
 Bjontegaard deltas, and one R-D plot with other papers' published figures as reference marks.
 
-    python benchmarks/compress_lego.py --teacher ../shared/teachers/lego100/tensorf/2026-11-21_002655/config.yml \\
-        --data ../shared/data/lego100 --steps 600
+    python benchmarks/compress_lego.py --data ../shared/data/lego100 --steps 600
+
+The teacher (``--teacher``) defaults to the newest tensorf run of lego100 under ../shared/teachers.
 
 Every point is its own ``ns-train`` run (``vq-compression`` at several lattice steps,
 ``entropy-compression`` at several lambdas), run ``--jobs`` at a time with one torch thread each,
@@ -15,7 +16,6 @@ can be measured in parts (``--only vq`` / ``--only entropy``) and extended. Writ
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -25,10 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Dict, List, Optional
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-from common import RESULTS, hardware, now_utc, write_report  # noqa: E402
+from common import benchmark_parser, command_line, hardware, now_utc, shown, teacher_config, write_report
 
 # Other papers' figures on NeRF-Synthetic (8-scene average at 800x800): reference marks, not our runs.
 # (name, size MB low, size MB high, PSNR dB, source)
@@ -186,10 +183,7 @@ def bd_table(rows: List[Dict], teacher_psnr: float) -> List[Dict]:
     return out
 
 
-def plot(rows: List[Dict], teacher: Dict, path: Path, title: str, scored_on: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
+def plot(rows: List[Dict], teacher: Dict, title: str, scored_on: str):
     import matplotlib.pyplot as plt
     from matplotlib.ticker import NullFormatter, ScalarFormatter
 
@@ -231,13 +225,12 @@ def plot(rows: List[Dict], teacher: Dict, path: Path, title: str, scored_on: str
         a.xaxis.set_minor_formatter(NullFormatter())
         a.set_xticks([0.3, 0.5, 1, 2, 3, 5])
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return fig
 
 
 def score(argv: List[str]) -> int:
     """Worker: ``--score CONFIG --every N --out JSON``: ns-eval's metrics on every N-th test view."""
-    parser = argparse.ArgumentParser()
+    parser = benchmark_parser(__file__, score.__doc__, work_dir=False, results_dir=False)
     parser.add_argument("--score", type=Path, required=True)
     parser.add_argument("--every", type=int, default=1)
     parser.add_argument("--out", type=Path, required=True)
@@ -252,12 +245,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if "--score" in argv:
         return score(argv)
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--teacher", type=Path, required=True, help="config.yml of a trained tensorf run")
+    parser = benchmark_parser(__file__, __doc__, tag="compress_lego100")
+    parser.add_argument("--teacher", type=Path, default=None,
+                        help="config.yml of a trained tensorf run (default: the newest lego100 tensorf under ../shared/teachers)")
     parser.add_argument("--data", type=Path, required=True, help="the teacher's scene")
-    parser.add_argument("--work-dir", type=Path, default=Path("/tmp/nerfconvert-bench-compress"))
-    parser.add_argument("--results-dir", type=Path, default=RESULTS)
-    parser.add_argument("--tag", default="compress_lego100")
     parser.add_argument("--steps", type=int, default=600, help="fine-tuning steps of every point")
     parser.add_argument("--rays", type=int, default=1024, help="rays per fine-tuning step")
     parser.add_argument("--importance-max-rays", type=int, default=65536)
@@ -274,7 +265,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help="score the curves on every n-th test view; points under 1 MB within 0.3 dB are "
                              "scored again on every view by ns-eval")
     args = parser.parse_args(argv)
-    args.teacher, args.data = args.teacher.resolve(), args.data.resolve()
+    args.teacher, args.data = (args.teacher or teacher_config("tensorf")).resolve(), args.data.resolve()
     args.work_dir.mkdir(parents=True, exist_ok=True)
     started = now_utc()
 
@@ -298,7 +289,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     bds = bd_table(rows, teacher["psnr"])
     sub = f"every {args.eval_every}th test view" if args.eval_every != 1 else "every test view"
-    lines = [f"Teacher `{args.teacher}`: {teacher_all['psnr']:.2f} dB / SSIM {teacher_all['ssim']:.4f} on every test view "
+    lines = [f"Teacher `{shown(args.teacher)}`: {teacher_all['psnr']:.2f} dB / SSIM {teacher_all['ssim']:.4f} on every test view "
              f"(ns-eval), {teacher['psnr']:.2f} dB on {sub} ({teacher_all['size_bytes'] / 1e6:.2f} MB of zipped weights). "
              f"Every point: {args.steps} fine-tuning steps of {args.rays} rays, scored on {sub}; the points under 1 MB within "
              f"0.3 dB there are scored again by stock `ns-eval` on every test view (last columns; the smallest such point of each curve). Report written "
@@ -323,13 +314,11 @@ def main(argv: Optional[List[str]] = None) -> int:
                          f"BD-PSNR {entry['bd_psnr_db']:+.2f} dB (PCHIP); one cubic per curve (VCEG-M33): "
                          f"{entry['bd_rate_percent_cubic']:+.1f}% / {entry['bd_psnr_db_cubic']:+.2f} dB; common PSNR range "
                          f"{entry['common_psnr'][0]:.2f}-{entry['common_psnr'][1]:.2f} dB")
-    markdown = "\n".join(lines)
-    print(markdown)
-    args.results_dir.mkdir(parents=True, exist_ok=True)
-    plot(rows, teacher, args.results_dir / f"{args.tag}.png",
-         f"{args.teacher.parent.parent.parent.name}: compression of the tensorf teacher, {args.steps} steps a point", sub)
-    write_report(args.results_dir, args.tag, markdown, {"teacher": teacher_all, "teacher_subset": teacher, "rows": rows, "bd": bds, "anchors": ANCHORS,
-                                                        "started": started, "argv": sys.argv[1:]})
+    lines += ["", f"Command: `{command_line(argv, __file__)}`"]
+    figure = plot(rows, teacher, f"{args.teacher.parent.parent.parent.name}: compression of the tensorf teacher, {args.steps} steps a point", sub)
+    print(write_report(args.results_dir, args.tag, "\n".join(lines),
+                       {"teacher": teacher_all, "teacher_subset": teacher, "rows": rows, "bd": bds, "anchors": ANCHORS,
+                        "started": started, "argv": argv, "command": command_line(argv, __file__)}, figure=figure))
     return 0
 
 

@@ -1,4 +1,4 @@
-"""The ECTensoRF benchmark (``python benchmarks/entropy_quick.py``): a
+"""The ECTensoRF benchmark (``python benchmarks/entropy_bench.py``): a
 rate-distortion sweep over lambda for both presets, vq-compression's codebook sweep on the same
 teacher, BD-rate / BD-PSNR of entropy against vq, and the Fig. 5 ablations (no importance
 weights; plain factorised prior instead of the masked one).
@@ -8,11 +8,13 @@ nerfstudio's trainer, compresses it with ``ns-train entropy-compression`` / ``vq
 (same code path as the commands), and scores teacher and compressed runs on the same test views,
 each reloaded from disk with ``eval_setup``.
 
-    python benchmarks/entropy_quick.py --mode quick   # generated 64x64 scene, CPU
-    python benchmarks/entropy_quick.py --mode smoke   # minutes: checks the plumbing
-    python benchmarks/entropy_quick.py --mode real    # ../shared/data/lego, longer teacher and runs
-    python benchmarks/entropy_quick.py --mode full    # the paper's settings (30k steps, all lambdas): a GPU
-    python benchmarks/entropy_quick.py --help  # every knob
+    python benchmarks/entropy_bench.py --mode quick   # generated 64x64 scene, CPU
+    python benchmarks/entropy_bench.py --mode smoke   # minutes: checks the plumbing
+    python benchmarks/entropy_bench.py --mode ratio   # the acceptance point on 256^2 planes (about 85 min on CPU)
+    python benchmarks/entropy_bench.py --mode bd      # where the entropy and vq curves overlap (about 1.5 h on one core)
+    python benchmarks/entropy_bench.py --mode real    # ../shared/data/lego, longer teacher and runs
+    python benchmarks/entropy_bench.py --mode full    # the paper's settings (30k steps, all lambdas): a GPU
+    python benchmarks/entropy_bench.py --help         # every knob
 
 Size before = the teacher's weights zipped (deflate), measured as the vq benchmark does; size
 after = the .ncz file. Rate: the bits the entropy model estimates for the coded latents against
@@ -23,13 +25,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from common import LEGO as LEGO_DIR
-from common import RESULTS, evaluate, expand_mode, hardware, now_utc, short_run_config, write_report as write_files
+from common import benchmark_parser, command_line, evaluate, expand_mode, now_utc, short_run_config, shown, write_report
 from nerfconvert.sizes import zipped_checkpoint_bytes
 from vq_bench import run_vq
 from vq_bench import train_teacher as train_stock
@@ -98,7 +99,7 @@ def merged_rows(results: Path, tags: List[str], teacher_cfg: Path) -> Tuple[List
             raise SystemExit(f"--merge {tag}: {path} does not exist; run that part first with --tag {tag} "
                              f"--results-dir {results}.")
         part = json.loads(path.read_text())
-        if Path(part["teacher"]["config"]).resolve() != Path(teacher_cfg).resolve():
+        if shown(part["teacher"]["config"]) != shown(Path(teacher_cfg).resolve()):  # reports keep shown paths
             raise SystemExit(f"--merge {tag}: that part used the teacher {part['teacher']['config']}, not {teacher_cfg}; "
                              "parts of one sweep need the same --teacher.")
         taken = [r for r in part["rows"] if not curve or r["curve"] == curve]
@@ -142,7 +143,8 @@ def bd_summary(rows: List[Dict]) -> Dict[str, Dict[str, Optional[float]]]:
     return out
 
 
-def plot(rows: List[Dict], teacher: Dict, path: Path) -> None:
+def plot(rows: List[Dict], teacher: Dict):
+    """The rate-distortion figure: every curve, the decoders' fixed cost, the teacher."""
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.0, 4.0))
@@ -169,8 +171,7 @@ def plot(rows: List[Dict], teacher: Dict, path: Path) -> None:
     ax.set_title("Rate-distortion: entropy-compression vs vq-compression")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
+    return fig
 
 
 def _bd_text(entry: Dict, key: str, fmt: str, axis: str, over: Optional[str], sliver: Optional[str]) -> str:
@@ -182,7 +183,7 @@ def _bd_text(entry: Dict, key: str, fmt: str, axis: str, over: Optional[str], sl
     return f"n/a (no {axis} overlap)"
 
 
-def write_report(rows: List[Dict], teacher: Dict, command: str, results: Path, settings: Dict, tag: str) -> str:
+def entropy_report(rows: List[Dict], teacher: Dict, command: str, results: Path, settings: Dict, tag: str) -> str:
     def fmt(r):
         knob = f"K={r['codebook_size']}" if r["curve"] == "vq" else f"{r['lmbda']:g}"
         rate = "-" if r.get("bitstream_bytes") is None else (
@@ -198,7 +199,7 @@ def write_report(rows: List[Dict], teacher: Dict, command: str, results: Path, s
         "",
         f"Command: `{command}`",
         "",
-        f"Date: {now_utc()}. Hardware: {hardware()} (shared with other jobs).",
+        f"Date: {now_utc()}. The CPU was shared with other jobs.",
         "",
         *(["Merged from parts run in parallel on the same teacher: " + "; ".join(f"`{c}`" for c in settings["merged"].values()),
            ""] if settings.get("merged") else []),
@@ -246,17 +247,13 @@ def write_report(rows: List[Dict], teacher: Dict, command: str, results: Path, s
         lines.append(f"- estimated vs real latent bitstream: largest mismatch {100 * max(mism):.2f}% over {len(mism)} runs "
                      f"(target <= 2%): **{'PASS' if max(mism) <= 0.02 else 'FAIL'}**.")
     lines.append("")
-    text = write_files(results, f"entropy_{tag}", "\n".join(lines),
-                       {"rows": rows, "teacher": teacher, "bd": bd, "command": command, "settings": settings})
-    plot(rows, teacher, results / f"entropy_{tag}.png")
-    return text
+    return write_report(results, f"entropy_{tag}", "\n".join(lines),
+                        {"rows": rows, "teacher": teacher, "bd": bd, "command": command, "settings": settings},
+                        figure=plot(rows, teacher))
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--work-dir", type=Path, default=Path("/tmp/nerfconvert_bench/entropy"))
-    parser.add_argument("--results-dir", type=Path, default=RESULTS)
-    parser.add_argument("--tag", default="quick", help="results file names: entropy_<tag>.md/.json/.png")
+    parser = benchmark_parser(__file__, __doc__, tag="quick")
     parser.add_argument("--data", type=Path, default=None, help="a blender-format scene (default: the generated 64x64 one)")
     parser.add_argument("--teacher", type=Path, default=None, help="an existing tensorf run's config.yml (default: train one)")
     parser.add_argument("--teacher-steps", type=int, default=300)
@@ -294,7 +291,7 @@ def main(argv=None) -> int:
         data = args.work_dir / "scene64"
         if not (data.exists() and is_generated_scene(data)):
             generate_object_scene(data, seed=0, resolution=64)
-    command = ("python benchmarks/entropy_quick.py " + " ".join(argv if argv is not None else sys.argv[1:])).strip()
+    command = command_line(argv, __file__)
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in ("work_dir", "results_dir")}
     settings["scene"] = str(data)
 
@@ -320,7 +317,7 @@ def main(argv=None) -> int:
     def record(row: Dict) -> None:
         rows.append(row)
         print(json.dumps(row, default=str), flush=True)
-        write_report(rows, teacher, command, args.results_dir, settings, args.tag)  # an interrupted run keeps its figures
+        entropy_report(rows, teacher, command, args.results_dir, settings, args.tag)  # an interrupted run keeps its figures
 
     def entropy_row(curve: str, preset: str, lmbda: float, masked: bool = True, use_importance: bool = True) -> None:
         name = f"{preset}_{lmbda:g}" + ("" if masked else "_factorised") + ("" if use_importance else "_noimp")
@@ -365,7 +362,7 @@ def main(argv=None) -> int:
         entropy_row("entropy-L factorised prior", "low", lm, masked=False)
     for preset, lm in order[2:]:
         entropy_row(curve_of[preset], preset, lm)
-    print(write_report(rows, teacher, command, args.results_dir, settings, args.tag))
+    print(entropy_report(rows, teacher, command, args.results_dir, settings, args.tag))
     return 0
 
 
@@ -397,8 +394,5 @@ MODES = {
 }
 
 
-def run(mode: str, work_dir: Optional[Path], results_dir: Path) -> int:
-    """Entry of ``python benchmarks/bench.py entropy`` (see ``bench.RUNNERS``)."""
-    work_dir = work_dir or Path(f"/tmp/nerfconvert-bench-entropy-{mode}")
-    suffix = [] if mode == "quick" else ["--tag", mode]
-    return main(MODES[mode] + ["--work-dir", str(work_dir), "--results-dir", str(results_dir)] + suffix)
+if __name__ == "__main__":
+    raise SystemExit(main())

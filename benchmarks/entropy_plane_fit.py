@@ -5,33 +5,29 @@ into the teacher and its renders compared with the teacher's own on a few test v
 the paper's weights (Eq. 5) and masks started from the importance, once with the default floor and
 every location coded: the settings behind ``importance_floor`` and ``mask_from_importance``.
 
-    python benchmarks/entropy_plane_fit.py --teacher ../shared/teachers/lego100/tensorf/2026-11-21_002655/config.yml \\
-        --iterations 300 --floor 0.0 --mask-from-importance
-    python benchmarks/entropy_plane_fit.py --teacher ../shared/teachers/lego100/tensorf/2026-11-21_002655/config.yml \\
-        --iterations 300 --floor 0.2
+    python benchmarks/entropy_plane_fit.py --iterations 300 --floor 0.0 --mask-from-importance --tag entropy_plane_fit_paper
+    python benchmarks/entropy_plane_fit.py --iterations 300 --floor 0.2
+
+The teacher (``--teacher``) defaults to the newest lego100 tensorf run under ../shared/teachers.
+Writes benchmarks/results/<tag>.{md,json}.
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
-import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-from common import hardware, now_utc, psnr  # noqa: E402
+from common import benchmark_parser, command_line, now_utc, psnr, shown, teacher_config, write_report
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--teacher", type=Path, required=True)
+def main(argv=None) -> int:
+    parser = benchmark_parser(__file__, __doc__, tag="entropy_plane_fit", work_dir=False)
+    parser.add_argument("--teacher", type=Path, default=None, help="a tensorf run's config.yml (default: the newest lego100 one)")
     parser.add_argument("--iterations", type=int, default=300)
     parser.add_argument("--floor", type=float, default=0.2, help="least plane weight (0: the paper's Eq. 5)")
     parser.add_argument("--mask-from-importance", action="store_true", help="latents of zero-importance blocks start uncoded")
     parser.add_argument("--every", type=int, default=50, help="score every n-th test view")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    args.teacher = args.teacher or teacher_config("tensorf")
 
     import torch
 
@@ -61,9 +57,15 @@ def main() -> int:
     model.fit_planes(args.iterations)
     seconds = model.report["plane_fit_seconds"]
     score = sum(psnr(a, b) for a, b in zip(render(model), base)) / len(views)
-    print(f"{started} - {now_utc()}; {hardware()}")
-    print(f"{args.iterations} plane-fit iterations ({seconds:.0f} s), floor {args.floor:g}, masks from importance "
-          f"{args.mask_from_importance}: {score:.2f} dB against the teacher's renders on {len(views)} test views")
+    command = command_line(argv, __file__)
+    markdown = "\n".join([
+        "# entropy-compression's plane fit alone", "", f"Command: `{command}`", "", f"{started} - {now_utc()}.", "",
+        f"Teacher `{shown(args.teacher)}`: {args.iterations} plane-fit iterations ({seconds:.0f} s), floor {args.floor:g}, "
+        f"masks from importance {args.mask_from_importance}: **{score:.2f} dB** against the teacher's renders on {len(views)} test views."])
+    print(write_report(args.results_dir, args.tag, markdown, {
+        "command": command, "teacher": str(args.teacher), "iterations": args.iterations, "floor": args.floor,
+        "mask_from_importance": args.mask_from_importance, "plane_fit_seconds": seconds, "psnr_vs_teacher": score,
+        "views": views}))
     return 0
 
 

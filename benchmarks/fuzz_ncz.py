@@ -12,20 +12,17 @@ peak RSS growth over its first, clean decode must stay under ``--memory-bound-mb
 
 from __future__ import annotations
 
-import argparse
 import datetime
-import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from common import benchmark_parser, command_line, hardware, load_average, shown, write_report
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = benchmark_parser(__file__, __doc__, work_dir=False)
     parser.add_argument("--kind", choices=("vq", "entropy"), default="vq", help="tiny file to build (without --file)")
     parser.add_argument("--file", type=Path, default=None, help="fuzz this .ncz instead")
     parser.add_argument("--cases", type=int, default=10000)
@@ -40,7 +37,7 @@ def main(argv=None) -> int:
 
     if args.file is not None:
         original = args.file.read_bytes()
-        source = str(args.file)
+        source = shown(args.file)
     else:
         original = (fuzz.tiny_vq_file if args.kind == "vq" else fuzz.tiny_entropy_file)()
         source = f"tiny {args.kind} file built by nerfconvert.compress.fuzz.tiny_{args.kind}_file()"
@@ -58,12 +55,12 @@ def main(argv=None) -> int:
     result = fuzz.run(original, args.cases, seed=args.seed, memory_bound_mb=args.memory_bound_mb,
                       bomb_size=args.bomb_mb << 20, timeout=args.timeout, progress=progress)
     findings = sum(result.counts[k] for k in fuzz.FINDINGS)
-    command = "python benchmarks/fuzz_ncz.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = command_line(argv, __file__)
     record = {
-        "command": command.strip(),
+        "command": command,
         "started": started.isoformat(timespec="seconds"),
         "seconds": round(result.seconds, 1),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}",
+        "hardware": hardware(),
         "load_average_end": list(os.getloadavg()),
         "file": source,
         "file_bytes": len(original),
@@ -77,13 +74,10 @@ def main(argv=None) -> int:
         "by_operator": result.by_operator,
         "finding_cases": result.findings[:200],
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"fuzz_ncz_{tag}.json").write_text(json.dumps(record, indent=2))
     lines = [
         f"# fuzz_ncz ({tag})", "",
         f"`{record['command']}`  ",
-        f"{record['started']}, {record['seconds']} s, {record['machine']}, load average at the end "
-        f"{' '.join(f'{x:.1f}' for x in record['load_average_end'])}.  ",
+        f"{record['started']}, {record['seconds']} s, load average at the end {load_average()}.  ",
         f"File: {source}, {len(original):,} bytes. Bombs: {args.bomb_mb} MB of zeros coded by zlib / lzma.", "",
         "| outcome | cases |", "|---|---:|",
         *[f"| {k} | {v} |" for k, v in result.counts.items()],
@@ -94,8 +88,7 @@ def main(argv=None) -> int:
         *[f"| {op} | " + " | ".join(str(c.get(k, 0)) for k in fuzz.OUTCOMES[:3]) + f" | {sum(c.get(k, 0) for k in fuzz.FINDINGS)} |"
           for op, c in sorted(result.by_operator.items())],
     ]
-    (RESULTS / f"fuzz_ncz_{tag}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    print(write_report(args.results_dir, f"fuzz_ncz_{tag}", "\n".join(lines), record))
     for f in result.findings[:20]:
         print(f)
     return 1 if findings or result.peak_growth_mb > args.memory_bound_mb else 0

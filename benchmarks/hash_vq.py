@@ -13,23 +13,16 @@ Writes ``results/<tag>.{md,json,png}``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-from common import hardware  # noqa: E402
+from common import benchmark_parser, command_line, device_type, hardware, shown, write_figure, write_report
 
 
-def plot(rows: List[Dict], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
+def plot(rows: List[Dict], title: str):
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
@@ -50,16 +43,13 @@ def plot(rows: List[Dict], path: Path, title: str) -> None:
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    return fig
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = benchmark_parser(__file__, __doc__, tag="hash_vq")
     parser.add_argument("--teacher", type=Path, default=None, help="config.yml of a nerfacto run (default: train one)")
     parser.add_argument("--data", type=Path, default=None, help="the teacher's scene (default: generate it)")
-    parser.add_argument("--work-dir", type=Path, default=Path("/tmp/nerfconvert-bench-hashvq"))
-    parser.add_argument("--results-dir", type=Path, default=HERE / "results")
-    parser.add_argument("--tag", default="hash_vq")
     parser.add_argument("--teacher-steps", type=int, default=150)
     parser.add_argument("--steps", type=int, default=60, help="vq-compression fine-tuning steps")
     parser.add_argument("--rays", type=int, default=1024)
@@ -69,20 +59,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     if args.replot:
         recorded = json.loads((args.results_dir / f"{args.tag}.json").read_text())
-        plot(recorded["rows"], args.results_dir / f"{args.tag}.png", recorded["settings"]["scene"])
+        write_figure(args.results_dir, args.tag, plot(recorded["rows"], recorded["settings"]["scene"]))
         return 0
-
-    import torch
 
     from nerfconvert.convert import run_convert
     from nerfconvert.demo import train_run
     from nerfconvert.scenes import generate_capture_scene
 
-    command = "python benchmarks/hash_vq.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = command_line(argv, __file__)
     started = time.strftime("%Y-%m-%d %H:%M")
     work = args.work_dir
     work.mkdir(parents=True, exist_ok=True)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = device_type()
     stamp = time.strftime("%Y%m%d-%H%M%S")
     scene = args.data
     teacher_seconds = None
@@ -134,11 +122,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         row["delta_psnr"] = row["psnr_vs_gt"] - teacher_row["psnr_vs_gt"] if row["psnr_vs_gt"] is not None else None
 
     settings = {"command": command, "started": started, "finished": time.strftime("%Y-%m-%d %H:%M"),
-                "hardware": hardware(), "scene": f"capture-like 360 ({scene.name})", "teacher": str(teacher),
+                "hardware": hardware(), "scene": f"capture-like 360 ({scene.name})", "teacher": shown(teacher),
                 "steps": args.steps, "rays_per_step": args.rays}
-    args.results_dir.mkdir(parents=True, exist_ok=True)
-    (args.results_dir / f"{args.tag}.json").write_text(json.dumps({"settings": settings, "rows": rows}, indent=2) + "\n")
-
     lines = [f"# {args.tag}", "", f"`{command}`  ", f"{started} - {settings['finished']}, {settings['hardware']}.  ",
              f"Scene: {settings['scene']}; vq-compression {args.steps} fine-tuning steps at {args.rays} rays; scored on "
              "the teacher's eval views.", "",
@@ -155,10 +140,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             f"{'-' if row['importance_rays'] is None else format(row['importance_rays'], ',') + ' of ' + format(row['training_rays'], ',')} | "
             f"{'-' if row['importance_seconds'] is None else format(row['importance_seconds'], '.0f') + ' s'} | "
             f"{'-' if row['seconds'] is None else format(row['seconds'], '.0f') + ' s'} |")
-    table = "\n".join(lines) + "\n"
-    (args.results_dir / f"{args.tag}.md").write_text(table)
-    print(table)
-    plot(rows, args.results_dir / f"{args.tag}.png", f"{settings['scene']}: nerfacto -> vq-compression, CPU")
+    print(write_report(args.results_dir, args.tag, "\n".join(lines), {"settings": settings, "rows": rows},
+                       figure=plot(rows, f"{settings['scene']}: nerfacto -> vq-compression, {device.upper()}")))
     return 0
 
 

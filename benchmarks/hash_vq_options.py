@@ -8,21 +8,18 @@ empirical entropy of the integer codes, and the bytes the container's best coder
 Each option's render is compared with the teacher's on its eval views.
 
     python benchmarks/hash_vq_options.py --teacher <nerfacto run>/config.yml
+
+Writes benchmarks/results/<tag>.{md,json}.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-from common import hardware  # noqa: E402
+from common import benchmark_parser, command_line, hardware, shown, write_report
 
 
 def _entropy_bytes(values) -> float:
@@ -34,13 +31,11 @@ def _entropy_bytes(values) -> float:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = benchmark_parser(__file__, __doc__, tag="hash_vq_options", work_dir=False)
     parser.add_argument("--teacher", type=Path, required=True)
     parser.add_argument("--rays", type=int, default=8192, help="training rays of the importance pass")
     parser.add_argument("--codes", type=int, nargs="*", default=[4096, 1024])
     parser.add_argument("--steps", type=float, nargs="*", default=[0.5, 0.7, 1.4], help="lattice steps (x RMS)")
-    parser.add_argument("--results-dir", type=Path, default=HERE / "results")
-    parser.add_argument("--tag", default="hash_vq_options")
     args = parser.parse_args(argv)
 
     import numpy as np
@@ -53,7 +48,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     from nerfconvert.compress.tables import vq_tables_for
     from nerfconvert.views.registry import load_pipeline
 
-    command = "python benchmarks/hash_vq_options.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = command_line(argv, __file__)
     started = time.strftime("%Y-%m-%d %H:%M")
     pipeline = load_pipeline(args.teacher, device="cpu", test_mode="val")
     model = pipeline.model
@@ -115,10 +110,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     param.data.copy_(original)
 
     settings = {"command": command, "started": started, "finished": time.strftime("%Y-%m-%d %H:%M"),
-                "hardware": hardware(), "teacher": str(args.teacher), "importance_rays": args.rays,
+                "hardware": hardware(), "teacher": shown(args.teacher), "importance_rays": args.rays,
                 "live_entries": int(alive.sum()), "entries": int(alive.numel()), "rms": rms}
-    args.results_dir.mkdir(parents=True, exist_ok=True)
-    (args.results_dir / f"{args.tag}.json").write_text(json.dumps({"settings": settings, "rows": rows}, indent=2) + "\n")
     lines = [f"# {args.tag}", "", f"`{command}`  ", f"{started} - {settings['finished']}, {settings['hardware']}.  ",
              f"The field's hash table: {settings['live_entries']:,} live of {settings['entries']:,} 2-D entries after "
              "pruning; no fine-tuning.", "",
@@ -126,9 +119,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     for row in rows:
         lines.append(f"| {row['option']} | {row['bytes'] / 1e6:.2f} MB | {row['entropy_bound_bytes'] / 1e6:.2f} MB | "
                      f"{row['psnr_vs_teacher']:.2f} dB | {row['seconds']:.0f} s |")
-    table = "\n".join(lines) + "\n"
-    (args.results_dir / f"{args.tag}.md").write_text(table)
-    print(table)
+    print(write_report(args.results_dir, args.tag, "\n".join(lines), {"settings": settings, "rows": rows}))
     return 0
 
 

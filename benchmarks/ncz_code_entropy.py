@@ -5,16 +5,17 @@ frequency table per channel would need, tables not counted) against the bytes th
 
     python benchmarks/ncz_code_entropy.py <run>/scene.ncz [more.ncz ...]
 
-Prints a table per file; nothing is written.
+Prints a table per file and writes them to benchmarks/results/<tag>.{md,json}.
 """
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import Dict, List
 
 import numpy as np
+
+from common import benchmark_parser, command_line, markdown_table, shown, write_report
 
 
 def channel_entropy_bytes(codes: np.ndarray) -> float:
@@ -43,19 +44,22 @@ def code_sections(path: Path) -> List[Dict]:
     return rows
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv=None) -> None:
+    parser = benchmark_parser(__file__, __doc__, tag="ncz_code_entropy", work_dir=False)
     parser.add_argument("files", nargs="+", type=Path)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    command = command_line(argv, __file__)
+    lines, files = ["# Code sections against a memoryless coder", "", f"Command: `{command}`"], {}
     for path in args.files:
         rows = code_sections(path)
-        print(f"\n{path} ({path.stat().st_size / 1e3:.0f} kB)\n")
-        print("| section | symbols | codec | stored kB | per-channel entropy kB |")
-        print("|---|---:|---|---:|---:|")
-        for r in rows:
-            print(f"| {r['section']} | {r['symbols']} | {r['codec']} | {r['stored'] / 1e3:.1f} | {r['entropy'] / 1e3:.1f} |")
         stored, entropy = sum(r["stored"] for r in rows), sum(r["entropy"] for r in rows)
-        print(f"| **all code sections** | {sum(r['symbols'] for r in rows)} | | **{stored / 1e3:.0f}** | **{entropy / 1e3:.0f}** |")
+        files[shown(path)] = {"bytes": path.stat().st_size, "sections": rows}
+        lines += ["", f"`{shown(path)}` ({path.stat().st_size / 1e3:.0f} kB)", "", markdown_table(
+            ["section", "symbols", "codec", "stored kB", "per-channel entropy kB"],
+            [[r["section"], r["symbols"], r["codec"], f"{r['stored'] / 1e3:.1f}", f"{r['entropy'] / 1e3:.1f}"] for r in rows]
+            + [["**all code sections**", sum(r["symbols"] for r in rows), "", f"**{stored / 1e3:.0f}**", f"**{entropy / 1e3:.0f}**"]],
+            right=[False, True, False, True, True])]
+    print(write_report(args.results_dir, args.tag, "\n".join(lines), {"command": command, "files": files}))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """A trained NeRF becomes Gaussians: pvd-al with the splatfacto student, data-free, on the CPU.
 
-The teacher is a run of any family (default: the shared lego100 tensorf teacher, run from the
-project root). For each step budget the student is distilled on the teacher's pseudo views and
+The teacher is a run of any family (default: the newest lego100 tensorf teacher under
+../shared/teachers). For each step budget the student is distilled on the teacher's pseudo views and
 written as a stock splatfacto run; 0 steps is the placement from the teacher alone. Each student is
 scored like ns-eval against the real test images (every ``--every``-th view) and against the teacher
 on the same views, and exported with stock ``ns-export gaussian-splat``. Writes a table
@@ -12,7 +12,6 @@ on the same views, and exported with stock ``ns-export gaussian-splat``. Writes 
 
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import sys
@@ -20,12 +19,7 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-from common import evaluate, hardware, now_utc, psnr, write_report  # noqa: E402
-
-DEFAULT_TEACHER = Path("../shared/teachers/lego100/tensorf/2026-11-21_002655/config.yml")
+from common import benchmark_parser, command_line, evaluate, now_utc, psnr, shown, teacher_config, write_report
 
 
 def distil(teacher: Path, steps: int, out: Path, init_points: int, patch: int) -> Path:
@@ -88,10 +82,7 @@ def ply_bytes(student: Path, out: Path) -> int:
     return (out / "splat.ply").stat().st_size
 
 
-def plot(rows: List[Dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
+def plot(rows: List[Dict]):
     import matplotlib.pyplot as plt
 
     panels = [("ground truth", rows[0]["images"][0]), ("teacher", rows[0]["images"][1])]
@@ -102,26 +93,25 @@ def plot(rows: List[Dict], path: Path) -> None:
         ax.set_title(title, fontsize=8)
         ax.axis("off")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return fig
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--teacher", type=Path, default=DEFAULT_TEACHER)
+    parser = benchmark_parser(__file__, __doc__, tag="nerf_to_splat")
+    parser.add_argument("--teacher", type=Path, default=None,
+                        help="a trained run's config.yml (default: the newest lego100 tensorf under ../shared/teachers)")
     parser.add_argument("--steps", type=int, nargs="+", default=[0, 300])
     parser.add_argument("--every", type=int, default=20, help="score every n-th test view")
     parser.add_argument("--init-points", type=int, default=20000)
     parser.add_argument("--patch", type=int, default=64)
-    parser.add_argument("--out", type=Path, default=Path("/tmp/nerfconvert-bench-nerf-to-splat"))
-    parser.add_argument("--results", type=Path, default=HERE / "results")
     args = parser.parse_args(argv)
+    args.teacher = args.teacher or teacher_config("tensorf")
 
     teacher_scores = evaluate(args.teacher, every=args.every)
     rows = []
     for steps in args.steps:
         start = time.perf_counter()
-        student = distil(args.teacher, steps, args.out / f"steps-{steps}", args.init_points, args.patch)
+        student = distil(args.teacher, steps, args.work_dir / f"steps-{steps}", args.init_points, args.patch)
         seconds = time.perf_counter() - start
         scores = evaluate(student, every=args.every)
         close = vs_teacher(student, args.teacher, args.every, None)
@@ -130,7 +120,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         _, view = load_run(student, device="cpu")
         row = {"steps": steps, "seconds": seconds, "gaussians": view.num_gaussians, "psnr_vs_gt": scores["psnr"],
                "ssim": scores["ssim"], "psnr_vs_teacher": close["psnr_vs_teacher"],
-               "ply_bytes": ply_bytes(student, args.out / f"export-{steps}"), "images": close["images"]}
+               "ply_bytes": ply_bytes(student, args.work_dir / f"export-{steps}"), "images": close["images"]}
         rows.append(row)
         print(f"{steps} steps: {row['psnr_vs_gt']:.2f} dB vs GT, {row['psnr_vs_teacher']:.2f} dB vs teacher, "
               f"{row['gaussians']} Gaussians, {seconds:.0f} s", flush=True)
@@ -138,10 +128,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     lines = [
         f"# A NeRF becomes Gaussians (pvd-al, splatfacto student), {now_utc()}",
         "",
-        f"Teacher: `{args.teacher}` ({teacher_scores['psnr']:.2f} dB on every {args.every}th test view, "
-        f"{teacher_scores['views']} views). Hardware: {hardware()}.",
-        f"Command: `python benchmarks/nerf_to_splat.py --steps {' '.join(map(str, args.steps))} --every {args.every} "
-        f"--init-points {args.init_points} --patch {args.patch}`",
+        f"Teacher: `{shown(args.teacher)}` ({teacher_scores['psnr']:.2f} dB on every {args.every}th test view, "
+        f"{teacher_scores['views']} views).",
+        f"Command: `{command_line(argv, __file__)}`",
         "",
         "| steps | Gaussians | PSNR vs GT (dB) | SSIM | PSNR vs teacher (dB) | PLY (MB) | time (s) |",
         "|---:|---:|---:|---:|---:|---:|---:|",
@@ -149,12 +138,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     for r in rows:
         lines.append(f"| {r['steps']} | {r['gaussians']} | {r['psnr_vs_gt']:.2f} | {r['ssim']:.3f} | "
                      f"{r['psnr_vs_teacher']:.2f} | {r['ply_bytes'] / 1e6:.2f} | {r['seconds']:.0f} |")
-    markdown = "\n".join(lines)
-    args.results.mkdir(parents=True, exist_ok=True)
-    plot(rows, args.results / "nerf_to_splat.png")
     data = {"teacher": str(args.teacher), "teacher_psnr": teacher_scores["psnr"], "every": args.every,
-            "rows": [{k: v for k, v in r.items() if k != "images"} for r in rows]}
-    print(write_report(args.results, "nerf_to_splat", markdown, data))
+            "command": command_line(argv, __file__), "rows": [{k: v for k, v in r.items() if k != "images"} for r in rows]}
+    print(write_report(args.results_dir, args.tag, "\n".join(lines), data, figure=plot(rows)))
 
 
 if __name__ == "__main__":

@@ -12,28 +12,25 @@ load, measured). ``--threads 2`` uses both cores; the budget then runs out twice
     python benchmarks/plenoxels_quality.py --budget-s 300
     python benchmarks/plenoxels_quality.py --quick          # a smoke run, ~30 s of CPU
 
-Writes benchmarks/results/plenoxels_quality.md and plenoxels_quality.png (test renders under
-ground truth; --quick writes plenoxels_quality_quick.*). Acceptance: test PSNR >= 25 dB within 300 s of CPU time.
+Writes benchmarks/results/plenoxels_quality.{md,json,png} (the PNG: test renders under ground
+truth; --quick writes plenoxels_quality_quick.*). Acceptance: test PSNR >= 25 dB within 300 s of CPU time.
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
 import os
-import platform
 import shutil
 import sys
 import time
 from pathlib import Path
 from typing import Dict, List
 
-os.environ.setdefault("MPLBACKEND", "Agg")
-
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
+from common import benchmark_parser, command_line, write_report
+
 ACCEPT_PSNR = 25.0
 
 
@@ -129,7 +126,8 @@ def evaluate(config_path: Path, num_figure_views: int = 4):
     return metrics, info, pairs
 
 
-def save_figure(pairs, path: Path) -> None:
+def save_figure(pairs):
+    """Test renders (below) under their ground truth (above), each with its PSNR."""
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(2, len(pairs), figsize=(2.2 * len(pairs), 4.6), squeeze=False)
@@ -144,17 +142,15 @@ def save_figure(pairs, path: Path) -> None:
     axes[0, 0].set_ylabel("ground truth")
     axes[1, 0].set_ylabel("plenoxels")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return fig
 
 
-def write_report(rows: List[Dict], command: str, path: Path, quick: bool, figure: str) -> str:
+def plenoxels_report(rows: List[Dict], command: str, quick: bool, figure: str) -> str:
     lines = [
         "# plenoxels quality (CPU budget)",
         "",
         f"Command: `{command}`",
         "",
-        f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
         f"{torch.get_num_threads()} torch thread(s){' (quick smoke run)' if quick else ''}. Load average (1 min) at the "
         f"start / end of training: {rows[-1]['load'][0]:.1f} / {rows[-1]['load'][1]:.1f} (other jobs share the machine).",
         "",
@@ -179,17 +175,13 @@ def write_report(rows: List[Dict], command: str, path: Path, quick: bool, figure
         f"![test renders, ground truth above]({figure})",
         "",
     ]
-    text = "\n".join(lines)
-    path.write_text(text)
-    return text
+    return "\n".join(lines)
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = benchmark_parser(__file__, __doc__)
     parser.add_argument("--budget-s", type=float, default=300.0, help="CPU seconds (process time) for training")
     parser.add_argument("--quick", action="store_true", help="smoke run: 30 s budget, 200 steps at most")
-    parser.add_argument("--work-dir", type=Path, default=Path("/tmp/nerfconvert_bench/plenoxels_quality"))
-    parser.add_argument("--results-dir", type=Path, default=REPO / "benchmarks" / "results")
     parser.add_argument("--max-steps", type=int, default=None, help="override the config's max_num_iterations")
     parser.add_argument(
         "--threads",
@@ -224,12 +216,10 @@ def main(argv=None) -> int:
         "ssim": metrics["ssim"],
         **info,
     }
-    args.results_dir.mkdir(parents=True, exist_ok=True)
     name = "plenoxels_quality_quick" if args.quick else "plenoxels_quality"
-    save_figure(pairs, args.results_dir / f"{name}.png")
-    command = "python benchmarks/plenoxels_quality.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    text = write_report([row], command.strip(), args.results_dir / f"{name}.md", args.quick, f"{name}.png")
-    print(text)
+    command = command_line(argv, __file__)
+    text = plenoxels_report([row], command, args.quick, f"{name}.png")
+    print(write_report(args.results_dir, name, text, {"command": command, "rows": [row]}, figure=save_figure(pairs)))
     return 0
 
 

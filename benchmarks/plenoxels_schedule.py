@@ -16,18 +16,17 @@ Scored like ns-eval on every 4th test view (50). Each run is cached in the work 
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import statistics
 import time
 from pathlib import Path
 
 import torch
 
-from common import REPO, RESULTS, evaluate, now_utc, short_run_config, write_report
+from common import DATA as SHARED_DATA
+from common import benchmark_parser, command_line, evaluate, now_utc, short_run_config, write_report
 
-DATA = Path("../shared/data/lego100")
+DATA = SHARED_DATA / "lego100"
 VARIANTS = {
     "follows-run": {"min_schedule_steps": 0},
     "lr-over-1000": {"min_schedule_steps": 1000},
@@ -57,16 +56,14 @@ def run(variant: str, seed: int, steps: int, work: Path) -> dict:
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv=None) -> None:
+    parser = benchmark_parser(__file__, __doc__, tag="plenoxels_schedule")
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 7])
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-    parser.add_argument("--work-dir", type=Path, default=Path("/tmp/nerfconvert-plenoxels-schedule"))
     parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    os.chdir(REPO)
     args.work_dir.mkdir(parents=True, exist_ok=True)
     results = [run(v, s, args.steps, args.work_dir) for s in args.seeds for v in args.variants]
     lines = ["# plenoxels: a short run's schedule", "",
@@ -79,9 +76,9 @@ def main() -> None:
         mean = statistics.mean(r["psnr"] for r in rows)
         lines.append(f"| {v} | " + " | ".join(f"{r['psnr']:.2f}" for r in rows) + f" | {mean:.2f} | "
                      f"{statistics.mean(r['train_wall_s'] for r in rows):.0f} |")
-    cmd = "python benchmarks/plenoxels_schedule.py" + (f" --seeds {' '.join(map(str, args.seeds))}" if args.seeds != [42, 7] else "")
+    cmd = command_line(argv, __file__)
     lines += ["", f"Command: `{cmd}`"]
-    print(write_report(RESULTS, "plenoxels_schedule", "\n".join(lines), {"runs": results, "command": cmd}))
+    print(write_report(args.results_dir, args.tag, "\n".join(lines), {"runs": results, "command": cmd}))
 
 
 if __name__ == "__main__":

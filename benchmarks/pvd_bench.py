@@ -1,10 +1,13 @@
-"""pvd-al benchmark (the code of ``benchmarks/pvd_quick.py``): teacher -> student conversions on a generated scene, against the same
+"""pvd-al benchmark: teacher -> student conversions on a generated scene, against the same
 students trained from scratch on the real images for the same time, and the ablations of
 PVD-AL Table 6.
 
-    python benchmarks/pvd_quick.py                 # quick: 40x40 generated scene (100 views), CPU
-    python benchmarks/pvd_quick.py --mode real     # ../shared/data/lego (hours on CPU)
-    python benchmarks/bench.py pvd --mode quick    # the same, through the launcher
+    python benchmarks/pvd_bench.py                  # quick: 40x40 generated scene (100 views), CPU
+    python benchmarks/pvd_bench.py --mode matrix    # hash, VM and voxel teachers x all four students (about 45 min on CPU)
+    python benchmarks/pvd_bench.py --mode real      # ../shared/data/lego (hours on CPU)
+    python benchmarks/pvd_bench.py --mode quick --teachers-only          # trains / caches the quick teacher
+    python benchmarks/pvd_bench.py --one std                              # one hash -> VM distillation on it
+    python benchmarks/pvd_bench.py --one raw --changes '{"loss.standardise_projected_features": false}'
 
 Everything runs through nerfstudio's real trainer (``nerfstudio.scripts.train.main``):
 
@@ -17,12 +20,13 @@ Everything runs through nerfstudio's real trainer (``nerfstudio.scripts.train.ma
 
 Students are scored like ``ns-eval`` (PSNR / SSIM, LPIPS when its weights are available)
 against the ground-truth test views, and by PSNR against their teacher's renders.
-Writes benchmarks/results/pvd_<mode>.md, .json and .png.
+Writes benchmarks/results/pvd_<mode>.md, .json and .png. ``--one NAME``: a single hash -> VM
+distillation at the quick scale on its cached teacher, with ``--changes`` to the pvd-al pipeline
+config; prints test PSNR, PSNR against the teacher and CPU time (nothing is written to the results).
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import os
@@ -33,7 +37,7 @@ from typing import Dict, List, Optional, Tuple
 
 import torch
 
-from common import LEGO, RESULTS, hardware, short_run_config
+from common import LEGO, RESULTS, benchmark_parser, hardware, short_run_config, work_dir_for, write_report
 FAMILY = {"nerfacto": "hash", "tensorf": "VM", "vanilla-nerf": "MLP", "plenoxels": "voxel"}
 
 
@@ -264,7 +268,7 @@ def run(
     scale = copy.deepcopy(MODES[mode])
     if students:
         scale.students = tuple(students)
-    work = Path(work_dir or (Path("/tmp") / f"nerfconvert-bench-pvd-{mode}"))
+    work = Path(work_dir or work_dir_for(f"pvd-{mode}"))
     work.mkdir(parents=True, exist_ok=True)
     out = work / "outputs"
     t_start = time.perf_counter()
@@ -282,7 +286,7 @@ def run(
     def log(msg):
         print(f"[pvd-bench {time.perf_counter() - t_start:7.1f}s] {msg}", flush=True)
 
-    command = f"python benchmarks/pvd_quick.py --mode {mode}" + (" --reuse-teachers" if reuse_teachers else "") + (" --skip-ablations" if skip_ablations else "") + (
+    command = f"python benchmarks/pvd_bench.py --mode {mode}" + (" --reuse-teachers" if reuse_teachers else "") + (" --skip-ablations" if skip_ablations else "") + (
         f" --threads {torch.get_num_threads()}" if torch.get_num_threads() == 1 else "") + (
         f" --students {' '.join(students)}" if students else "") + (" --skip-matrix" if skip_matrix else "") + (
         " --variants-only" if variants_only else "")
@@ -432,9 +436,7 @@ def conversion_grid(results: Dict):
 def write_results(results: Dict, scale: Scale, results_dir: Path) -> None:
     import matplotlib.pyplot as plt
 
-    results_dir.mkdir(parents=True, exist_ok=True)
     mode = results["mode"]
-    (results_dir / f"pvd_{mode}.json").write_text(json.dumps(results, indent=2))
     L = [f"# pvd-al benchmark ({mode})", "",
          f"Command: `{results['command']}`  ", f"Date: {results['date']}  ", f"Hardware: {results['hardware']}  ",
          f"Total wall time: {results['total_wall_s'] / 60:.1f} min (process CPU time {results.get('total_cpu_s', float('nan')) / 60:.1f} min; "
@@ -489,7 +491,6 @@ def write_results(results: Dict, scale: Scale, results_dir: Path) -> None:
                 L.append(f"- Distilled VM {r['label']} ({r['cpu_s']:.0f} CPU s) vs VM from scratch ({sc.get('cpu_s', float('nan')):.0f} CPU s): "
                          f"{r['psnr']:.2f} vs {sc.get('psnr', float('nan')):.2f} dB ({'distilled better' if better else 'distilled NOT better'}); "
                          f"gap to the teacher {results['teachers']['nerfacto']['psnr'] - r['psnr']:.2f} dB.")
-    (results_dir / f"pvd_{mode}.md").write_text("\n".join(L) + "\n")
 
     teachers, students, grid = conversion_grid(results)
     heatmap = len(teachers) > 1
@@ -532,15 +533,31 @@ def write_results(results: Dict, scale: Scale, results_dir: Path) -> None:
         ax.set_xlabel("test PSNR (dB)")
         ax.set_title("ablations, hash -> VM")
     fig.tight_layout()
-    fig.savefig(results_dir / f"pvd_{mode}.png", dpi=110)
-    plt.close(fig)
+    write_report(results_dir, f"pvd_{mode}", "\n".join(L), results, figure=fig)
+
+
+def one(name: str, changes: Dict, steps: Optional[int], work_dir: Optional[Path]) -> Dict:
+    """One hash -> VM distillation at the quick scale on the quick mode's cached teacher, with
+    ``changes`` (dotted PVDPipelineConfig fields -> values); the student run goes to
+    ``<work-dir>/one/bench/tensorf/<name>``."""
+    scale = MODES["quick"]
+    work = Path(work_dir or work_dir_for("pvd-quick"))
+    tag = f"{scale.resolution}px-{scale.num_train}x{scale.num_test}"
+    teacher = (work / f"outputs-{tag}" / "bench" / "nerfacto" / f"teacher-nerfacto-{scale.teacher_steps['nerfacto']}x{scale.teacher_rays}"
+               / "config.yml")
+    if not teacher.exists():
+        raise SystemExit(f"no cached teacher at {teacher}: run `python benchmarks/pvd_bench.py --mode quick --teachers-only` first")
+    out = work / "one"
+    timing = run_training(pvd_config(teacher, "tensorf", out, steps or scale.distill_steps, scale, name, **changes))
+    result = {"name": name, "changes": changes, "cpu_s": timing["cpu_s"], **score(student_run(out, "tensorf", name), teacher)}
+    print("RESULT", json.dumps(result), flush=True)
+    return result
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = benchmark_parser(__file__, __doc__)
+    parser.set_defaults(work_dir=None)  # default: <tmp>/nerfconvert-bench-pvd-<mode>
     parser.add_argument("--mode", choices=sorted(MODES), default="quick")
-    parser.add_argument("--work-dir", type=Path, default=None)
-    parser.add_argument("--results-dir", type=Path, default=RESULTS)
     parser.add_argument("--reuse-teachers", action="store_true", help="score teachers already trained in --work-dir instead of retraining")
     parser.add_argument("--skip-ablations", action="store_true", help="keep the ablation rows of the previous results file")
     parser.add_argument("--teachers-only", action="store_true", help="train (or reuse) and score the teachers, then stop")
@@ -550,9 +567,18 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--skip-matrix", action="store_true", help="teachers and ablations only")
     parser.add_argument("--variants-only", action="store_true", help="of the matrix, only the mode's extra variant rows (matrix_variants)")
     parser.add_argument("--merge", nargs="+", type=Path, default=None, help="combine these results JSONs (parts run side by side) into --results-dir")
+    parser.add_argument("--one", metavar="NAME", default=None,
+                        help="one hash -> VM distillation on the quick mode's cached teacher (student run <work-dir>/one/bench/tensorf/NAME)")
+    parser.add_argument("--changes", default="{}", help="with --one: JSON, dotted PVDPipelineConfig fields -> values")
+    parser.add_argument("--steps", type=int, default=None, help="with --one: distillation steps (default: the quick mode's)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.one:
+        if args.threads is None:
+            torch.set_num_threads(1)
+        one(args.one, json.loads(args.changes), args.steps, args.work_dir)
+        return
     if args.merge:
         merge(args.merge, args.mode, args.results_dir)
         return

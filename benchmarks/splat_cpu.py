@@ -8,6 +8,8 @@ no gradients: ns-eval, ns-render, the viewer) and per training step (RGB, forwar
 absgrad: ns-train), and the peak resident memory each needs above the loaded scene.
 
     python benchmarks/splat_cpu.py --gaussians 10000 100000 --sizes 100 256
+
+Writes benchmarks/results/<tag>.{md,json}.
 """
 
 from __future__ import annotations
@@ -23,8 +25,7 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+from common import benchmark_parser, command_line, write_report
 
 
 def scene(n: int, seed: int = 0):
@@ -98,12 +99,11 @@ def measure(n: int, size: int, repeats: int) -> dict:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = benchmark_parser(__file__, __doc__, tag="splat_cpu", work_dir=False)
     parser.add_argument("--gaussians", type=int, nargs="+", default=[10000, 100000])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100, 256], help="square image sides in pixels")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each (the fastest is reported)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
-    parser.add_argument("--results-dir", type=Path, default=None, help="also write splat_cpu.md/.json there")
     parser.add_argument("--one", type=int, nargs=2, metavar=("N", "SIZE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -114,8 +114,6 @@ def main(argv: Optional[List[str]] = None) -> int:
             torch.set_num_threads(args.threads)
         print(json.dumps(measure(args.one[0], args.one[1], args.repeats)))
         return 0
-
-    from common import hardware, write_report
 
     rows = []
     for size in args.sizes:
@@ -136,7 +134,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(f"{n} Gaussians, {size}x{size}: render {r['render_s']:.3f} s (+{r['render_peak_mb']:.0f} MB), "
                   f"train step {r['train_step_s']:.3f} s (+{r['train_peak_mb']:.0f} MB)", flush=True)
     lines = [
-        f"CPU rasterization ({hardware()}; {rows[0]['threads'] if rows else '?'} torch thread(s) while measuring)", "",
+        f"CPU rasterization ({rows[0]['threads'] if rows else '?'} torch thread(s) while measuring)", "",
+        f"Command: `{command_line(argv, __file__)}`", "",
         "| Gaussians | image | tile hits | render s/frame | train s/step | render peak MB | train peak MB |",
         "|---|---|---|---|---|---|---|",
     ]
@@ -145,10 +144,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                      f"{r['train_step_s']:.3f} | {r['render_peak_mb']:.0f} | {r['train_peak_mb']:.0f} |")
     lines += ["", "Peak MB: the process's peak resident memory above its size before the first render "
               "(scene and libraries loaded), measured in a separate pass."]
-    markdown = "\n".join(lines)
-    print(markdown)
-    if args.results_dir is not None:
-        write_report(args.results_dir, "splat_cpu", markdown, {"rows": rows})
+    print(write_report(args.results_dir, args.tag, "\n".join(lines), {"command": command_line(argv, __file__), "rows": rows}))
     return 0
 
 

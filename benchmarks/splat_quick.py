@@ -23,19 +23,14 @@ teacher; Gaussian count and ``ns-export gaussian-splat`` PLY size are reported. 
 
 from __future__ import annotations
 
-import argparse
-import copy
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Dict, List, Optional
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-from common import evaluate, hardware, now_utc, psnr, short_run_config, write_report  # noqa: E402
+from common import benchmark_parser, command_line, evaluate, now_utc, psnr, short_run_config, write_report
 
 TEACHER_STEPS = {"tensorf": 400, "nerfacto": 1000}
 DEFAULT_BUDGET = 120.0
@@ -156,10 +151,7 @@ def score(run: Path, teacher: Path, every: int) -> Dict[str, float]:
             "gaussians": s_view.num_gaussians, "ply_mb": (out / "splat.ply").stat().st_size / 1e6, "image": image}
 
 
-def plot(rows: List[Dict], teachers: Dict[str, Dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
+def plot(rows: List[Dict], teachers: Dict[str, Dict]):
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(teachers), figsize=(5.2 * len(teachers), 3.6), squeeze=False)
@@ -176,12 +168,13 @@ def plot(rows: List[Dict], teachers: Dict[str, Dict], path: Path) -> None:
         ax.set_title(f"{name} teacher -> splatfacto, equal wall-clock budget", fontsize=9)
         ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return fig
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = benchmark_parser(__file__, __doc__)
+    parser.add_argument("--tag", default=None, help="the report's file stem (default: splat_quick, with the teachers "
+                        "and any setting that differs from the defaults appended)")
     parser.add_argument("--budget", type=float, default=DEFAULT_BUDGET, help="wall-clock seconds per way (placement included)")
     parser.add_argument("--teachers", nargs="+", default=["tensorf", "nerfacto"])
     parser.add_argument("--teacher-steps", type=int, nargs="+", default=None,
@@ -192,15 +185,13 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--every", type=int, default=2)
     parser.add_argument("--train-views", type=int, default=TRAIN_VIEWS,
                         help="training views of the generated scene (a teacher trained on few views overfits)")
-    parser.add_argument("--out", type=Path, default=Path("/tmp/nerfconvert-bench-splat-quick"))
-    parser.add_argument("--results", type=Path, default=HERE / "results")
     args = parser.parse_args(argv)
 
     import nerfstudio.configs.method_configs  # noqa: F401 (our shims)
 
     from nerfconvert.scenes import generate_object_scene
 
-    root = args.out if args.train_views == TRAIN_VIEWS else args.out / f"views{args.train_views}"
+    root = args.work_dir if args.train_views == TRAIN_VIEWS else args.work_dir / f"views{args.train_views}"
     scene = root / "scene"
     if not (scene / "transforms_train.json").exists():
         generate_object_scene(scene, seed=0, resolution=64, num_train=args.train_views, num_val=4, num_test=8)
@@ -239,13 +230,8 @@ def main(argv: Optional[List[str]] = None) -> None:
                   f"{row['gaussians']} Gaussians, {row['seconds']:.0f} s", flush=True)
 
     lines = [f"# NeRF -> Gaussians on a generated scene, equal wall clock ({now_utc()})", "",
-             f"Hardware: {hardware()}. Scene: generated object, 64x64, {args.train_views} training views, 8 test views.",
-             f"Command: `python benchmarks/splat_quick.py --budget {args.budget:g} --init-points {args.init_points} "
-             f"--every {args.every} --teachers {' '.join(args.teachers)}"
-             + (f" --depth-weight {args.depth_weight:g}" if args.depth_weight else "")
-             + (f" --train-views {args.train_views}" if args.train_views != TRAIN_VIEWS else "")
-             + (f" --ways {' '.join(repr(w) for w in args.ways)}" if list(args.ways) != list(WAYS) else "")
-             + (f" --teacher-steps {' '.join(str(teacher_steps[n]) for n in args.teachers)}" if args.teacher_steps else "") + "`", ""]
+             f"Scene: generated object, 64x64, {args.train_views} training views, 8 test views.",
+             f"Command: `{command_line(argv, __file__)}`", ""]
     for name, t in teachers.items():
         lines += [f"**{name} teacher** ({teacher_steps[name]} steps): {t['psnr']:.2f} dB on {t['views']} test views.", "",
                   "| way | wall s | steps | Gaussians | PLY MB | PSNR vs GT | SSIM | PSNR vs teacher | vs teacher (dB) |",
@@ -256,7 +242,6 @@ def main(argv: Optional[List[str]] = None) -> None:
                              f"{r['psnr_vs_gt']:.2f} | {r['ssim']:.3f} | {r['psnr_vs_teacher']:.2f} | "
                              f"{r['psnr_vs_gt'] - t['psnr']:+.2f} |")
         lines.append("")
-    args.results.mkdir(parents=True, exist_ok=True)
     stem = "splat_quick" if args.teachers == ["tensorf", "nerfacto"] else "splat_quick_" + "_".join(args.teachers)
     if args.teacher_steps:
         stem += "_" + "_".join(str(teacher_steps[n]) for n in args.teachers)
@@ -266,10 +251,10 @@ def main(argv: Optional[List[str]] = None) -> None:
         stem += f"_depth{args.depth_weight:g}"
     if args.train_views != TRAIN_VIEWS:
         stem += f"_views{args.train_views}"
-    plot(rows, teachers, args.results / f"{stem}.png")
+    stem = args.tag or stem
     data = {"budget_s": args.budget, "teachers": {k: dict(v) for k, v in teachers.items()},
             "rows": [{k: (str(v) if isinstance(v, Path) else v) for k, v in r.items() if k != "image"} for r in rows]}
-    print(write_report(args.results, stem, "\n".join(lines), data))
+    print(write_report(args.results_dir, stem, "\n".join(lines), data, figure=plot(rows, teachers)))
 
 
 if __name__ == "__main__":

@@ -4,27 +4,25 @@ of a few steps, after the same importance pruning and keeping. Each option is pa
 ``.ncz`` (its size is the file's) and its renders are scored against the ground truth and against the
 teacher's own renders on every ``--every``-th test view.
 
-    python benchmarks/vm_quantizer_options.py --teacher ../shared/teachers/lego100/tensorf/2026-11-21_002655/config.yml
+    python benchmarks/vm_quantizer_options.py       # the newest lego100 tensorf teacher under ../shared/teachers
+    python benchmarks/vm_quantizer_options.py --teacher <tensorf run>/config.yml
+
+Writes benchmarks/results/<tag>.{md,json}.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-from common import RESULTS, hardware, now_utc, psnr, write_report  # noqa: E402
+from common import benchmark_parser, command_line, now_utc, psnr, teacher_config, write_report
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--teacher", type=Path, required=True)
+    parser = benchmark_parser(__file__, __doc__, tag="vm_quantizer_options", work_dir=False)
+    parser.add_argument("--teacher", type=Path, default=None, help="a tensorf run's config.yml (default: the newest lego100 one)")
     parser.add_argument("--rays", type=int, default=65536, help="training rays of the importance pass")
     parser.add_argument("--codes", type=int, nargs="*", default=[4096, 256])
     parser.add_argument("--steps", type=float, nargs="*", default=[0.1, 0.2, 0.35, 0.7], help="lattice steps (x RMS)")
@@ -35,9 +33,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                              "instead of the pruned entries' mean")
     parser.add_argument("--kept-step", type=float, default=0.25, help="the kept voxels' step, as a fraction of the step")
     parser.add_argument("--every", type=int, default=25, help="score every n-th test view")
-    parser.add_argument("--results-dir", type=Path, default=RESULTS)
-    parser.add_argument("--tag", default="vm_quantizer_options")
     args = parser.parse_args(argv)
+    args.teacher = args.teacher or teacher_config("tensorf")
 
     import copy
 
@@ -50,7 +47,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     from nerfconvert.compress.vq.compressor import VQSettings, apply_states, build_states
     from nerfconvert.views.registry import load_pipeline
 
-    command = "python benchmarks/vm_quantizer_options.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = command_line(argv, __file__)
     started = now_utc()
     pipeline = load_pipeline(args.teacher, device="cpu", test_mode="test")
     model = pipeline.model
@@ -113,16 +110,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"{label}: {len(data) / 1e6:.3f} MB, {rows[-1]['psnr_gt']:.2f} dB vs GT, "
               f"{rows[-1]['psnr_teacher']:.2f} dB vs teacher ({seconds:.0f} s)", flush=True)
 
-    lines = [f"`{command}`", "", f"{started} - {now_utc()}; {hardware()}. Importance from {args.rays:,} training rays "
+    lines = [f"`{command}`", "", f"{started} - {now_utc()}. Importance from {args.rays:,} training rays "
              f"(beta_k 0.7), no fine-tuning; scored on {len(views)} test views (every {args.every}th).", "",
              "| option | file (MB) | PSNR vs GT | PSNR vs teacher's renders | quantise + pack (s) |", "|---|---:|---:|---:|---:|"]
     for row in rows:
         size = f"{row['bytes'] / 1e6:.3f}" if row["bytes"] else "-"
         vs_teacher = f"{row['psnr_teacher']:.2f}" if row["psnr_teacher"] is not None else "-"
         lines.append(f"| {row['option']} | {size} | {row['psnr_gt']:.2f} | {vs_teacher} | {row['seconds']:.0f} |")
-    markdown = "\n".join(lines)
-    print(markdown)
-    write_report(args.results_dir, args.tag, markdown, {"command": command, "rows": rows, "views": views})
+    print(write_report(args.results_dir, args.tag, "\n".join(lines), {"command": command, "rows": rows, "views": views}))
     return 0
 
 

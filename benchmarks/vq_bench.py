@@ -1,4 +1,4 @@
-"""The VQRF benchmark (``python benchmarks/vq_quick.py``): the columns of the
+"""The VQRF benchmark (``python benchmarks/vq_bench.py``): the columns of the
 paper's Table 1 / Table 3, and a codebook-size sweep (Table 2) as a rate-distortion plot.
 
 Generates the 64x64 procedural object scene (seed 0), trains a ``plenoxels`` and a stock
@@ -6,27 +6,25 @@ Generates the 64x64 procedural object scene (seed 0), trains a ``plenoxels`` and
 vq-compression`` (same code path), and evaluates teacher and compressed run on every test view
 as ``ns-eval`` does (both reloaded from disk with ``eval_setup``).
 
-    python benchmarks/vq_quick.py --mode quick     # generated 64x64 scene, CPU
-    python benchmarks/vq_quick.py --mode smoke     # seconds: tiny teachers, checks the plumbing
-    python benchmarks/vq_quick.py --mode real      # ../shared/data/lego, longer teachers
-    python benchmarks/vq_quick.py --help       # every knob
+    python benchmarks/vq_bench.py --mode quick     # generated 64x64 scene, CPU
+    python benchmarks/vq_bench.py --mode smoke     # seconds: tiny teachers, checks the plumbing
+    python benchmarks/vq_bench.py --mode real      # ../shared/data/lego, longer teachers
+    python benchmarks/vq_bench.py --help           # every knob
 
 Size before = the teacher's weights (the checkpoint's pipeline state, without the optimizers'
 Adam moments) zipped with deflate, as the paper measures; size after =
 the .ncz file. Time = wall time of the vq-compression run (importance, codebooks, fine-tuning,
-packing). Writes benchmarks/results/vq_<mode>.{md,json} and vq_<mode>_sweep.png.
+packing). Writes benchmarks/results/vq_<tag>.{md,json,png} (the PNG: the codebook sweep).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
-from common import LEGO, RESULTS, evaluate, expand_mode, hardware, now_utc, short_run_config, write_report as write_files
+from common import LEGO, benchmark_parser, command_line, evaluate, expand_mode, now_utc, short_run_config, write_report
 from nerfconvert.sizes import zipped_checkpoint_bytes
 
 TARGETS = {"plenoxels": 50.0, "tensorf": 15.0}  # compression ratio at <= 0.3 dB PSNR drop
@@ -67,7 +65,8 @@ def run_vq(teacher: Path, data: Path, out: Path, name: str, steps: int, codebook
     return {"config": run / "config.yml", "seconds": seconds, "bytes": (run / "scene.ncz").stat().st_size, "report": report}
 
 
-def plot_sweep(rows: List[Dict], path: Path) -> None:
+def plot_sweep(rows: List[Dict]):
+    """The rate-distortion figure of the codebook sweep."""
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5.2, 3.6))
@@ -84,11 +83,10 @@ def plot_sweep(rows: List[Dict], path: Path) -> None:
     ax.set_title("Codebook size sweep (labels: K)")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
+    return fig
 
 
-def write_report(rows: List[Dict], sweep: List[Dict], command: str, results: Path, settings: Dict, tag: str = "quick") -> str:
+def vq_report(rows: List[Dict], sweep: List[Dict], command: str, results: Path, settings: Dict, tag: str = "quick") -> str:
     def fmt(r):
         return (f"| {r['method']} | {r['codebook_size']} | {r['before_mb']:.3f} | {r['after_mb']:.3f} | {r['ratio']:.1f}x | "
                 f"{r['psnr_before']:.2f} | {r['psnr_after']:.2f} | {r['psnr_after'] - r['psnr_before']:+.2f} | "
@@ -102,7 +100,7 @@ def write_report(rows: List[Dict], sweep: List[Dict], command: str, results: Pat
         "",
         f"Command: `{command}`",
         "",
-        f"Date: {now_utc()}. Hardware: {hardware()}.",
+        f"Date: {now_utc()}.",
         "",
         f"Scene: {settings.get('scene')} (test split). Settings: {json.dumps(settings)}.",
         "",
@@ -116,7 +114,7 @@ def write_report(rows: List[Dict], sweep: List[Dict], command: str, results: Pat
         *header,
         *[fmt(r) for r in sweep],
         "",
-        f"![rate-distortion](vq_{tag}_sweep.png)",
+        f"![rate-distortion](vq_{tag}.png)",
         "",
         "## Acceptance",
         "",
@@ -134,16 +132,14 @@ def write_report(rows: List[Dict], sweep: List[Dict], command: str, results: Pat
             lines.append(f"- {method}: best ratio within {MAX_DROP_DB} dB is {best['ratio']:.1f}x (K={best['codebook_size']}, "
                          f"{best['psnr_after'] - best['psnr_before']:+.2f} dB); target >= {target:.0f}x: **{verdict}**.")
     lines.append("")
-    return write_files(results, f"vq_{tag}", "\n".join(lines), {"rows": rows, "sweep": sweep, "command": command, "settings": settings})
+    return write_report(results, f"vq_{tag}", "\n".join(lines), {"rows": rows, "sweep": sweep, "command": command, "settings": settings},
+                        figure=plot_sweep(sweep) if sweep else None)
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--work-dir", type=Path, default=Path("/tmp/nerfconvert_bench/vq"))
-    parser.add_argument("--results-dir", type=Path, default=RESULTS)
+    parser = benchmark_parser(__file__, __doc__, tag="quick")
     parser.add_argument("--methods", nargs="+", default=["plenoxels", "tensorf"])
     parser.add_argument("--data", type=Path, default=None, help="a blender-format scene (default: the generated 64x64 one)")
-    parser.add_argument("--tag", default="quick", help="results file names: vq_<tag>.md/.json, vq_<tag>_sweep.png")
     parser.add_argument("--plenoxels-steps", type=int, default=None, help="teacher steps (default: the method's)")
     parser.add_argument("--tensorf-steps", type=int, default=1000, help="teacher steps (stock default 30000 is hours on CPU)")
     parser.add_argument("--teacher-rays", type=int, default=None, help="teacher rays per batch (default: the method's)")
@@ -177,12 +173,10 @@ def main(argv=None) -> int:
     settings = {"teacher_steps": steps, "teacher_rays": args.teacher_rays, "vq_steps": args.vq_steps,
                 "default_K": args.codebook_size, "keep_quantile": args.keep_quantile,
                 "importance_max_rays": args.importance_max_rays, "scene": str(data), "eval_every": args.eval_every}
-    command = ("python benchmarks/vq_quick.py " + " ".join(argv if argv is not None else sys.argv[1:])).strip()
+    command = command_line(argv, __file__)
 
     def report() -> str:
-        if sweep:
-            plot_sweep(sweep, args.results_dir / f"vq_{args.tag}_sweep.png")
-        return write_report(rows, sweep, command, args.results_dir, settings, args.tag)
+        return vq_report(rows, sweep, command, args.results_dir, settings, args.tag)
 
     given = {}
     for item in args.teacher:
@@ -237,8 +231,5 @@ MODES = {
 }
 
 
-def run(mode: str, work_dir: Optional[Path], results_dir: Path) -> int:
-    """Entry of ``python benchmarks/bench.py vq`` (see ``bench.RUNNERS``)."""
-    work_dir = work_dir or Path(f"/tmp/nerfconvert-bench-vq-{mode}")
-    suffix = [] if mode == "quick" else ["--tag", mode]
-    return main(MODES[mode] + ["--work-dir", str(work_dir), "--results-dir", str(results_dir)] + suffix)
+if __name__ == "__main__":
+    raise SystemExit(main())

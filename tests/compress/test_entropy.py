@@ -272,7 +272,7 @@ def test_bad_files_are_rejected(entropy_run, tmp_path):
 
 
 def test_benchmark_report_judges_the_ratio_point(tmp_path):
-    from entropy_bench import decoder_bytes, write_report
+    from entropy_bench import decoder_bytes, entropy_report
 
     assert decoder_bytes(384, 192, 64) == 2 * (384 * 192 * 9 + 192 + 192 * 64 * 9 + 64)  # fp16 weights + biases
 
@@ -282,12 +282,12 @@ def test_benchmark_report_judges_the_ratio_point(tmp_path):
                 "rate_mismatch": 0.001, "coded_fraction": 0.5, "decode_seconds": 0.1, "decoder_mb": 1.55}
 
     big = {"psnr": 26.0, "ssim": 0.9, "mb": 50.0, "ckpt_zip_mb": 150.0, "plane_shape": [3, 48, 256, 256]}
-    text = write_report([row(20.0, 25.8)], big, "cmd", tmp_path, {}, "t1")
+    text = entropy_report([row(20.0, 25.8)], big, "cmd", tmp_path, {}, "t1")
     assert "ratio 20.0x (target >= 15x), PSNR drop +0.20 dB (target <= 0.3 dB): **PASS**" in text
-    text = write_report([row(20.0, 25.5)], big, "cmd", tmp_path, {}, "t2")
+    text = entropy_report([row(20.0, 25.5)], big, "cmd", tmp_path, {}, "t2")
     assert "PSNR drop +0.50 dB" in text and "**FAIL**" in text and "Out of reach" not in text
     small = dict(big, mb=3.1)
-    text = write_report([dict(row(2.0, 26.5), after_mb=1.55)], small, "cmd", tmp_path, {}, "t3")
+    text = entropy_report([dict(row(2.0, 26.5), after_mb=1.55)], small, "cmd", tmp_path, {}, "t3")
     assert "**FAIL**" in text and "Out of reach for this teacher: the L decoder alone is 1.55 MB" in text
     assert (tmp_path / "entropy_t3.png").exists()
 
@@ -295,7 +295,7 @@ def test_benchmark_report_judges_the_ratio_point(tmp_path):
 def test_benchmark_merges_the_parts_of_one_sweep(tmp_path):
     """Parts of a sweep run as parallel processes are merged into one report; a part on another
     teacher, or a missing part, is refused with the fix."""
-    from entropy_bench import merged_rows, write_report
+    from entropy_bench import entropy_report, merged_rows
 
     teacher = {"config": str(tmp_path / "t" / "config.yml"), "psnr": 26.0, "ssim": 0.9, "mb": 12.0, "ckpt_zip_mb": 40.0}
 
@@ -305,12 +305,12 @@ def test_benchmark_merges_the_parts_of_one_sweep(tmp_path):
 
     vq = [row("vq", 1.0, 25.0, k=256), row("vq", 1.5, 25.6, k=1024), row("vq", 2.0, 26.0, k=4096)]
     ent = [row("entropy-L", 0.9, 25.3, lmbda=1e-2), row("entropy-L", 1.3, 25.9, lmbda=1e-3), row("entropy-L", 1.8, 26.3, lmbda=1e-4)]
-    write_report(vq, teacher, "cmd vq", tmp_path, {"vq_steps": 1000}, "part_vq")
-    write_report(ent, teacher, "cmd L", tmp_path, {"steps": 3000}, "part_l")
+    entropy_report(vq, teacher, "cmd vq", tmp_path, {"vq_steps": 1000}, "part_vq")
+    entropy_report(ent, teacher, "cmd L", tmp_path, {"steps": 3000}, "part_l")
     rows, commands = merged_rows(tmp_path, ["part_vq", "part_l"], Path(teacher["config"]))
     assert commands == {"part_vq": "cmd vq", "part_l": "cmd L"}
     assert len(rows) == 6
-    text = write_report(rows, teacher, "cmd merge", tmp_path, {"merged": {"part_vq": "cmd vq", "part_l": "cmd L"}}, "all")
+    text = entropy_report(rows, teacher, "cmd merge", tmp_path, {"merged": {"part_vq": "cmd vq", "part_l": "cmd L"}}, "all")
     assert "`cmd vq`; `cmd L`" in text
     bd = json.loads((tmp_path / "entropy_all.json").read_text())["bd"]["entropy-L"]
     assert bd["bd_rate_percent"] < 0 and bd["bd_psnr_db"] > 0  # entropy is left of / above vq here
@@ -318,7 +318,7 @@ def test_benchmark_merges_the_parts_of_one_sweep(tmp_path):
     assert "(over PSNR 25.30-26.00 dB)" in text and "(over 1.000-1.800 MB)" in text
     # a sliver of overlap is not a BD figure: kept in the JSON, n/a in the report
     flat = [row("entropy-H", 1.0, 25.30, lmbda=1e-2), row("entropy-H", 1.05, 25.32, lmbda=1e-3)]
-    narrow = write_report(vq + flat, teacher, "cmd", tmp_path, {}, "narrow")
+    narrow = entropy_report(vq + flat, teacher, "cmd", tmp_path, {}, "narrow")
     bd = json.loads((tmp_path / "entropy_narrow.json").read_text())["bd"]["entropy-H"]
     assert bd["bd_rate_percent"] is None and bd["bd_rate_percent_narrow"] is not None
     assert bd["bd_psnr_db"] is None and bd["bd_psnr_db_narrow"] is not None  # 1.0-1.05 MB: 5% apart

@@ -14,7 +14,7 @@ def _result(psnr, **extra):
 
 def test_report_tables_and_acceptance(tmp_path):
     results = {
-        "mode": "quick", "command": "python benchmarks/pvd_quick.py --mode quick", "date": "today", "hardware": "cpu",
+        "mode": "quick", "command": "python benchmarks/pvd_bench.py --mode quick", "date": "today", "hardware": "cpu",
         "total_wall_s": 60.0,
         "teachers": {"nerfacto": _result(25.0)},
         "matrix": {"nerfacto-to-tensorf": _result(24.5, teacher="nerfacto", student="tensorf", psnr_vs_teacher=30.0)},
@@ -34,7 +34,7 @@ def test_report_tables_and_acceptance(tmp_path):
 def test_matrix_mode_reports_the_conversion_grid(tmp_path):
     pairs = {("nerfacto", "tensorf"): 24.5, ("tensorf", "plenoxels"): 23.0, ("tensorf", "nerfacto"): 22.0}
     results = {
-        "mode": "matrix", "command": "python benchmarks/pvd_quick.py --mode matrix", "date": "today", "hardware": "cpu",
+        "mode": "matrix", "command": "python benchmarks/pvd_bench.py --mode matrix", "date": "today", "hardware": "cpu",
         "total_wall_s": 60.0,
         "teachers": {"nerfacto": _result(25.0), "tensorf": _result(24.0)},
         "matrix": {f"{t}-to-{s}": _result(v, teacher=t, student=s, psnr_vs_teacher=30.0) for (t, s), v in pairs.items()},
