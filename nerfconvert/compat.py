@@ -27,7 +27,8 @@ unpatched stack and fails without the patch (``tests/test_compat.py``).
    (``splatfacto.py:380``) puts new ``Parameter`` objects into ``gauss_params``, after the trainer
    built its optimizers around the old ones; a resumed or fine-tuned (``--load-dir``) run trained
    tensors the model no longer used, and the loaded Gaussians did not move until a densification
-   rebuilt the optimizers. Patch: the loaded values go into the model's own Parameters.
+   rebuilt the optimizers. Patch (``nerfconvert.splat.shim.keep_parameters_on_load``, in the splat
+   method's own package): the loaded values go into the model's own Parameters.
 5. Splatfacto without CUDA: ``nerfconvert.splat.shim`` (its docstring) routes splatfacto's
    rasterization to a pure-torch rasterizer, and, where torch has no CUDA device, keeps the tensors
    of splatfacto's two ``.cuda()`` calls (``splatfacto.py:261,579``) on the model's device.
@@ -277,33 +278,6 @@ def rebind_optimizers(optimizers: Any, param_groups: dict) -> int:
     return rebound
 
 
-def keep_parameters_on_load(load_state_dict: Any) -> Any:
-    """Splatfacto's ``load_state_dict``, resized Gaussians included, with the values in the model's
-    own ``Parameter`` objects (the ones the optimizers hold) instead of new ones."""
-    if getattr(load_state_dict, "_nerfconvert_keeps_parameters", False):
-        return load_state_dict
-
-    @functools.wraps(load_state_dict)
-    def wrapped(self, state_dict, **kwargs):
-        before = dict(self.gauss_params.items())
-        result = load_state_dict(self, state_dict, **kwargs)
-        for name, old in before.items():
-            new = self.gauss_params[name]
-            if new is not old:
-                old.data = new.data  # a Parameter's data may change shape; the object stays
-                self.gauss_params[name] = old
-        return result
-
-    wrapped._nerfconvert_keeps_parameters = True  # type: ignore[attr-defined]
-    return wrapped
-
-
-def install_splatfacto_loading() -> None:
-    from nerfstudio.models.splatfacto import SplatfactoModel
-
-    SplatfactoModel.load_state_dict = keep_parameters_on_load(SplatfactoModel.load_state_dict)
-
-
 def install() -> None:
     """Install the patches 1-5 (idempotent). Called by the entry points only: ``method_configs``
     (nerfstudio's plugin discovery) and ``nerfconvert.cli.main``."""
@@ -312,6 +286,8 @@ def install() -> None:
         return
     install_safe_globals()
     install_offline_lpips()
+    from nerfconvert.splat.shim import install_splatfacto_loading  # the splat method's own package
+
     install_splatfacto_loading()
     install_fast_external_methods()
     try:  # splatfacto on the CPU (nerfconvert/splat); a gsplat problem must not break other methods

@@ -115,3 +115,32 @@ def install_cpu_rasterizer() -> None:
     """Make splatfacto render on the CPU (idempotent); imports ``nerfstudio.models.splatfacto``
     (nerfstudio's method table, which every entry point loads, imports it anyway)."""
     _patch(importlib.import_module(SPLATFACTO))
+
+
+# ---- patch 4 of nerfconvert/compat.py (the ledger): loaded Gaussians stay in the optimizers' Parameters
+
+def keep_parameters_on_load(load_state_dict: Any) -> Any:
+    """Splatfacto's ``load_state_dict``, resized Gaussians included, with the values in the model's
+    own ``Parameter`` objects (the ones the optimizers hold) instead of new ones."""
+    if getattr(load_state_dict, "_nerfconvert_keeps_parameters", False):
+        return load_state_dict
+
+    @functools.wraps(load_state_dict)
+    def wrapped(self, state_dict, **kwargs):
+        before = dict(self.gauss_params.items())
+        result = load_state_dict(self, state_dict, **kwargs)
+        for name, old in before.items():
+            new = self.gauss_params[name]
+            if new is not old:
+                old.data = new.data  # a Parameter's data may change shape; the object stays
+                self.gauss_params[name] = old
+        return result
+
+    wrapped._nerfconvert_keeps_parameters = True  # type: ignore[attr-defined]
+    return wrapped
+
+
+def install_splatfacto_loading() -> None:
+    from nerfstudio.models.splatfacto import SplatfactoModel
+
+    SplatfactoModel.load_state_dict = keep_parameters_on_load(SplatfactoModel.load_state_dict)
