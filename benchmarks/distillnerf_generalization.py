@@ -41,7 +41,7 @@ from common import RESULTS, hardware, now_utc, short_run_config
 
 SIZES: Dict[str, Dict[str, Any]] = {
     "small": {"num_train": 4, "num_heldout": 2, "num_steps": 4, "curve": (1, 4), "seeds": (0,),
-              "variants": ("no-virtual-cameras", "old-defaults"), "train_steps": 400},
+              "variants": ("no-virtual-cameras", "no-ray-jitter", "no-opacity-loss", "old-defaults"), "train_steps": 400},
     "full": {"num_train": 16, "num_heldout": 4, "num_steps": 5, "curve": (1, 4, 16), "seeds": (0, 1, 2),
              "variants": ("no-virtual-cameras", "old-defaults"), "train_steps": 2000},
 }
@@ -124,7 +124,6 @@ def _load_images(frames) -> torch.Tensor:
     return torch.from_numpy(np.stack([np.asarray(Image.open(f.image).convert("RGB"), np.float32) / 255.0 for f in frames]))
 
 
-@torch.no_grad()
 def part_baselines(args, size) -> Dict[str, Any]:
     """Teacher reconstruction, the single-frame teacher's novel views and the downsample-upsample
     reconstruction, all on the held-out frames; cached in baselines.json (single-frame teachers
@@ -158,7 +157,8 @@ def part_baselines(args, size) -> Dict[str, Any]:
             if teacher is not None and "teacher_psnr" not in entry:
                 pred = torch.from_numpy(np.stack([render_teacher(teacher, f)["rgb"] for f in frames]))
                 entry["teacher_psnr"], entry["teacher_ssim"] = _psnr_ssim(pred, gt)
-            if "single_frame_prev_psnr" not in entry and not args.skip_single_frame:
+            single_done = sum("single_frame_prev_psnr" in e for k, e in per_frame.items() if k.startswith(scene.name + "/"))
+            if "single_frame_prev_psnr" not in entry and not args.skip_single_frame and single_done < args.single_frame_per_scene:
                 # a teacher trained on this step's cameras alone, scored one step earlier / later
                 step_dir = scene.root / f"t{t:03d}"
                 config = teacher_config(DEFAULT_METHOD, step_dir, TEACHER_STEPS, "cpu")
@@ -334,9 +334,11 @@ def part_report(args, size) -> str:
                      "recon_accumulation_off_grid": r["metrics"]["recon_accumulation_off_grid"]} for r in rows],
         "teacher_recon_psnr": mean("teacher_psnr"),
         "single_frame_novel_psnr": float(np.mean(single)) if single else None,
+        "single_frame_frames": sorted(k for k, f in base["frames"].items() if "single_frame_prev_psnr" in f),
         "downsample_recon_psnr": mean("downsample_psnr"),
     }
-    stem = f"distillnerf_generalization{'' if args.size == 'full' and args.scene_seed == 0 else '_' + args.size}"
+    # one file per scene seed; "size" inside says which size wrote it (the full size replaces the small one)
+    stem = "distillnerf_generalization"
     if args.scene_seed:
         stem += f"_sceneseed{args.scene_seed}"
     args.results_dir.mkdir(parents=True, exist_ok=True)
@@ -357,7 +359,8 @@ def part_report(args, size) -> str:
                      f"{f(r['delta_1_25'], 3)} | {100 * r['far_leak']:.1f}% | {100 * r['far_leak_transmittance_share']:.0f}% | "
                      f"{r['recon_accumulation_on_grid']:.2f}/{r['recon_accumulation_off_grid']:.2f} | {r['train_seconds']:.0f} | {r['forward_render_seconds']:.3f} |")
     lines += ["", f"Per-scene teacher (all steps) recon PSNR on the same frames: {f(data['teacher_recon_psnr'])}; "
-              f"single-frame teacher at prev/next: {f(data['single_frame_novel_psnr'])}; downsample-upsample (1/4) recon: "
+              f"single-frame teacher at prev/next: {f(data['single_frame_novel_psnr'])} "
+              f"(frames {', '.join(data['single_frame_frames']) or 'none'}); downsample-upsample (1/4) recon: "
               f"{f(data['downsample_recon_psnr'])}.", "",
               "Novel-view depth: cells of the prev/next renders fully covered by ground truth within 80 m and not sky; "
               "far leak = share of them rendered beyond 100 m; leak acc<0.5 = share of the far-leak cells whose "
@@ -419,6 +422,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--train-steps", type=int, default=None, help="override the size's model steps")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--skip-single-frame", action="store_true", help="baselines: no single-frame teachers")
+    parser.add_argument("--single-frame-per-scene", type=int, default=99,
+                        help="baselines: single-frame teachers on at most this many frames per held-out scene")
     args = parser.parse_args(argv)
     size = SIZES[args.size]
     args.work_dir = args.work_dir or Path(f"/tmp/nerfconvert-bench-distillnerf-gen-{args.size}-s{args.scene_seed}")
