@@ -17,6 +17,8 @@ import torch
 from nerfconvert.views.splat import fibonacci_directions, fit_sh, sh_basis
 
 SPLAT_STEPS = 20
+DISTIL_STEPS = 12
+GAIN_DB = 10.0
 
 
 def test_sh_least_squares_recovers_the_coefficients_gsplat_renders_with():
@@ -183,19 +185,27 @@ def test_a_splatfacto_teacher_distils_into_a_nerfacto_student_in_process(splat_s
     from nerfconvert.distill.method import make_pvd_config
 
     _, teacher = splat_student
-    config = make_pvd_config(teacher, "nerfacto", tmp_path, max_num_iterations=10, num_rays=128, device_type="cpu")
+    config = make_pvd_config(teacher, "nerfacto", tmp_path, max_num_iterations=DISTIL_STEPS, num_rays=128, device_type="cpu")
     config.pipeline.image_rays = 256
     config.check_inputs()
     assert "image-level" in config.schedule_summary()
     pipeline = config.pipeline.setup(device="cpu", test_mode="val")
     assert pipeline.image_level and not pipeline.use_volume_loss
-    for step in range(3):
+    optimizer = torch.optim.Adam([p for group in pipeline.get_param_groups().values() for p in group], lr=1e-2)
+    psnrs = []
+    for step in range(DISTIL_STEPS):
+        optimizer.zero_grad()
         _, losses, metrics = pipeline.get_train_loss_dict(step)
         total = sum(losses.values())
         assert torch.isfinite(total) and total.requires_grad
         assert "interlevel_loss" in losses  # the nerfacto student's own loss, proposal networks included
         total.backward()
-    assert float(metrics["psnr_vs_teacher"]) > 0
+        optimizer.step()
+        psnrs.append(float(metrics["psnr_vs_teacher"]))
+    # the losses teach the student its teacher: its last steps match the teacher's pixels far better than
+    # its first three, the untrained student (measured 2026-12-07: 6.9, 8.5, 11.2 -> 28.8, 28.9, 28.7 dB)
+    first, last = float(np.mean(psnrs[:3])), float(np.mean(psnrs[-3:]))
+    assert last > first + GAIN_DB, (first, last)
 
 
 @pytest.mark.slow
