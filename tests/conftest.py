@@ -9,6 +9,7 @@ from typing import Callable, Dict, Optional
 
 import pytest
 import torch
+from processes import start_group, stop_group
 
 from nerfconvert import compat
 from nerfconvert.compat import own_event_writers
@@ -124,54 +125,46 @@ def capture_nerfacto_run(capture_scene, tmp_path_factory) -> Path:
     return config.get_base_dir() / "config.yml"
 
 
-STOCK_VIEWER_MIN_PIXEL_STD = 2.0
-"""The session's 6-step runs render near-white: pixel std 3.2 (tensorf) and 4.0 (plenoxels), measured
-2026-12-07, under tests/viewer's threshold of 3 for runs with content; a model that renders one colour
-gives 0.89 (JPEG rounding, tests/viewer's constant-colour test)."""
-
-
 @pytest.fixture
-def stock_viewer_page(tmp_path):
-    """``stock_viewer_page(config_yml)`` -> the frame that a stock ``ns-viewer`` renders for the run,
-    as headless Chromium shows it (the browser harness of tests/viewer): the page served, the panel
-    up, the camera moved out, the render loop's full-resolution frame announced ("Resolution: WxHpx"
-    at "Max res") and captured, and not blank (pixel std over ``STOCK_VIEWER_MIN_PIXEL_STD``: a model
-    that renders one colour is caught). The viewer is stopped afterwards;
-    fails with its log if it exits. ``while_serving``: a call made while the viewer starts (e.g.
-    ``ns-export`` on the same run: the two processes' start-up overlaps on a multi-core machine)."""
+def stock_viewer_page(tmp_path) -> Callable[[Path], str]:
+    """``stock_viewer_page(config_yml)`` -> the HTML that a stock ``ns-viewer`` serves for the run
+    (the server is stopped afterwards); fails with the viewer's log if it exits or serves nothing.
+    ``while_serving``: a call made while the viewer starts (e.g. ``ns-export`` on the same run: the
+    two processes' start-up overlaps on a multi-core machine)."""
+    import socket
+    import subprocess
     import sys
+    import time
+    import urllib.request
 
-    viewer_tests = str(Path(__file__).resolve().parent / "viewer")
-    if viewer_tests not in sys.path:
-        sys.path.insert(0, viewer_tests)
-    from browser_harness import (ViewerProcess, Page, check_not_blank, chromium, free_port, missing, prepare_view,
-                                 render_screenshot)
-
-    if missing:
-        pytest.skip(f"{' and '.join(missing)} not installed (apt-get install -y chromium chromium-driver)")
-
-    def _serve(config_path: Path, while_serving: Optional[Callable[[], object]] = None):
-        port = free_port()
-        name = f"stock_viewer_{Path(config_path).parent.name}_{port}"
-        process = ViewerProcess(
-            [str(Path(sys.executable).parent / "ns-viewer"), "--load-config", str(config_path),
-             "--viewer.websocket-port", str(port), "--viewer.websocket-host", "127.0.0.1",
-             "--viewer.max-num-display-images", "0"], tmp_path / f"{name}.log")
-        try:
-            if while_serving is not None:
-                while_serving()
-            url = f"http://127.0.0.1:{port}/"
-            process.wait_for_page(url, timeout=300)  # a loaded shared CPU: 180 s was not always enough
-            with chromium() as driver:
-                page = Page(driver, url)
-                prepare_view(page, process, zoom_clicks=10, timeout=300, max_res=128)
-                frame = render_screenshot(page, process, name)
-                driver.get("about:blank")
-            print(f"{name}: pixel std {frame.pixel_std:.2f}")
-            check_not_blank(frame, threshold=STOCK_VIEWER_MIN_PIXEL_STD)
-            return frame
-        finally:
-            process.stop()
+    def _serve(config_path: Path, while_serving: Optional[Callable[[], object]] = None) -> str:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        log_path = tmp_path / f"viewer_{port}.log"
+        with open(log_path, "w") as log:
+            proc = start_group(
+                [str(Path(sys.executable).parent / "ns-viewer"), "--load-config", str(config_path),
+                 "--viewer.websocket-port", str(port), "--viewer.websocket-host", "127.0.0.1"],
+                stdout=log, stderr=subprocess.STDOUT,
+            )
+            try:
+                if while_serving is not None:
+                    while_serving()
+                deadline, page = time.time() + 300, None  # a loaded shared CPU: 180 s was not always enough
+                while time.time() < deadline and proc.poll() is None:
+                    try:
+                        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
+                            if response.status == 200:
+                                page = response.read().decode("utf-8", "replace")
+                                break
+                    except OSError:
+                        time.sleep(1.0)
+                assert proc.poll() is None, "ns-viewer exited:\n" + log_path.read_text()[-3000:]
+                assert page is not None and "<html" in page.lower(), "ns-viewer served no page"
+                return page
+            finally:
+                stop_group(proc)
 
     return _serve
 

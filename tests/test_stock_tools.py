@@ -1,5 +1,5 @@
 """Stock nerfstudio tools work on our runs and on stock runs once the plugin is installed:
-``ns-viewer`` renders a frame in a browser, ``ns-export pointcloud`` writes a non-empty .ply, ``ns-eval``
+``ns-viewer`` serves a page, ``ns-export pointcloud`` writes a non-empty .ply, ``ns-eval``
 loads the checkpoint (safe torch.load) and reports LPIPS as missing offline."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ EXPORT = (500, "--num-rays-per-batch", "1024")
 
 
 @pytest.mark.parametrize("method", RUNS)
-def test_ns_viewer_renders_a_frame_and_ns_export_writes_a_point_cloud(trained_run, method, stock_viewer_page, tmp_path):
+def test_ns_viewer_serves_a_page_and_ns_export_writes_a_point_cloud(trained_run, method, stock_viewer_page, tmp_path):
     stock_viewer_page(trained_run(method), while_serving=lambda: ns_export_pointcloud(trained_run(method), tmp_path, *EXPORT))
 
 
