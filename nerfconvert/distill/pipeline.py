@@ -141,6 +141,11 @@ class PVDPipelineConfig(VanillaPipelineConfig):
                            init_points=self.init_points, init_seconds=self.init_seconds,
                            grid_from_teacher=self.grid_from_teacher)
 
+    def keeps_pvd_stages(self) -> bool:
+        """PVD's stages asked for a student that starts as the teacher's field (--pipeline.stages-after-fill,
+        or stages pinned with --pipeline.stage-steps): it then distils at the teacher's samples."""
+        return self.stages_after_fill or self.stage_steps is not None
+
     def schedule(self, total_steps: Optional[int] = None, starts_at_teacher: bool = False) -> Tuple[int, int, int]:
         """(stage 2 start, stage 3 start, active-learning start) of a run of ``total_steps``
         (``starts_at_teacher``: the student is the teacher's field at step 0, ``stages_after_fill``)."""
@@ -275,7 +280,7 @@ class PVDPipeline(Pipeline):
         scene_box = teacher_train.scene_box
         view_cls = view_class_for(config.model._target)
         # the teacher renders pseudo views, the student learns them with its own loss
-        self.image_level = distils_on_images(teacher_view, view_cls, config.distil_on, options, config.stages_after_fill)
+        self.image_level = distils_on_images(teacher_view, view_cls, config.distil_on, options, config.keeps_pvd_stages())
         self.datamanager: PseudoCameraDataManager = config.datamanager.setup(
             device=device,
             test_mode=test_mode,
@@ -542,6 +547,9 @@ class PVDPipeline(Pipeline):
             cameras, pose, coords = dm.next_train_pixels(step, cfg.image_rays)
             cameras = pinhole_camera(cameras)
             bundle = cameras.generate_rays(camera_indices=pose[:, None].to(cameras.device), coords=coords.to(cameras.device))
+            # the index chose the pseudo camera; the student sees camera 0, as for a single pseudo view (a
+            # per-image appearance embedding has the teacher's training images, not the epoch's poses)
+            bundle.camera_indices = torch.zeros_like(bundle.camera_indices)
             gathered: Dict[str, Tensor] = {}
             for p in pose.unique().tolist():
                 image = self.teacher_image(cameras[p : p + 1], (dm.epoch, p, 0, 0))

@@ -123,7 +123,7 @@ class PVDTrainerConfig(RunLengthTrainerConfig):
             return False  # no teacher named yet (check_inputs says so)
         return distils_on_images(view_class_for(self.teacher_config().pipeline.model._target),
                                  view_class_for(self.pipeline.model._target), "auto", self.pipeline.view_options(),
-                                 self.pipeline.stages_after_fill)
+                                 self.pipeline.keeps_pvd_stages())
 
     def starts_at_teacher(self) -> bool:
         """Whether the student is set to the teacher's field before its first step (then it starts in stage 3)."""
