@@ -45,6 +45,7 @@ before = targets()
 """
 
 
+@pytest.mark.slow  # a fresh interpreter that imports nerfstudio: 6-10 s, kept out of the fast lane
 def test_importing_the_library_patches_nothing():
     out = fresh(PATCHED_TARGETS + """
 import sys
@@ -66,6 +67,7 @@ print("installed:", sorted(k for k, v in targets().items() if v is not before[k]
     assert ("SplatfactoModel.get_outputs" in installed) == (not torch.cuda.is_available()), out
 
 
+@pytest.mark.slow  # a fresh interpreter that imports nerfstudio: 6-10 s, kept out of the fast lane
 @pytest.mark.parametrize("entry", ["import nerfstudio.configs.method_configs",  # every ns-* command
                                    "from method_configs.pvd_al import pvd_al"])
 def test_the_entry_points_install_the_patches(entry):
@@ -73,6 +75,7 @@ def test_the_entry_points_install_the_patches(entry):
     assert out.strip() == "True"
 
 
+@pytest.mark.slow  # a fresh interpreter that imports nerfstudio: 6-10 s, kept out of the fast lane
 def test_the_nerfconvert_command_installs_the_patches(tmp_path):
     out = fresh(f"""
 from nerfconvert import compat
@@ -147,6 +150,7 @@ def test_real_nerfstudio_checkpoint_loads(trained_run):
 
 
 # ---- 2. offline LPIPS ----------------------------------------------------------------------------
+@pytest.mark.slow  # a fresh interpreter that imports nerfstudio: 6-10 s, kept out of the fast lane
 def test_unpatched_stock_model_dies_offline_patched_one_reports_lpips_missing(tmp_path):
     """Offline (a proxy that refuses, no cached AlexNet): stock nerfacto cannot be built without the patch."""
     out = fresh("""
