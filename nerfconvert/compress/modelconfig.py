@@ -94,3 +94,17 @@ def model_config_from_json(family_cls, fields: Dict[str, Any], method: Optional[
             value = tuple(tuple(v) if isinstance(v, list) else v for v in value)
         setattr(config, name, value)
     return config
+
+
+def model_architecture(model, family_name: str, teacher_method: str) -> Dict[str, Any]:
+    """What every .ncz records of the model it holds, to rebuild it before its tables are decoded:
+    family, model class and method, full model config, scene box and number of training images."""
+    return {
+        "family": family_name,
+        "model_class": type(model).__name__,
+        "teacher_method": teacher_method,
+        "model_method": model_method_for(model.config, teacher_method),
+        "model_config": model_config_to_json(model.config),
+        "scene_box": model.scene_box.aabb.detach().cpu().tolist(),
+        "num_train_data": int(model.num_train_data),
+    }

@@ -117,7 +117,7 @@ def pack(model, entropy: MaskedEntropyModel, decoder: PlaneDecoder, latents: Ten
          metadata: Dict[str, Any]) -> Tuple[bytes, Dict[str, Any]]:
     """Encode. ``model``: the model whose feature planes were coded (its planes are not read); ``spec``:
     preset and plane shapes. Returns the file bytes and a size/rate report. Calls ``update()`` on the bottleneck."""
-    from nerfconvert.compress.modelconfig import model_config_to_json, model_method_for
+    from nerfconvert.compress.modelconfig import model_architecture
     from nerfconvert.compress.tables import vq_tables_class_for
 
     family_cls = vq_tables_class_for(type(model))  # what rebuilds the model: its view's tables
@@ -150,13 +150,7 @@ def pack(model, entropy: MaskedEntropyModel, decoder: PlaneDecoder, latents: Ten
             sections["s/" + key] = value.float().numpy()
         state_spec[key] = entry
     architecture = {
-        "family": family_cls.name,
-        "model_class": type(model).__name__,
-        "teacher_method": family_cls.teacher_method,
-        "model_method": model_method_for(model.config, family_cls.teacher_method),
-        "model_config": model_config_to_json(model.config),
-        "scene_box": model.scene_box.aabb.detach().cpu().tolist(),
-        "num_train_data": int(model.num_train_data),
+        **model_architecture(model, family_cls.name, family_cls.teacher_method),
         "latent_shape": list(latents.shape),
         "coded_locations": int(mask.sum()),
         "masked": bool(entropy.masked),

@@ -35,7 +35,7 @@ from nerfconvert.compress.quant import (
     unpack_indices,
     unpack_mask,
 )
-from nerfconvert.compress.modelconfig import model_config_from_json, model_config_to_json, model_method_for
+from nerfconvert.compress.modelconfig import model_architecture, model_config_from_json
 from nerfconvert.compress.tables import CompressionTables, Table, vq_tables_named
 
 METHOD = "vq-compression"
@@ -287,14 +287,8 @@ def pack(family: CompressionTables, states: Dict[str, TableState], extra: Dict[s
             sections["s/" + key] = value.float().numpy()
         state_spec[key] = entry
     architecture = {
-        "family": family.name,
+        **model_architecture(model, family.name, family.teacher_method),
         "quantizer": family.quantizer,
-        "model_class": type(model).__name__,
-        "teacher_method": family.teacher_method,
-        "model_method": model_method_for(model.config, family.teacher_method),
-        "model_config": model_config_to_json(model.config),
-        "scene_box": model.scene_box.aabb.detach().cpu().tolist(),
-        "num_train_data": int(model.num_train_data),
         "tables": table_specs,
         "state": state_spec,
     }
